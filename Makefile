@@ -1,0 +1,33 @@
+# Set-up and everyday commands. Each target creates .venv and installs what it needs.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test serve migration clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## demo: start the server on the embedded SQLite default (tallystick.db here)
+demo: $(STAMP)
+	$(BIN)/tallystick serve
+
+## test: run the whole test suite on SQLite and PostgreSQL
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+serve: demo
+
+## migration: rewrite the initial migration after a model change (before the first release)
+migration: $(STAMP)
+	$(BIN)/python scripts/regenerate_initial_migration.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,195 @@
+"""`tallystick` command: run the server and manage API keys."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tallystick import __version__
+
+app = typer.Typer(
+    name="tallystick",
+    help="Self-hostable billing engine for AI products.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+api_keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(api_keys_app, name="api-keys")
+
+console = Console()
+error_console = Console(stderr=True)
+
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="TALLYSTICK_DATABASE_URL",
+        help="SQLAlchemy URL of the store, such as sqlite:///tallystick.db or "
+        "postgresql://user@host:5432/db. Default: tallystick.db in the working directory.",
+        show_default=False,
+    ),
+]
+
+
+def _database_url(value: str | None) -> str:
+    from tallystick.server.settings import default_database_url
+
+    return value or default_database_url()
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the tallystick version."""
+    console.print(__version__)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+    database_url: DatabaseUrlOption = None,
+    workers: Annotated[int, typer.Option(help="Number of server processes.", min=1)] = 1,
+    log_level: Annotated[str, typer.Option(help="Logging level: debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the API server. Migrations run before it accepts requests."""
+    import uvicorn
+
+    from tallystick.server.migrate import upgrade_to_head
+
+    _configure_logging(log_level)
+    url = _database_url(database_url)
+    upgrade_to_head(url)
+    # Worker processes build their app from the environment, so pass the URL down that way.
+    os.environ["TALLYSTICK_DATABASE_URL"] = url
+    uvicorn.run(
+        "tallystick.server.app:create_app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level.lower(),
+    )
+
+
+@app.command()
+def migrate(database_url: DatabaseUrlOption = None) -> None:
+    """Bring the database schema up to date without starting the server."""
+    from tallystick.server.migrate import upgrade_to_head
+
+    upgrade_to_head(_database_url(database_url))
+    console.print("Database schema is up to date.")
+
+
+@api_keys_app.command("create")
+def api_keys_create(
+    org: Annotated[str, typer.Option("--org", help="Organization name; created if missing.")],
+    name: Annotated[str, typer.Option(help="Label for the key, shown in listings.")] = "",
+    database_url: DatabaseUrlOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Create an API key. The key is printed once and stored only as a hash."""
+    from tallystick.server.api_keys import create_api_key
+    from tallystick.server.db import Store
+    from tallystick.server.migrate import upgrade_to_head
+
+    url = _database_url(database_url)
+    upgrade_to_head(url)
+    store = Store.open(url)
+    try:
+        with store.transaction() as session:
+            created = create_api_key(session, org, name)
+    finally:
+        store.dispose()
+
+    if as_json:
+        typer.echo(json.dumps({"organizationId": created.organization_id, "apiKey": created.secret}))
+        return
+    console.print(f"Organization: [bold]{org}[/bold] ({created.organization_id})")
+    console.print(f"API key id:   {created.api_key_id}")
+    console.print(f"API key:      [bold]{created.secret}[/bold]")
+    console.print("Store the key now: it is not shown again.")
+
+
+@api_keys_app.command("list")
+def api_keys_list(
+    org: Annotated[str | None, typer.Option("--org", help="Only this organization's keys.")] = None,
+    database_url: DatabaseUrlOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """List API keys (their prefixes only; secrets are never stored)."""
+    from tallystick.server.api_keys import list_api_keys
+    from tallystick.server.db import Store
+    from tallystick.server.migrate import upgrade_to_head
+
+    url = _database_url(database_url)
+    upgrade_to_head(url)
+    store = Store.open(url)
+    try:
+        with store.transaction() as session:
+            rows = list_api_keys(session, org)
+            items = [
+                {
+                    "id": key.id,
+                    "organizationId": organization.id,
+                    "organization": organization.name,
+                    "name": key.name,
+                    "prefix": key.key_prefix,
+                    "createdAt": key.created_at.isoformat(),
+                    "revokedAt": key.revoked_at.isoformat() if key.revoked_at else None,
+                }
+                for key, organization in rows
+            ]
+    finally:
+        store.dispose()
+
+    if as_json:
+        typer.echo(json.dumps(items))
+        return
+    table = Table("id", "organization", "name", "prefix", "created", "revoked")
+    for item in items:
+        table.add_row(
+            item["id"], item["organization"], item["name"], item["prefix"] + "...",
+            item["createdAt"], item["revokedAt"] or "",
+        )
+    console.print(table)
+
+
+@api_keys_app.command("revoke")
+def api_keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="Id of the key to revoke (key_...).")],
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Revoke an API key; requests with it get 401 from then on."""
+    from tallystick.server.api_keys import revoke_api_key
+    from tallystick.server.db import Store
+    from tallystick.server.migrate import upgrade_to_head
+
+    url = _database_url(database_url)
+    upgrade_to_head(url)
+    store = Store.open(url)
+    try:
+        with store.transaction() as session:
+            api_key = revoke_api_key(session, key_id)
+    finally:
+        store.dispose()
+    if api_key is None:
+        error_console.print(f"API key '{key_id}' not found.")
+        raise typer.Exit(code=1)
+    console.print(f"Revoked API key {key_id}.")
+
+
+def run() -> None:
+    app()

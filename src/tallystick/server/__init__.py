@@ -1,0 +1,1 @@
+"""The tallystick server: REST API, OTLP intake and the billing services behind them."""

@@ -1,0 +1,78 @@
+"""The ASGI application: REST API under /api/v2, health check and OpenAPI document."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from tallystick import __version__
+from tallystick.server.db import Store
+from tallystick.server.errors import install_error_handlers
+from tallystick.server.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v2"
+
+API_DESCRIPTION = """\
+Self-hostable billing for AI products, wire-compatible with the Paid v2 API.
+
+Authenticate every `/api/v2` request with `Authorization: Bearer <API key>`.
+Errors are JSON objects `{"error", "code", "details"}`; lists are
+`{"data", "pagination": {"limit", "offset", "total", "hasMore"}}`.
+External ids must not contain `/`.
+"""
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    """Build the application for `settings`, or share an already open `store`."""
+    settings = settings or get_settings()
+    owns_store = store is None
+    store = store or Store.open(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        log.info("server.started", extra={"database": store.engine.url.get_backend_name()})
+        yield
+        if owns_store:
+            store.dispose()
+        log.info("server.stopped")
+
+    app = FastAPI(
+        title="tallystick",
+        version=__version__,
+        description=API_DESCRIPTION,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    app.state.store = store
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, Any]:
+        """Report whether the server can reach its database."""
+        with store.read_sessions() as session:
+            session.execute(text("SELECT 1"))
+        return {"status": "ok", "version": __version__}
+
+    for router in _api_routers():
+        app.include_router(router, prefix=API_PREFIX)
+    return app
+
+
+def _api_routers() -> list[Any]:
+    from tallystick.server.routers import all_routers
+
+    return all_routers()
+
+
+def create_app_from_environment() -> FastAPI:
+    """Factory for `uvicorn --factory`: settings come from TALLYSTICK_* variables."""
+    return create_app(Settings())

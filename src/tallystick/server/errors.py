@@ -1,0 +1,197 @@
+"""API errors and the one place that renders them as ``{"error", "code", "details"}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+# Longest rendering of a rejected input value echoed back in an error message.
+_MAX_ECHOED_VALUE = 80
+
+
+class ApiError(Exception):
+    """An error the client can act on, with an HTTP status and a stable snake_case code.
+
+    Args:
+        status: HTTP status code.
+        code: stable machine-readable code, such as ``not_found``.
+        message: one sentence for a person, naming the field and value involved.
+        details: optional longer explanation or hint.
+        fields: optional per-field problems as ``{"field", "message", "value"}`` mappings.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: str | None = None,
+        fields: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.fields = fields
+        self.headers = headers
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.message, "code": self.code}
+        if self.details is not None:
+            body["details"] = self.details
+        if self.fields:
+            body["fields"] = self.fields
+        return body
+
+
+def not_found(kind: str, key: str, value: str) -> ApiError:
+    """Build the 404 for a `kind` (such as "Customer") looked up by `key` = `value`."""
+    return ApiError(404, "not_found", f"{kind} with {key} '{value}' not found")
+
+
+def bad_request(field: str, message: str, value: Any = None, code: str = "invalid_field") -> ApiError:
+    """Build a 400 that names the offending field, such as ``key`` or ``signals[3].eventName``."""
+    shown = _show_value(value)
+    text = f"Invalid {field}: {message}" if value is None else f"Invalid {field} {shown}: {message}"
+    return ApiError(400, code, text, fields=[{"field": field, "message": message, "value": value}])
+
+
+def conflict_as_bad_request(field: str, value: Any, what: str) -> ApiError:
+    """Build the 400 for a duplicate unique value.
+
+    The paid-python client retries 409 twice before giving up, so duplicates answer 400: a
+    retry cannot fix them.
+    """
+    return ApiError(
+        400,
+        "duplicate",
+        f"Invalid {field} {_show_value(value)}: {what} already exists",
+        fields=[{"field": field, "message": f"{what} already exists", "value": value}],
+    )
+
+
+def _show_value(value: Any) -> str:
+    text = repr(value)
+    if len(text) > _MAX_ECHOED_VALUE:
+        text = text[: _MAX_ECHOED_VALUE - 3] + "..."
+    return text
+
+
+def format_location(location: tuple[Any, ...] | list[Any]) -> str:
+    """Render a pydantic error location as a field path, such as ``signals[0].eventName``."""
+    parts: list[str] = []
+    for item in location:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif parts:
+            parts.append(f".{item}")
+        else:
+            parts.append(str(item))
+    return "".join(parts)
+
+
+def validation_error_to_api_error(errors: list[dict[str, Any]], source: str = "body") -> ApiError:
+    """Turn pydantic's error list into one 400 whose message names the first bad field."""
+    fields: list[dict[str, Any]] = []
+    for error in errors:
+        location = list(error.get("loc", ()))
+        if location and location[0] in ("body", "query", "path", "header"):
+            source = location[0]
+            location = location[1:]
+        # Discriminated unions add the tag name (such as "RecurringPerUnit") to the path.
+        location = [part for part in location if not _is_union_tag(part)]
+        if error.get("type") == "json_invalid":
+            return ApiError(
+                400,
+                "invalid_json",
+                "Request body is not valid JSON",
+                details=str(error.get("ctx", {}).get("error", "")) or None,
+            )
+        field = format_location(location) or source
+        value = error.get("input")
+        if error.get("type") == "missing":
+            value = None
+        fields.append({"field": field, "message": error.get("msg", "invalid"), "value": _jsonable(value)})
+
+    first = fields[0]
+    if first["value"] is None:
+        message = f"Invalid {first['field']}: {first['message']}"
+    else:
+        message = f"Invalid {first['field']} {_show_value(first['value'])}: {first['message']}"
+    if len(fields) > 1:
+        message += f" (and {len(fields) - 1} more problem{'s' if len(fields) > 2 else ''})"
+    details = "; ".join(f"{item['field']}: {item['message']}" for item in fields)
+    return ApiError(400, "validation_error", message, details=details, fields=fields)
+
+
+def _is_union_tag(part: Any) -> bool:
+    return isinstance(part, str) and (part[:1].isupper() or part.startswith("function-"))
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (dict, list)):
+        # Echo small structures only; a whole rejected body is not useful in an error.
+        text = repr(value)
+        return value if len(text) <= _MAX_ECHOED_VALUE else text[: _MAX_ECHOED_VALUE - 3] + "..."
+    return str(value)
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error, including framework ones, in the API's error shape."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse(error.to_body(), status_code=error.status, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        api_error = validation_error_to_api_error(list(error.errors()))
+        return JSONResponse(api_error.to_body(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(error.status_code, "http_error")
+        if error.status_code == 404:
+            message = f"No route for {request.method} {request.url.path}"
+        else:
+            message = str(error.detail)
+        return JSONResponse(
+            {"error": message, "code": code},
+            status_code=error.status_code,
+            headers=getattr(error, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception(
+            "request.failed",
+            extra={"method": request.method, "path": request.url.path},
+        )
+        return JSONResponse(
+            {"error": "Internal server error", "code": "internal_error"}, status_code=500
+        )

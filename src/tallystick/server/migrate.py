@@ -1,0 +1,30 @@
+"""Run Alembic migrations programmatically, so no alembic.ini is needed at run time."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+from tallystick.server.db import normalize_database_url
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # ConfigParser treats % as interpolation; URLs may contain percent-encoded characters.
+    config.set_main_option("sqlalchemy.url", normalize_database_url(database_url).replace("%", "%%"))
+    return config
+
+
+def upgrade_to_head(database_url: str) -> None:
+    """Bring the database at `database_url` to the newest schema."""
+    log.info("migrations.started")
+    command.upgrade(alembic_config(database_url), "head")
+    log.info("migrations.finished")

@@ -1,0 +1,26 @@
+"""ORM models. Importing this package registers every table on `Base.metadata`."""
+
+from tallystick.server.models.base import Base
+from tallystick.server.models.catalog import (
+    CreditBenefit,
+    CreditCurrency,
+    Plan,
+    PlanAttribute,
+    Product,
+    ProductAttribute,
+)
+from tallystick.server.models.customer import Customer
+from tallystick.server.models.organization import ApiKey, Organization
+
+__all__ = [
+    "ApiKey",
+    "Base",
+    "CreditBenefit",
+    "CreditCurrency",
+    "Customer",
+    "Organization",
+    "Plan",
+    "PlanAttribute",
+    "Product",
+    "ProductAttribute",
+]

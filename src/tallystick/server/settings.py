@@ -1,0 +1,30 @@
+"""Server settings, read once from arguments and TALLYSTICK_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_FILE = "tallystick.db"
+
+
+def default_database_url() -> str:
+    """Return the SQLite URL of ``tallystick.db`` in the working directory."""
+    return f"sqlite:///{Path.cwd() / DEFAULT_DATABASE_FILE}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TALLYSTICK_", extra="ignore")
+
+    database_url: str = Field(default_factory=default_database_url)
+    # Largest page a list endpoint returns, whatever `limit` the caller sends.
+    max_page_size: int = 1000
+    default_page_size: int = 50
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,167 @@
+"""Shared fixtures: a store and a real HTTP server on a loopback port, on SQLite and PostgreSQL.
+
+Every test that takes `backend` (directly or through `server`, `store` or `tenant`) runs once per
+backend. PostgreSQL tests create their own database on 127.0.0.1:5432 and drop it afterwards; on
+a machine without that server they skip, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TALLYSTICK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _postgres_problem() -> str | None:
+    """Return why PostgreSQL cannot be used, or None when it can."""
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3) as connection:
+            connection.execute("SELECT 1")
+    except Exception as error:  # noqa: BLE001 - any failure means "no PostgreSQL here"
+        return f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable: {error}"
+    return None
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres":
+        problem = _postgres_problem()
+        if problem is not None:
+            if os.environ.get("CI"):
+                pytest.fail(f"{problem} (PostgreSQL tests must run in CI)")
+            pytest.skip(problem)
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if backend == "sqlite":
+        path = tmp_path_factory.mktemp("sqlite") / "tallystick.db"
+        yield f"sqlite:///{path}"
+        return
+
+    import psycopg
+
+    name = f"tallystick_test_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def store(database_url: str):  # type: ignore[no-untyped-def]
+    from tallystick.server.db import Store
+    from tallystick.server.migrate import upgrade_to_head
+
+    upgrade_to_head(database_url)
+    opened = Store.open(database_url)
+    yield opened
+    opened.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    root: str
+    database_url: str
+
+    @property
+    def api_url(self) -> str:
+        return self.root + "/api/v2"
+
+
+@pytest.fixture(scope="session")
+def server(store, database_url: str) -> Iterator[RunningServer]:  # type: ignore[no-untyped-def]
+    """A uvicorn server in a background thread, listening on a free loopback port."""
+    import uvicorn
+
+    from tallystick.server.app import create_app
+    from tallystick.server.settings import Settings
+
+    port = free_port()
+    app = create_app(Settings(database_url=database_url), store=store)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    uvicorn_server = uvicorn.Server(config)
+    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not uvicorn_server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start within 20 s")
+        time.sleep(0.02)
+    yield RunningServer(root=f"http://127.0.0.1:{port}", database_url=database_url)
+    uvicorn_server.should_exit = True
+    thread.join(timeout=10)
+
+
+@dataclass
+class Tenant:
+    """An organization with its own API key and an HTTP client authenticated as it."""
+
+    organization_id: str
+    api_key: str
+    http: httpx.Client
+    server: RunningServer
+
+    def paid(self, **kwargs):  # type: ignore[no-untyped-def]
+        """Return an official paid-python client pointed at this server."""
+        from paid import Paid
+
+        return Paid(token=self.api_key, base_url=self.server.api_url, **kwargs)
+
+
+def make_tenant(server: RunningServer, store) -> Tenant:  # type: ignore[no-untyped-def]
+    from tallystick.server.api_keys import create_api_key
+
+    with store.transaction() as session:
+        created = create_api_key(session, f"org-{secrets.token_hex(6)}")
+    http = httpx.Client(
+        base_url=server.api_url,
+        headers={"Authorization": f"Bearer {created.secret}"},
+        timeout=30,
+    )
+    return Tenant(created.organization_id, created.secret, http, server)
+
+
+@pytest.fixture
+def tenant(server: RunningServer, store) -> Iterator[Tenant]:  # type: ignore[no-untyped-def]
+    """A fresh organization per test, so tests never see each other's data."""
+    made = make_tenant(server, store)
+    yield made
+    made.http.close()
+
+
+@pytest.fixture
+def other_tenant(server: RunningServer, store) -> Iterator[Tenant]:  # type: ignore[no-untyped-def]
+    made = make_tenant(server, store)
+    yield made
+    made.http.close()
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
