@@ -6,4 +6,7 @@ from fastapi import APIRouter
 
 
 def all_routers() -> list[APIRouter]:
-    return []
+    # Imported here so that importing the app module does not load every domain.
+    from tallystick.server.customers.routes import router as customers_router
+
+    return [customers_router]

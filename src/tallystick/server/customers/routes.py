@@ -1,0 +1,168 @@
+"""HTTP routes of customers: CRUD by id and by external id, and customer state."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query
+
+from tallystick.server import clock
+from tallystick.server.customers import service
+from tallystick.server.customers.schemas import (
+    CREATION_STATES,
+    CUSTOMER_STATUSES,
+    BillingAddressOut,
+    CustomerCreate,
+    CustomerListOut,
+    CustomerOut,
+    CustomerStateCredits,
+    CustomerStateCustomer,
+    CustomerStateOut,
+    CustomerStateSeats,
+    CustomerUpdate,
+)
+from tallystick.server.deps import CurrentPrincipal, DbSession, ReadSession, authenticate
+from tallystick.server.filters import parse_choice_filter, parse_date_filter
+from tallystick.server.models import Customer
+from tallystick.server.pagination import Page, paginate
+from tallystick.server.routing import Router
+from tallystick.server.schemas import ERROR_RESPONSES, EmptyResponse
+
+router = Router(tags=["customers"], dependencies=[Depends(authenticate)], responses=ERROR_RESPONSES)
+
+
+def customer_out(customer: Customer) -> CustomerOut:
+    address = customer.billing_address
+    return CustomerOut(
+        id=customer.id,
+        name=customer.name,
+        legal_name=customer.legal_name,
+        email=customer.email or "",
+        phone=customer.phone or "",
+        website=customer.website or "",
+        external_id=customer.external_id,
+        billing_address=BillingAddressOut.model_validate(address) if address else None,
+        creation_state=customer.creation_state,
+        status=customer.status,
+        churn_date=customer.churn_date,
+        vat_number=customer.vat_number,
+        metadata=customer.metadata_,
+        default_currency=customer.default_currency,
+        connections={},
+        created_at=customer.created_at,
+        updated_at=customer.updated_at,
+    )
+
+
+@router.post("/customers/", status_code=201, response_model=CustomerOut)
+def create_customer(body: CustomerCreate, principal: CurrentPrincipal, session: DbSession) -> CustomerOut:
+    """Create a customer. `externalId` is unique among the organization's customers."""
+    return customer_out(service.create_customer(session, principal.organization_id, body))
+
+
+@router.get("/customers/", response_model=CustomerListOut)
+def list_customers(
+    principal: CurrentPrincipal,
+    session: ReadSession,
+    page: Page,
+    name: Annotated[str | None, Query(description="Case-insensitive substring of the name.")] = None,
+    status: Annotated[str | None, Query(description="active or churned.")] = None,
+    creation_state: Annotated[str | None, Query(alias="creationState")] = None,
+    created_at_from: Annotated[str | None, Query(alias="createdAtFrom")] = None,
+    created_at_to: Annotated[str | None, Query(alias="createdAtTo")] = None,
+    external_id: Annotated[str | None, Query(alias="externalId")] = None,
+) -> CustomerListOut:
+    """List customers, newest first."""
+    statement = service.list_statement(
+        principal.organization_id,
+        name=name,
+        status=parse_choice_filter("status", status, CUSTOMER_STATUSES),
+        creation_state=parse_choice_filter("creationState", creation_state, CREATION_STATES),
+        external_id=external_id,
+        created_from=parse_date_filter("createdAtFrom", created_at_from),
+        created_to=parse_date_filter("createdAtTo", created_at_to, end_of_day=True),
+    )
+    rows, pagination = paginate(session, statement, page)
+    return CustomerListOut.model_validate(
+        {"data": [customer_out(row) for row in rows], "pagination": pagination}
+    )
+
+
+# Routes with the literal "external" segment come before "{id}" routes, so that
+# /customers/external/... is never read as a customer id.
+
+
+@router.get("/customers/external/{external_id}", response_model=CustomerOut)
+def get_customer_by_external_id(external_id: str, principal: CurrentPrincipal, session: ReadSession) -> CustomerOut:
+    return customer_out(service.get_customer_by_external_id(session, principal.organization_id, external_id))
+
+
+@router.put("/customers/external/{external_id}", response_model=CustomerOut)
+def update_customer_by_external_id(
+    external_id: str, body: CustomerUpdate, principal: CurrentPrincipal, session: DbSession
+) -> CustomerOut:
+    """Update a customer addressed by its current external id; `externalId` in the body renames it."""
+    customer = service.get_customer_by_external_id(session, principal.organization_id, external_id)
+    return customer_out(service.update_customer(session, customer, body))
+
+
+@router.delete("/customers/external/{external_id}", response_model=EmptyResponse)
+def delete_customer_by_external_id(external_id: str, principal: CurrentPrincipal, session: DbSession) -> EmptyResponse:
+    customer = service.get_customer_by_external_id(session, principal.organization_id, external_id)
+    service.delete_customer(session, customer)
+    return EmptyResponse()
+
+
+@router.get("/customers/external/{external_id}/state", response_model=CustomerStateOut)
+def get_customer_state_by_external_id(
+    external_id: str, principal: CurrentPrincipal, session: DbSession
+) -> CustomerStateOut:
+    customer = service.get_customer_by_external_id(session, principal.organization_id, external_id)
+    return customer_state(session, customer)
+
+
+@router.get("/customers/{customer_id}", response_model=CustomerOut)
+def get_customer(customer_id: str, principal: CurrentPrincipal, session: ReadSession) -> CustomerOut:
+    return customer_out(service.get_customer(session, principal.organization_id, customer_id))
+
+
+@router.put("/customers/{customer_id}", response_model=CustomerOut)
+def update_customer(
+    customer_id: str, body: CustomerUpdate, principal: CurrentPrincipal, session: DbSession
+) -> CustomerOut:
+    customer = service.get_customer(session, principal.organization_id, customer_id)
+    return customer_out(service.update_customer(session, customer, body))
+
+
+@router.delete("/customers/{customer_id}", response_model=EmptyResponse)
+def delete_customer(customer_id: str, principal: CurrentPrincipal, session: DbSession) -> EmptyResponse:
+    """Delete a customer. Its ledger history is kept; its external id can be reused."""
+    customer = service.get_customer(session, principal.organization_id, customer_id)
+    service.delete_customer(session, customer)
+    return EmptyResponse()
+
+
+@router.get("/customers/{customer_id}/state", response_model=CustomerStateOut)
+def get_customer_state(customer_id: str, principal: CurrentPrincipal, session: DbSession) -> CustomerStateOut:
+    """Return the customer's orders, seats, open checkout links and credit balances."""
+    customer = service.get_customer(session, principal.organization_id, customer_id)
+    return customer_state(session, customer)
+
+
+def customer_state(session, customer: Customer) -> CustomerStateOut:  # type: ignore[no-untyped-def]
+    # TODO: fill orders, checkout links and credit balances once the ledger and orders exist.
+    address = customer.billing_address
+    return CustomerStateOut(
+        customer=CustomerStateCustomer(
+            id=customer.id,
+            name=customer.name,
+            external_id=customer.external_id,
+            billing_address=BillingAddressOut.model_validate(address) if address else None,
+        ),
+        default_currency=customer.default_currency,
+        orders=[],
+        seats=CustomerStateSeats(),
+        checkout_links=[],
+        credits=CustomerStateCredits(balances=[]),
+        timestamp=clock.now(),
+    )

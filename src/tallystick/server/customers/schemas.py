@@ -1,0 +1,127 @@
+"""Wire models of customers, as the Paid v2 API spells them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
+
+CREATION_STATES = ("draft", "active")
+CUSTOMER_STATUSES = ("active", "churned")
+
+
+class BillingAddress(RequestModel):
+    line1: str | None = Field(default=None, max_length=500)
+    line2: str | None = Field(default=None, max_length=500)
+    city: str | None = Field(default=None, max_length=200)
+    state: str | None = Field(default=None, max_length=200)
+    zip_code: str | None = Field(default=None, max_length=32)
+    country: str | None = Field(default=None, max_length=64)
+
+
+class CustomerFields(RequestModel):
+    legal_name: str | None = Field(default=None, max_length=500)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=64)
+    website: str | None = Field(default=None, max_length=2048)
+    external_id: str | None = Field(default=None, min_length=1, max_length=255)
+    billing_address: BillingAddress | None = None
+    creation_state: str | None = None
+    vat_number: str | None = Field(default=None, max_length=64)
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("external_id")
+    @classmethod
+    def _no_slash(cls, value: str | None) -> str | None:
+        if value is not None and "/" in value:
+            raise ValueError("must not contain '/', since it is used in URL paths")
+        return value
+
+    @field_validator("creation_state")
+    @classmethod
+    def _known_state(cls, value: str | None) -> str | None:
+        if value is not None and value not in CREATION_STATES:
+            raise ValueError(f"must be one of {', '.join(CREATION_STATES)}")
+        return value
+
+
+class CustomerCreate(CustomerFields):
+    name: str = Field(min_length=1, max_length=500)
+    default_currency: str | None = Field(default=None, pattern=r"^[A-Za-z]{3}$")
+
+
+class CustomerUpdate(CustomerFields):
+    name: str | None = Field(default=None, min_length=1, max_length=500)
+    churn_date: datetime | None = None
+
+
+class BillingAddressOut(ResponseModel):
+    line1: str | None = None
+    line2: str | None = None
+    city: str | None = None
+    state: str | None = None
+    zip_code: str | None = None
+    country: str | None = None
+
+
+class CustomerOut(ResponseModel):
+    id: str
+    name: str
+    legal_name: str | None = None
+    email: str
+    phone: str
+    website: str
+    external_id: str | None = None
+    billing_address: BillingAddressOut | None = None
+    creation_state: str
+    status: str
+    churn_date: datetime | None = None
+    vat_number: str | None = None
+    metadata: dict[str, Any] | None = None
+    default_currency: str
+    connections: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class CustomerListOut(ResponseModel):
+    data: list[CustomerOut]
+    pagination: PaginationOut
+
+
+class CustomerStateCustomer(ResponseModel):
+    id: str
+    name: str
+    external_id: str | None = None
+    billing_address: BillingAddressOut | None = None
+
+
+class CustomerStateSeats(ResponseModel):
+    total: int = 0
+    assigned: int = 0
+    unassigned: int = 0
+    data: list[dict[str, Any]] = []
+
+
+class CustomerStateCreditBalance(ResponseModel):
+    credits_currency_id: str
+    currency_name: str
+    currency_key: str
+    balance: float
+
+
+class CustomerStateCredits(ResponseModel):
+    balances: list[CustomerStateCreditBalance]
+
+
+class CustomerStateOut(ResponseModel):
+    customer: CustomerStateCustomer
+    default_currency: str
+    orders: list[dict[str, Any]]
+    seats: CustomerStateSeats
+    checkout_links: list[dict[str, Any]]
+    credits: CustomerStateCredits
+    timestamp: datetime
