@@ -16,12 +16,14 @@ PREFIXES = {
     "product": "prod",
     "product_attribute": "pattr",
     "plan": "plan",
+    "plan_attribute": "plattr",
     "credit_benefit": "cben",
     "credit_grant": "cgrant",
     "ledger_entry": "ctx",
     "signal": "sig",
     "hold": "hold",
     "pending_consumption": "pcon",
+    "outbox_event": "evt",
 }
 
 

@@ -10,15 +10,29 @@ from tallystick.server.models.catalog import (
     ProductAttribute,
 )
 from tallystick.server.models.customer import Customer
+from tallystick.server.models.event import OutboxEvent
+from tallystick.server.models.ledger import (
+    CreditAccount,
+    CreditGrant,
+    CreditHold,
+    LedgerEntry,
+    PendingConsumption,
+)
 from tallystick.server.models.organization import ApiKey, Organization
 
 __all__ = [
     "ApiKey",
     "Base",
+    "CreditAccount",
     "CreditBenefit",
     "CreditCurrency",
+    "CreditGrant",
+    "CreditHold",
     "Customer",
+    "LedgerEntry",
     "Organization",
+    "OutboxEvent",
+    "PendingConsumption",
     "Plan",
     "PlanAttribute",
     "Product",

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 21:52:22.624355
+Create Date: 2026-12-04 21:56:30.149401
 """
 
 from __future__ import annotations
@@ -89,6 +89,20 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_customers_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index('uq_customers_org_external_id', ['organization_id', 'external_id'], unique=True, sqlite_where=sa.text('deleted_at IS NULL AND external_id IS NOT NULL'), postgresql_where=sa.text('deleted_at IS NULL AND external_id IS NOT NULL'))
 
+    op.create_table('outbox_events',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('type', sa.String(length=64), nullable=False),
+    sa.Column('payload', tallystick.server.models.types.JsonDocument(), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('delivered_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_outbox_events_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_events'))
+    )
+    with op.batch_alter_table('outbox_events', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_outbox_events_organization_id'), ['organization_id'], unique=False)
+        batch_op.create_index('ix_outbox_events_undelivered', ['delivered_at', 'created_at'], unique=False)
+
     op.create_table('products',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('external_id', sa.String(length=255), nullable=True),
@@ -107,6 +121,92 @@ def upgrade() -> None:
     with op.batch_alter_table('products', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_products_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index('uq_products_org_external_id', ['organization_id', 'external_id'], unique=True, sqlite_where=sa.text('external_id IS NOT NULL'), postgresql_where=sa.text('external_id IS NOT NULL'))
+
+    op.create_table('credit_accounts',
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('customer_id', sa.String(length=40), nullable=False),
+    sa.Column('credits_currency_id', sa.String(length=40), nullable=False),
+    sa.Column('last_sequence', sa.BigInteger(), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['credits_currency_id'], ['credit_currencies.id'], name=op.f('fk_credit_accounts_credits_currency_id_credit_currencies')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_credit_accounts_customer_id_customers'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_credit_accounts_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('organization_id', 'customer_id', 'credits_currency_id', name=op.f('pk_credit_accounts'))
+    )
+    op.create_table('credit_grants',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('customer_id', sa.String(length=40), nullable=False),
+    sa.Column('credits_currency_id', sa.String(length=40), nullable=False),
+    sa.Column('amount', tallystick.server.models.types.ScaledDecimal(places=9), nullable=False),
+    sa.Column('remaining', tallystick.server.models.types.ScaledDecimal(places=9), nullable=False),
+    sa.Column('starts_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('priority', sa.Integer(), nullable=False),
+    sa.Column('source', sa.String(length=32), nullable=False),
+    sa.Column('origin_code', sa.String(length=64), nullable=False),
+    sa.Column('order_id', sa.String(length=40), nullable=True),
+    sa.Column('period_start', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('period_end', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('description', sa.String(length=500), nullable=True),
+    sa.Column('expired_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('sequence', sa.BigInteger(), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.ForeignKeyConstraint(['credits_currency_id'], ['credit_currencies.id'], name=op.f('fk_credit_grants_credits_currency_id_credit_currencies')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_credit_grants_customer_id_customers')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_credit_grants_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_credit_grants'))
+    )
+    with op.batch_alter_table('credit_grants', schema=None) as batch_op:
+        batch_op.create_index('ix_credit_grants_account', ['organization_id', 'customer_id', 'credits_currency_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_credit_grants_order_id'), ['order_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_credit_grants_organization_id'), ['organization_id'], unique=False)
+
+    op.create_table('credit_holds',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('customer_id', sa.String(length=40), nullable=False),
+    sa.Column('credits_currency_id', sa.String(length=40), nullable=False),
+    sa.Column('amount', tallystick.server.models.types.ScaledDecimal(places=9), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('expires_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('settled_signal_id', sa.String(length=40), nullable=True),
+    sa.Column('ended_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('metadata', tallystick.server.models.types.JsonDocument(), nullable=True),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.ForeignKeyConstraint(['credits_currency_id'], ['credit_currencies.id'], name=op.f('fk_credit_holds_credits_currency_id_credit_currencies')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_credit_holds_customer_id_customers')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_credit_holds_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_credit_holds'))
+    )
+    with op.batch_alter_table('credit_holds', schema=None) as batch_op:
+        batch_op.create_index('ix_credit_holds_account', ['organization_id', 'customer_id', 'credits_currency_id', 'status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_credit_holds_organization_id'), ['organization_id'], unique=False)
+
+    op.create_table('credit_pending_consumptions',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('customer_id', sa.String(length=40), nullable=False),
+    sa.Column('credits_currency_id', sa.String(length=40), nullable=False),
+    sa.Column('amount', tallystick.server.models.types.ScaledDecimal(places=9), nullable=False),
+    sa.Column('remaining', tallystick.server.models.types.ScaledDecimal(places=9), nullable=False),
+    sa.Column('signal_id', sa.String(length=40), nullable=True),
+    sa.Column('event_name', sa.String(length=255), nullable=True),
+    sa.Column('product_id', sa.String(length=40), nullable=True),
+    sa.Column('order_id', sa.String(length=40), nullable=True),
+    sa.Column('occurred_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('settled_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('sequence', sa.BigInteger(), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.ForeignKeyConstraint(['credits_currency_id'], ['credit_currencies.id'], name=op.f('fk_credit_pending_consumptions_credits_currency_id_credit_currencies')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_credit_pending_consumptions_customer_id_customers')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_credit_pending_consumptions_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_credit_pending_consumptions'))
+    )
+    with op.batch_alter_table('credit_pending_consumptions', schema=None) as batch_op:
+        batch_op.create_index('ix_credit_pending_consumptions_account', ['organization_id', 'customer_id', 'credits_currency_id', 'settled_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_credit_pending_consumptions_organization_id'), ['organization_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_credit_pending_consumptions_signal_id'), ['signal_id'], unique=False)
 
     op.create_table('plans',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -154,6 +254,38 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_product_attributes_event_name'), ['event_name'], unique=False)
         batch_op.create_index(batch_op.f('ix_product_attributes_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_product_attributes_product_id'), ['product_id'], unique=False)
+
+    op.create_table('credit_ledger_entries',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('customer_id', sa.String(length=40), nullable=False),
+    sa.Column('credits_currency_id', sa.String(length=40), nullable=False),
+    sa.Column('grant_id', sa.String(length=40), nullable=False),
+    sa.Column('entry_type', sa.String(length=16), nullable=False),
+    sa.Column('amount', tallystick.server.models.types.ScaledDecimal(places=9), nullable=False),
+    sa.Column('signal_id', sa.String(length=40), nullable=True),
+    sa.Column('event_name', sa.String(length=255), nullable=True),
+    sa.Column('product_id', sa.String(length=40), nullable=True),
+    sa.Column('order_id', sa.String(length=40), nullable=True),
+    sa.Column('hold_id', sa.String(length=40), nullable=True),
+    sa.Column('pending_consumption_id', sa.String(length=40), nullable=True),
+    sa.Column('description', sa.String(length=500), nullable=True),
+    sa.Column('effective_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('sequence', sa.BigInteger(), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.ForeignKeyConstraint(['credits_currency_id'], ['credit_currencies.id'], name=op.f('fk_credit_ledger_entries_credits_currency_id_credit_currencies')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_credit_ledger_entries_customer_id_customers')),
+    sa.ForeignKeyConstraint(['grant_id'], ['credit_grants.id'], name=op.f('fk_credit_ledger_entries_grant_id_credit_grants')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_credit_ledger_entries_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_credit_ledger_entries'))
+    )
+    with op.batch_alter_table('credit_ledger_entries', schema=None) as batch_op:
+        batch_op.create_index('ix_credit_ledger_entries_account', ['organization_id', 'customer_id', 'credits_currency_id', 'sequence'], unique=False)
+        batch_op.create_index(batch_op.f('ix_credit_ledger_entries_grant_id'), ['grant_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_credit_ledger_entries_order_id'), ['order_id'], unique=False)
+        batch_op.create_index('ix_credit_ledger_entries_org_created', ['organization_id', 'created_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_credit_ledger_entries_organization_id'), ['organization_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_credit_ledger_entries_signal_id'), ['signal_id'], unique=False)
 
     op.create_table('plan_attributes',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -225,6 +357,15 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_plan_attributes_event_name'))
 
     op.drop_table('plan_attributes')
+    with op.batch_alter_table('credit_ledger_entries', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_credit_ledger_entries_signal_id'))
+        batch_op.drop_index(batch_op.f('ix_credit_ledger_entries_organization_id'))
+        batch_op.drop_index('ix_credit_ledger_entries_org_created')
+        batch_op.drop_index(batch_op.f('ix_credit_ledger_entries_order_id'))
+        batch_op.drop_index(batch_op.f('ix_credit_ledger_entries_grant_id'))
+        batch_op.drop_index('ix_credit_ledger_entries_account')
+
+    op.drop_table('credit_ledger_entries')
     with op.batch_alter_table('product_attributes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_product_attributes_product_id'))
         batch_op.drop_index(batch_op.f('ix_product_attributes_organization_id'))
@@ -237,11 +378,34 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_plans_organization_id'))
 
     op.drop_table('plans')
+    with op.batch_alter_table('credit_pending_consumptions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_credit_pending_consumptions_signal_id'))
+        batch_op.drop_index(batch_op.f('ix_credit_pending_consumptions_organization_id'))
+        batch_op.drop_index('ix_credit_pending_consumptions_account')
+
+    op.drop_table('credit_pending_consumptions')
+    with op.batch_alter_table('credit_holds', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_credit_holds_organization_id'))
+        batch_op.drop_index('ix_credit_holds_account')
+
+    op.drop_table('credit_holds')
+    with op.batch_alter_table('credit_grants', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_credit_grants_organization_id'))
+        batch_op.drop_index(batch_op.f('ix_credit_grants_order_id'))
+        batch_op.drop_index('ix_credit_grants_account')
+
+    op.drop_table('credit_grants')
+    op.drop_table('credit_accounts')
     with op.batch_alter_table('products', schema=None) as batch_op:
         batch_op.drop_index('uq_products_org_external_id', sqlite_where=sa.text('external_id IS NOT NULL'), postgresql_where=sa.text('external_id IS NOT NULL'))
         batch_op.drop_index(batch_op.f('ix_products_organization_id'))
 
     op.drop_table('products')
+    with op.batch_alter_table('outbox_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_outbox_events_undelivered')
+        batch_op.drop_index(batch_op.f('ix_outbox_events_organization_id'))
+
+    op.drop_table('outbox_events')
     with op.batch_alter_table('customers', schema=None) as batch_op:
         batch_op.drop_index('uq_customers_org_external_id', sqlite_where=sa.text('deleted_at IS NULL AND external_id IS NOT NULL'), postgresql_where=sa.text('deleted_at IS NULL AND external_id IS NOT NULL'))
         batch_op.drop_index(batch_op.f('ix_customers_organization_id'))

@@ -1,0 +1,1 @@
+"""The credit ledger: grants, consumption, pending consumption, holds and balances."""

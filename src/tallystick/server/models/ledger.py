@@ -1,0 +1,187 @@
+"""The credit ledger: grants, append-only ledger entries, pending consumption and holds.
+
+Amounts are credits as exact decimals with nine places (the `Credits()` column stores them as
+integers, so SQL sums are exact on SQLite too). Ledger entries are signed: grants positive,
+spends and expiries negative, adjustments either way.
+
+Invariants, for every (organization, customer, credit currency):
+- `CreditGrant.remaining` equals the sum of the ledger entries that name the grant, and is never
+  negative. The entries are the truth; `remaining` is a cache written under the account lock.
+- available at instant t = sum(remaining of grants with starts_at <= t < expires_at)
+  - sum(amount of holds that are active at t), and is never negative.
+- Every change to a grant's remaining is one ledger entry naming its cause.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tallystick.server import clock
+from tallystick.server.models.base import Base, OrgScopedMixin
+from tallystick.server.models.types import Credits, JsonObject
+
+
+class CreditAccount(Base):
+    """The serialization point of one customer's credits in one currency.
+
+    Every write to the customer's grants, entries, pending consumption or holds in that
+    currency first locks this row (SELECT ... FOR UPDATE on PostgreSQL; SQLite writers hold the
+    database write lock already). `last_sequence` numbers those writes, so entries and pending
+    consumption written under the same frozen clock still have a total order.
+    """
+
+    __tablename__ = "credit_accounts"
+
+    organization_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    customer_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    credits_currency_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("credit_currencies.id"), primary_key=True
+    )
+    last_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class CreditGrant(OrgScopedMixin, Base):
+    """A pool of credits: an amount usable from `starts_at` until `expires_at` (None = never).
+
+    Consumption draws grants by `priority` (lower first), then earliest `expires_at` (grants that
+    never expire last), then oldest `starts_at`, then `sequence`.
+    """
+
+    __tablename__ = "credit_grants"
+    __table_args__ = (
+        Index("ix_credit_grants_account", "organization_id", "customer_id", "credits_currency_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
+    credits_currency_id: Mapped[str] = mapped_column(String(40), ForeignKey("credit_currencies.id"))
+    amount: Mapped[Decimal] = mapped_column(Credits())
+    # Cache of sum(ledger entries naming this grant); written only under the account lock.
+    remaining: Mapped[Decimal] = mapped_column(Credits())
+    starts_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    priority: Mapped[int] = mapped_column(default=0)
+    # Why the grant exists: manual, order_period, adjustment, promotion.
+    source: Mapped[str] = mapped_column(String(32))
+    # The wire `originCode` of entries touching this grant, such as "purchased" or "manual".
+    origin_code: Mapped[str] = mapped_column(String(64), default="unknown")
+    order_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    period_start: Mapped[datetime | None]
+    period_end: Mapped[datetime | None]
+    description: Mapped[str | None] = mapped_column(String(500))
+    # Set when the expiry entry for the unused remainder has been written.
+    expired_at: Mapped[datetime | None]
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class LedgerEntry(OrgScopedMixin, Base):
+    """One signed change to a grant's remaining credits, with its cause. Never updated or deleted.
+
+    `entry_type` is grant (+), spend (-), expiry (-) or adjustment (+ or -). A spend names the
+    signal (or hold, or pending consumption it settled); an expiry names only its grant.
+    `effective_at` is when the change counts (a grant's start, an expiry instant, a signal's
+    processing time); `created_at` is when the row was written.
+    """
+
+    __tablename__ = "credit_ledger_entries"
+    __table_args__ = (
+        Index(
+            "ix_credit_ledger_entries_account",
+            "organization_id",
+            "customer_id",
+            "credits_currency_id",
+            "sequence",
+        ),
+        Index("ix_credit_ledger_entries_org_created", "organization_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
+    credits_currency_id: Mapped[str] = mapped_column(String(40), ForeignKey("credit_currencies.id"))
+    grant_id: Mapped[str] = mapped_column(String(40), ForeignKey("credit_grants.id"), index=True)
+    entry_type: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[Decimal] = mapped_column(Credits())
+    signal_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    event_name: Mapped[str | None] = mapped_column(String(255))
+    product_id: Mapped[str | None] = mapped_column(String(40))
+    order_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    hold_id: Mapped[str | None] = mapped_column(String(40))
+    pending_consumption_id: Mapped[str | None] = mapped_column(String(40))
+    description: Mapped[str | None] = mapped_column(String(500))
+    effective_at: Mapped[datetime]
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class PendingConsumption(OrgScopedMixin, Base):
+    """Consumption that no grant covered when it was recorded; settled oldest first by new grants.
+
+    `remaining` is the part still unsettled (a cache of `amount` minus the spend entries that
+    name this row). Settlement order is `occurred_at`, then `sequence`.
+    """
+
+    __tablename__ = "credit_pending_consumptions"
+    __table_args__ = (
+        Index(
+            "ix_credit_pending_consumptions_account",
+            "organization_id",
+            "customer_id",
+            "credits_currency_id",
+            "settled_at",
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
+    credits_currency_id: Mapped[str] = mapped_column(String(40), ForeignKey("credit_currencies.id"))
+    amount: Mapped[Decimal] = mapped_column(Credits())
+    remaining: Mapped[Decimal] = mapped_column(Credits())
+    signal_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    event_name: Mapped[str | None] = mapped_column(String(255))
+    product_id: Mapped[str | None] = mapped_column(String(40))
+    order_id: Mapped[str | None] = mapped_column(String(40))
+    occurred_at: Mapped[datetime]
+    settled_at: Mapped[datetime | None]
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class CreditHold(OrgScopedMixin, Base):
+    """Credits reserved before an expensive action, so parallel checks cannot share the last credit.
+
+    A hold counts against available while `status` is active and `expires_at` is in the future.
+    It ends as settled (a consumption named it), released (deleted by the client) or expired.
+    """
+
+    __tablename__ = "credit_holds"
+    __table_args__ = (
+        Index(
+            "ix_credit_holds_account",
+            "organization_id",
+            "customer_id",
+            "credits_currency_id",
+            "status",
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
+    credits_currency_id: Mapped[str] = mapped_column(String(40), ForeignKey("credit_currencies.id"))
+    amount: Mapped[Decimal] = mapped_column(Credits())
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    expires_at: Mapped[datetime]
+    settled_signal_id: Mapped[str | None] = mapped_column(String(40))
+    ended_at: Mapped[datetime | None]
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JsonObject)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
