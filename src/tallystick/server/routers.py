@@ -7,6 +7,7 @@ from fastapi import APIRouter
 
 def all_routers() -> list[APIRouter]:
     # Imported here so that importing the app module does not load every domain.
+    from tallystick.server.catalog.routes import currencies_router, plans_router, products_router
     from tallystick.server.customers.routes import router as customers_router
 
-    return [customers_router]
+    return [currencies_router, products_router, plans_router, customers_router]

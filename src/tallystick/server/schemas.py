@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,3 +52,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+
+
+def decimal_to_number(value: Decimal | None) -> int | float | None:
+    """Render an exact decimal where the wire format demands a JSON number.
+
+    Whole values become integers, which JSON carries exactly; others become the nearest float.
+    Endpoints that must stay exact add a decimal-string sibling field as well.
+    """
+    if value is None:
+        return None
+    if value == value.to_integral_value():
+        return int(value)
+    return float(value)

@@ -1,0 +1,101 @@
+"""Customers through the official paid-python SDK and over raw HTTP."""
+
+from __future__ import annotations
+
+
+def test_customer_crud_with_paid_sdk(tenant):
+    client = tenant.paid()
+    created = client.customers.create_customer(
+        name="Ada Lovelace",
+        external_id="ada",
+        email="ada@example.com",
+        billing_address={"line1": "1 Analytical St", "city": "London", "country": "GB"},
+        metadata={"tier": "gold"},
+    )
+    assert created.id.startswith("cus_")
+    assert created.email == "ada@example.com"
+    assert created.phone == ""
+    assert created.website == ""
+    assert created.billing_address.city == "London"
+    assert created.creation_state == "active"
+    assert created.status == "active"
+    assert created.default_currency == "USD"
+
+    assert client.customers.get_customer_by_id(created.id) == client.customers.get_customer_by_external_id("ada")
+
+    renamed = client.customers.update_customer_by_external_id("ada", external_id="ada-2", phone="+44 20")
+    assert renamed.external_id == "ada-2"
+    assert renamed.phone == "+44 20"
+    assert renamed.email == "ada@example.com"
+
+    state = client.customers.get_customer_state_by_external_id("ada-2")
+    assert state.customer.id == created.id
+    assert state.credits.balances == []
+
+    assert client.customers.delete_customer_by_external_id("ada-2") is not None
+    listed = client.customers.list_customers()
+    assert listed.pagination.total == 0
+
+
+def test_customer_update_null_clears_field(tenant):
+    created = tenant.http.post("/customers/", json={"name": "Bo", "email": "bo@example.com"}).json()
+    updated = tenant.http.put(f"/customers/{created['id']}", json={"email": None})
+    assert updated.status_code == 200
+    assert updated.json()["email"] == ""
+    assert updated.json()["name"] == "Bo"
+
+
+def test_customer_name_cannot_be_null(tenant):
+    created = tenant.http.post("/customers/", json={"name": "Bo"}).json()
+    response = tenant.http.put(f"/customers/{created['id']}", json={"name": None})
+    assert response.status_code == 400
+    assert "name" in response.json()["error"]
+
+
+def test_customer_duplicate_external_id_is_400(tenant):
+    tenant.http.post("/customers/", json={"name": "A", "externalId": "a"})
+    response = tenant.http.post("/customers/", json={"name": "B", "externalId": "a"})
+    assert response.status_code == 400
+    assert response.json()["code"] == "duplicate"
+
+
+def test_deleted_customer_frees_external_id(tenant):
+    first = tenant.http.post("/customers/", json={"name": "A", "externalId": "a"}).json()
+    assert tenant.http.delete(f"/customers/{first['id']}").json() == {}
+    assert tenant.http.get(f"/customers/{first['id']}").status_code == 404
+    second = tenant.http.post("/customers/", json={"name": "A again", "externalId": "a"})
+    assert second.status_code == 201
+    assert second.json()["id"] != first["id"]
+
+
+def test_customer_list_filters(tenant):
+    tenant.http.post("/customers/", json={"name": "Alice Smith", "externalId": "alice"})
+    tenant.http.post("/customers/", json={"name": "Bob Jones", "externalId": "bob", "creationState": "draft"})
+
+    def names(**params):  # type: ignore[no-untyped-def]
+        return [item["name"] for item in tenant.http.get("/customers/", params=params).json()["data"]]
+
+    assert names(name="smith") == ["Alice Smith"]
+    assert names(externalId="bob") == ["Bob Jones"]
+    assert names(creationState="draft") == ["Bob Jones"]
+    assert names() == ["Bob Jones", "Alice Smith"]
+    assert names(createdAtFrom="2000-01-01") == ["Bob Jones", "Alice Smith"]
+    assert names(createdAtTo="2000-01-01") == []
+    # A name filter with LIKE wildcards matches them literally.
+    assert names(name="%") == []
+
+
+def test_customer_list_bad_filters_are_400(tenant):
+    assert tenant.http.get("/customers/", params={"status": "gone"}).status_code == 400
+    response = tenant.http.get("/customers/", params={"createdAtFrom": "yesterday"})
+    assert response.status_code == 400
+    assert "createdAtFrom" in response.json()["error"]
+
+
+def test_customer_bad_body_names_field(tenant):
+    response = tenant.http.post("/customers/", json={"name": "A", "billingAddress": {"city": 7}})
+    assert response.status_code == 400
+    assert response.json()["fields"][0]["field"] == "billingAddress.city"
+    response = tenant.http.post("/customers/", json={"name": "A", "defaultCurrency": "dollars"})
+    assert response.status_code == 400
+    assert "defaultCurrency" in response.json()["error"]
