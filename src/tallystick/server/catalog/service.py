@@ -114,7 +114,7 @@ def create_product(session: Session, organization_id: str, body: ProductCreate) 
         organization_id=organization_id,
         name=body.name,
         description=body.description,
-        # The Paid v2 API creates products inactive unless told otherwise.
+        # The Paid v2 API creates products inactive unless the request sets `active`.
         active=bool(body.active),
         product_code=body.product_code,
         external_id=body.external_id,
