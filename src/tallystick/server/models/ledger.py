@@ -7,8 +7,10 @@ spends and expiries negative, adjustments either way.
 Invariants, for every (organization, customer, credit currency):
 - `CreditGrant.remaining` equals the sum of the ledger entries that name the grant, and is never
   negative. The entries are the truth; `remaining` is a cache written under the account lock.
-- available at instant t = sum(remaining of grants with starts_at <= t < expires_at)
-  - sum(amount of holds that are active at t), and is never negative.
+- At instant t, with G = sum(remaining of grants with starts_at <= t < expires_at),
+  H = sum(reserved of holds active at t) and P = sum(remaining of unsettled pending
+  consumption): available = max(0, G - H - P). Each write settles pending consumption before
+  anything else, so after a write P > 0 only when G - H = 0.
 - Every change to a grant's remaining is one ledger entry naming its cause.
 """
 
@@ -160,8 +162,9 @@ class PendingConsumption(OrgScopedMixin, Base):
 class CreditHold(OrgScopedMixin, Base):
     """Credits reserved before an expensive action, so parallel checks cannot share the last credit.
 
-    A hold counts against available while `status` is active and `expires_at` is in the future.
-    It ends as settled (a consumption named it), released (deleted by the client) or expired.
+    A hold's `reserved` credits count against available while `status` is active and
+    `expires_at` is in the future. It ends as settled (a consumption named it), released
+    (deleted by the client) or expired.
     """
 
     __tablename__ = "credit_holds"
@@ -178,7 +181,10 @@ class CreditHold(OrgScopedMixin, Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
     credits_currency_id: Mapped[str] = mapped_column(String(40), ForeignKey("credit_currencies.id"))
+    # The credits the client asked to reserve; never changes.
     amount: Mapped[Decimal] = mapped_column(Credits())
+    # The credits reserved now: `amount`, cut down when grants backing it expire first.
+    reserved: Mapped[Decimal] = mapped_column(Credits())
     status: Mapped[str] = mapped_column(String(16), default="active")
     expires_at: Mapped[datetime]
     settled_signal_id: Mapped[str | None] = mapped_column(String(40))

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 21:56:30.149401
+Create Date: 2026-12-04 22:00:35.354237
 """
 
 from __future__ import annotations
@@ -167,6 +167,7 @@ def upgrade() -> None:
     sa.Column('customer_id', sa.String(length=40), nullable=False),
     sa.Column('credits_currency_id', sa.String(length=40), nullable=False),
     sa.Column('amount', tallystick.server.models.types.ScaledDecimal(places=9), nullable=False),
+    sa.Column('reserved', tallystick.server.models.types.ScaledDecimal(places=9), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('expires_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
     sa.Column('settled_signal_id', sa.String(length=40), nullable=True),

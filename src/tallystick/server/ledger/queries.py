@@ -1,0 +1,224 @@
+"""SQL of the ledger: account locks, grant/hold/pending loading and list statements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import Select, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from tallystick.server.models import (
+    CreditAccount,
+    CreditCurrency,
+    CreditGrant,
+    CreditHold,
+    Customer,
+    LedgerEntry,
+    PendingConsumption,
+)
+
+
+def lock_account(
+    session: Session, organization_id: str, customer_id: str, currency_id: str
+) -> CreditAccount:
+    """Lock the account row until the transaction ends, creating it first if missing.
+
+    On PostgreSQL, `SELECT ... FOR UPDATE` queues every other writer of this account behind this
+    transaction, and `INSERT ... ON CONFLICT DO NOTHING` makes creation safe under concurrency:
+    a second inserter waits for the first to commit, then inserts nothing and locks that row.
+    SQLite renders no FOR UPDATE, but its writers already hold the database write lock, since
+    write sessions begin with BEGIN IMMEDIATE.
+    """
+    statement = (
+        select(CreditAccount)
+        .where(
+            CreditAccount.organization_id == organization_id,
+            CreditAccount.customer_id == customer_id,
+            CreditAccount.credits_currency_id == currency_id,
+        )
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    account = session.scalars(statement).one_or_none()
+    if account is not None:
+        return account
+
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(
+        insert(CreditAccount)
+        .values(
+            organization_id=organization_id,
+            customer_id=customer_id,
+            credits_currency_id=currency_id,
+            last_sequence=0,
+        )
+        .on_conflict_do_nothing()
+    )
+    return session.scalars(statement).one()
+
+
+def lock_accounts(
+    session: Session, organization_id: str, accounts: Iterable[tuple[str, str]]
+) -> None:
+    """Lock several (customer id, currency id) accounts in one fixed order.
+
+    A transaction that consumes for several customers must lock their accounts up front in
+    sorted order: two transactions that lock the same accounts in different orders can deadlock
+    on PostgreSQL.
+    """
+    for customer_id, currency_id in sorted(set(accounts)):
+        lock_account(session, organization_id, customer_id, currency_id)
+
+
+def _account_filter(model, organization_id: str, customer_id: str, currency_id: str):  # type: ignore[no-untyped-def]
+    return (
+        model.organization_id == organization_id,
+        model.customer_id == customer_id,
+        model.credits_currency_id == currency_id,
+    )
+
+
+def open_grants(
+    session: Session, organization_id: str, customer_id: str, currency_id: str
+) -> list[CreditGrant]:
+    """Load the account's grants that may still hold credits (not yet swept as expired)."""
+    statement = (
+        select(CreditGrant)
+        .where(*_account_filter(CreditGrant, organization_id, customer_id, currency_id))
+        .where(CreditGrant.expired_at.is_(None))
+        .order_by(CreditGrant.sequence)
+        .execution_options(populate_existing=True)
+    )
+    return list(session.scalars(statement))
+
+
+def active_holds(
+    session: Session, organization_id: str, customer_id: str, currency_id: str
+) -> list[CreditHold]:
+    """Load holds whose status is still active, including ones past expires_at not yet swept."""
+    statement = (
+        select(CreditHold)
+        .where(*_account_filter(CreditHold, organization_id, customer_id, currency_id))
+        .where(CreditHold.status == "active")
+        .order_by(CreditHold.created_at, CreditHold.id)
+        .execution_options(populate_existing=True)
+    )
+    return list(session.scalars(statement))
+
+
+def unsettled_pending(
+    session: Session, organization_id: str, customer_id: str, currency_id: str
+) -> list[PendingConsumption]:
+    """Load unsettled pending consumption in settlement order: oldest occurrence first."""
+    statement = (
+        select(PendingConsumption)
+        .where(*_account_filter(PendingConsumption, organization_id, customer_id, currency_id))
+        .where(PendingConsumption.settled_at.is_(None))
+        .order_by(PendingConsumption.occurred_at, PendingConsumption.sequence)
+        .execution_options(populate_existing=True)
+    )
+    return list(session.scalars(statement))
+
+
+def find_hold(session: Session, organization_id: str, hold_id: str) -> CreditHold | None:
+    statement = (
+        select(CreditHold)
+        .where(CreditHold.organization_id == organization_id, CreditHold.id == hold_id)
+        .execution_options(populate_existing=True)
+    )
+    return session.scalar(statement)
+
+
+def customer_accounts(session: Session, organization_id: str, customer_id: str) -> list[CreditCurrency]:
+    """Return the credit currencies in which the customer has an account, by currency name."""
+    statement = (
+        select(CreditCurrency)
+        .join(CreditAccount, CreditAccount.credits_currency_id == CreditCurrency.id)
+        .where(
+            CreditAccount.organization_id == organization_id,
+            CreditAccount.customer_id == customer_id,
+            CreditCurrency.organization_id == organization_id,
+        )
+        .order_by(CreditCurrency.name, CreditCurrency.id)
+    )
+    return list(session.scalars(statement))
+
+
+def find_currency_by_key(session: Session, organization_id: str, key: str) -> CreditCurrency | None:
+    return session.scalar(
+        select(CreditCurrency).where(
+            CreditCurrency.organization_id == organization_id, CreditCurrency.key == key
+        )
+    )
+
+
+def transactions_statement(
+    organization_id: str,
+    *,
+    customer_id: str | None = None,
+    external_customer_id: str | None = None,
+    currency_id: str | None = None,
+    currency_key: str | None = None,
+    entry_type: str | None = None,
+    order_id: str | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+) -> Select[tuple[LedgerEntry]]:
+    """Select ledger entries for the transactions list, newest first."""
+    statement = select(LedgerEntry).where(LedgerEntry.organization_id == organization_id)
+
+    if customer_id:
+        statement = statement.where(LedgerEntry.customer_id == customer_id)
+
+    if external_customer_id:
+        # Deleted customers keep their ledger history, so match them by external id too.
+        customer_ids = select(Customer.id).where(
+            Customer.organization_id == organization_id,
+            Customer.external_id == external_customer_id,
+        )
+        statement = statement.where(LedgerEntry.customer_id.in_(customer_ids))
+
+    if currency_id:
+        statement = statement.where(LedgerEntry.credits_currency_id == currency_id)
+
+    if currency_key:
+        currency_ids = select(CreditCurrency.id).where(
+            CreditCurrency.organization_id == organization_id, CreditCurrency.key == currency_key
+        )
+        statement = statement.where(LedgerEntry.credits_currency_id.in_(currency_ids))
+
+    if entry_type:
+        statement = statement.where(LedgerEntry.entry_type == entry_type)
+
+    if order_id:
+        statement = statement.where(LedgerEntry.order_id == order_id)
+
+    if created_from:
+        statement = statement.where(LedgerEntry.created_at >= created_from)
+
+    if created_to:
+        statement = statement.where(LedgerEntry.created_at <= created_to)
+
+    return statement.order_by(
+        LedgerEntry.created_at.desc(), LedgerEntry.sequence.desc(), LedgerEntry.id.desc()
+    )
+
+
+def pending_statement(organization_id: str, customer_id: str) -> Select[tuple[PendingConsumption]]:
+    """Select a customer's unsettled pending consumption, in settlement order."""
+    return (
+        select(PendingConsumption)
+        .where(
+            PendingConsumption.organization_id == organization_id,
+            PendingConsumption.customer_id == customer_id,
+            PendingConsumption.settled_at.is_(None),
+        )
+        .order_by(
+            PendingConsumption.occurred_at,
+            PendingConsumption.sequence,
+            PendingConsumption.id,
+        )
+    )
