@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tallystick import __version__
+from tallystick.cli.catalog_commands import apply, export
 
 app = typer.Typer(
     name="tallystick",
@@ -189,6 +190,10 @@ def api_keys_revoke(
         error_console.print(f"API key '{key_id}' not found.")
         raise typer.Exit(code=1)
     console.print(f"Revoked API key {key_id}.")
+
+
+app.command()(apply)
+app.command()(export)
 
 
 def run() -> None:

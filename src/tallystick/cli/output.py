@@ -1,0 +1,76 @@
+"""Shared CLI plumbing: API client options, JSON or table output, and API error reporting."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tallystick.client import ApiError, Client
+
+console = Console()
+error_console = Console(stderr=True)
+
+ApiUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-url",
+        envvar="TALLYSTICK_API_URL",
+        help="Server root, such as http://127.0.0.1:8000 (the CLI adds /api/v2).",
+        show_default=False,
+    ),
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="TALLYSTICK_API_KEY", help="Secret API key.", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
+
+
+@contextmanager
+def api_client(api_url: str | None, api_key: str | None) -> Iterator[Client]:
+    """Yield a client, turning API and connection errors into a message and exit code 1."""
+    try:
+        client = Client(api_url=api_url, api_key=api_key)
+    except ValueError as error:
+        error_console.print(f"[red]Error:[/red] {error} (or pass --api-key)")
+        raise typer.Exit(code=1) from None
+    try:
+        yield client
+    except ApiError as error:
+        error_console.print(f"[red]Error {error.status}:[/red] {error.message}")
+        raise typer.Exit(code=1) from None
+    except httpx.HTTPError as error:
+        error_console.print(f"[red]Error:[/red] cannot reach {client.api_url}: {error}")
+        raise typer.Exit(code=1) from None
+    finally:
+        client.close()
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2))
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str | Callable[[dict[str, Any]], Any]]]) -> None:
+    """Print `rows` with one column per (title, key or function) pair."""
+    table = Table(*[title for title, _ in columns])
+    for row in rows:
+        cells = []
+        for _, getter in columns:
+            value = getter(row) if callable(getter) else row.get(getter)
+            cells.append("" if value is None else str(value))
+        table.add_row(*cells)
+    console.print(table)
+
+
+def print_record(record: dict[str, Any], fields: Sequence[str]) -> None:
+    width = max(len(name) for name in fields)
+    for name in fields:
+        value = record.get(name)
+        console.print(f"{name.ljust(width)}  {'' if value is None else value}")
