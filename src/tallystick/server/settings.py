@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     # Largest page a list endpoint returns, whatever `limit` the caller sends.
     max_page_size: int = 1000
     default_page_size: int = 50
+    # How far past the server's clock a signal's timestamp may be, in seconds, to allow for
+    # clock skew between the client and the server; later timestamps are rejected.
+    signal_max_future_skew_seconds: int = Field(default=300, ge=0)
 
 
 @lru_cache(maxsize=1)

@@ -19,6 +19,7 @@ from tallystick.server.models.ledger import (
     PendingConsumption,
 )
 from tallystick.server.models.organization import ApiKey, Organization
+from tallystick.server.models.signal import Signal
 
 __all__ = [
     "ApiKey",
@@ -37,4 +38,5 @@ __all__ = [
     "PlanAttribute",
     "Product",
     "ProductAttribute",
+    "Signal",
 ]

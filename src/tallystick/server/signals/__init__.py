@@ -1,0 +1,1 @@
+"""Signals: bulk ingestion, idempotency, rating against pricing lines, and listing."""

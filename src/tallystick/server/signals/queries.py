@@ -1,0 +1,111 @@
+"""SQL for reading signals: one signal by id, and filtered pages newest first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from tallystick.server.models import CreditCurrency, Customer, Product
+from tallystick.server.models.signal import Signal
+
+
+@dataclass(frozen=True)
+class SignalRow:
+    """A signal with the external ids and currency key that its list item shows."""
+
+    signal: Signal
+    external_customer_id: str | None
+    external_product_id: str | None
+    credit_currency_key: str | None
+
+
+@dataclass(frozen=True)
+class SignalFilters:
+    event_name: str | None = None
+    customer_id: str | None = None
+    external_customer_id: str | None = None
+    product_id: str | None = None
+    external_product_id: str | None = None
+    occurred_from: datetime | None = None
+    occurred_to: datetime | None = None
+
+
+def _with_names(statement: Select[Any]) -> Select[Any]:
+    return (
+        statement.outerjoin(Customer, Customer.id == Signal.customer_id)
+        .outerjoin(Product, Product.id == Signal.product_id)
+        .outerjoin(CreditCurrency, CreditCurrency.id == Signal.credit_currency_id)
+    )
+
+
+def _row(result: Any) -> SignalRow:
+    signal, external_customer_id, external_product_id, currency_key = result
+    return SignalRow(signal, external_customer_id, external_product_id, currency_key)
+
+
+_COLUMNS = (Signal, Customer.external_id, Product.external_id, CreditCurrency.key)
+
+
+def find_signal(session: Session, organization_id: str, signal_id: str) -> SignalRow | None:
+    statement = _with_names(select(*_COLUMNS)).where(
+        Signal.organization_id == organization_id, Signal.id == signal_id
+    )
+    result = session.execute(statement).first()
+    return _row(result) if result is not None else None
+
+
+def list_signals(
+    session: Session, organization_id: str, filters: SignalFilters, limit: int, offset: int
+) -> tuple[list[SignalRow], int]:
+    """Return one page of the organization's signals, newest first, and the total count."""
+    conditions = _conditions(organization_id, filters)
+    total = session.scalar(select(func.count()).select_from(Signal).where(*conditions)) or 0
+
+    statement = (
+        _with_names(select(*_COLUMNS))
+        .where(*conditions)
+        .order_by(Signal.occurred_at.desc(), Signal.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return [_row(result) for result in session.execute(statement)], int(total)
+
+
+def _conditions(organization_id: str, filters: SignalFilters) -> list[Any]:
+    conditions: list[Any] = [Signal.organization_id == organization_id]
+
+    if filters.event_name is not None:
+        conditions.append(Signal.event_name == filters.event_name)
+    if filters.customer_id is not None:
+        conditions.append(Signal.customer_id == filters.customer_id)
+    if filters.external_customer_id is not None:
+        # Deleted customers count too: their signals stay under the external id they had.
+        conditions.append(
+            Signal.customer_id.in_(
+                select(Customer.id).where(
+                    Customer.organization_id == organization_id,
+                    Customer.external_id == filters.external_customer_id,
+                )
+            )
+        )
+    if filters.product_id is not None:
+        conditions.append(Signal.product_id == filters.product_id)
+    if filters.external_product_id is not None:
+        conditions.append(
+            Signal.product_id.in_(
+                select(Product.id).where(
+                    Product.organization_id == organization_id,
+                    Product.external_id == filters.external_product_id,
+                )
+            )
+        )
+    if filters.occurred_from is not None:
+        conditions.append(Signal.occurred_at >= filters.occurred_from)
+    if filters.occurred_to is not None:
+        conditions.append(Signal.occurred_at <= filters.occurred_to)
+
+    return conditions

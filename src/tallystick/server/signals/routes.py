@@ -1,0 +1,212 @@
+"""HTTP routes of signals: bulk ingestion, listing and lookup by id."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.exc import OperationalError
+
+from tallystick.server import clock
+from tallystick.server.db import Store
+from tallystick.server.deps import CurrentPrincipal, ReadSession, authenticate
+from tallystick.server.errors import ApiError, not_found
+from tallystick.server.filters import parse_date_filter
+from tallystick.server.pagination import Page, pagination_body
+from tallystick.server.routing import Router
+from tallystick.server.schemas import ERROR_RESPONSES
+from tallystick.server.settings import Settings
+from tallystick.server.signals import queries, service
+from tallystick.server.signals.schemas import (
+    MAX_SIGNALS_PER_REQUEST,
+    BulkSignalErrorOut,
+    BulkSignalsIn,
+    BulkSignalsOut,
+    SignalListOut,
+    SignalOut,
+    idempotency_key_of,
+    parse_signal,
+)
+
+log = logging.getLogger(__name__)
+
+router = Router(tags=["signals"], dependencies=[Depends(authenticate)], responses=ERROR_RESPONSES)
+
+# Attempts at a batch whose transaction PostgreSQL aborted to break a deadlock or a
+# serialization conflict; each attempt runs the whole batch again in a new transaction.
+_BATCH_ATTEMPTS = 3
+# SQLSTATEs of a deadlock and of a serialization failure: retrying the transaction is safe.
+_RETRYABLE_SQLSTATES = ("40P01", "40001")
+
+
+class SignalBatchRejected(ApiError):
+    """Every signal of a batch failed: the API error shape plus the per-signal errors and counts."""
+
+    def __init__(self, status: int, outcome: BulkSignalsOut) -> None:
+        first = outcome.errors[0]
+        message = first.message
+        if outcome.failed > 1:
+            message += f" (and {outcome.failed - 1} more failed signal{'s' if outcome.failed > 2 else ''})"
+        super().__init__(
+            status,
+            first.code if status == 400 else "internal_error",
+            message,
+            fields=[
+                {"field": error.field or f"signals[{error.index}]", "message": error.message, "value": None}
+                for error in outcome.errors
+            ],
+        )
+        self.outcome = outcome
+
+    def to_body(self) -> dict[str, Any]:
+        body = super().to_body()
+        body.update(self.outcome.model_dump(by_alias=True))
+        return body
+
+
+@router.post("/signals/bulk", response_model=BulkSignalsOut)
+def create_signals(body: BulkSignalsIn, principal: CurrentPrincipal, request: Request) -> BulkSignalsOut:
+    """Ingest up to 1,000 signals. Each is validated, stored and rated on its own.
+
+    A signal whose `idempotencyKey` was already used in this organization, by an earlier request
+    or earlier in this one, counts under `duplicates` and changes nothing. A signal that fails
+    counts under `failed`, gets an entry in `errors` and changes nothing, while the others are
+    still stored. When every signal fails, the answer is a 400 naming the first problem (or a
+    500 when the failure was the server's, which the client may retry). Unknown customers named
+    by `externalCustomerId` are created; products are never created.
+
+    Beyond the Paid API, a signal may carry a top-level `holdId`: the credit hold that it
+    settles. The hold's reserved credits pay for the signal first and the unused rest is
+    released.
+    """
+    if len(body.signals) > MAX_SIGNALS_PER_REQUEST:
+        raise ApiError(
+            400,
+            "too_many_signals",
+            f"Invalid signals: {len(body.signals)} signals in one request, but at most "
+            f"{MAX_SIGNALS_PER_REQUEST} are allowed; split the batch",
+            fields=[{"field": "signals", "message": f"at most {MAX_SIGNALS_PER_REQUEST} signals", "value": len(body.signals)}],
+        )
+
+    items = [parse_signal(raw, index) for index, raw in enumerate(body.signals)]
+    store: Store = request.app.state.store
+    settings: Settings = request.app.state.settings
+    skew = timedelta(seconds=settings.signal_max_future_skew_seconds)
+
+    for attempt in range(1, _BATCH_ATTEMPTS + 1):
+        try:
+            with store.transaction() as session:
+                outcomes = service.ingest_signals(
+                    session, principal.organization_id, items, received_at=clock.now(), max_future_skew=skew
+                )
+                result = _bulk_result(outcomes, body.signals)
+                # Raised inside the transaction, so that customers created for signals that
+                # then failed are rolled back too.
+                if result.failed and not (result.ingested or result.duplicates):
+                    internal = any(outcome.internal for outcome in outcomes)
+                    raise SignalBatchRejected(500 if internal else 400, result)
+            return result
+        except OperationalError as error:
+            sqlstate = getattr(error.orig, "sqlstate", None)
+            if sqlstate not in _RETRYABLE_SQLSTATES:
+                raise
+            log.warning(
+                "signals.batch_retried",
+                extra={"organization_id": principal.organization_id, "attempt": attempt, "sqlstate": sqlstate},
+            )
+    raise ApiError(
+        503,
+        "database_busy",
+        "The signals could not be stored because of concurrent writes; retry the request",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _bulk_result(outcomes: list[service.SignalOutcome], raw_signals: list[Any]) -> BulkSignalsOut:
+    errors = [
+        BulkSignalErrorOut(
+            index=outcome.index,
+            idempotency_key=idempotency_key_of(raw_signals[outcome.index]),
+            code=outcome.error.code,
+            field=outcome.error.field,
+            message=outcome.error.message,
+        )
+        for outcome in outcomes
+        if outcome.error is not None
+    ]
+    return BulkSignalsOut(
+        ingested=sum(1 for outcome in outcomes if outcome.status == "ingested"),
+        duplicates=sum(1 for outcome in outcomes if outcome.status == "duplicate"),
+        failed=len(errors),
+        errors=errors,
+    )
+
+
+@router.get("/signals/", response_model=SignalListOut)
+def list_signals(
+    principal: CurrentPrincipal,
+    session: ReadSession,
+    page: Page,
+    signal_name: Annotated[str | None, Query(alias="signalName", description="Exact event name.")] = None,
+    customer_id: Annotated[str | None, Query(alias="customerId")] = None,
+    external_customer_id: Annotated[str | None, Query(alias="externalCustomerId")] = None,
+    product_id: Annotated[str | None, Query(alias="productId")] = None,
+    external_product_id: Annotated[str | None, Query(alias="externalProductId")] = None,
+    created_at_from: Annotated[
+        str | None, Query(alias="createdAtFrom", description="YYYY-MM-DD (UTC) or RFC 3339; inclusive.")
+    ] = None,
+    created_at_to: Annotated[
+        str | None, Query(alias="createdAtTo", description="YYYY-MM-DD (the whole day, UTC) or RFC 3339; inclusive.")
+    ] = None,
+) -> SignalListOut:
+    """List signals, newest first by the time they happened (`createdAt`)."""
+    filters = queries.SignalFilters(
+        event_name=signal_name or None,
+        customer_id=customer_id or None,
+        external_customer_id=external_customer_id or None,
+        product_id=product_id or None,
+        external_product_id=external_product_id or None,
+        occurred_from=parse_date_filter("createdAtFrom", created_at_from),
+        occurred_to=parse_date_filter("createdAtTo", created_at_to, end_of_day=True),
+    )
+    rows, total = queries.list_signals(session, principal.organization_id, filters, page.limit, page.offset)
+    return SignalListOut.model_validate(
+        {"data": [signal_out(row) for row in rows], "pagination": pagination_body(page, total)}
+    )
+
+
+@router.get("/signals/{signal_id}", response_model=SignalOut)
+def get_signal(signal_id: str, principal: CurrentPrincipal, session: ReadSession) -> SignalOut:
+    row = queries.find_signal(session, principal.organization_id, signal_id)
+    if row is None:
+        raise not_found("Signal", "id", signal_id)
+    return signal_out(row)
+
+
+def signal_out(row: queries.SignalRow) -> SignalOut:
+    signal = row.signal
+    return SignalOut(
+        id=signal.id,
+        name=signal.event_name,
+        customer_id=signal.customer_id,
+        external_customer_id=row.external_customer_id,
+        product_id=signal.product_id,
+        external_product_id=row.external_product_id,
+        trace_id=signal.trace_id,
+        data=signal.data,
+        created_at=signal.occurred_at,
+        received_at=signal.received_at,
+        idempotency_key=signal.idempotency_key,
+        credits_consumed=format_credits(signal.credits_consumed),
+        credits_pending=format_credits(signal.credits_pending),
+        credit_currency_id=signal.credit_currency_id,
+        credit_currency_key=row.credit_currency_key,
+    )
+
+
+def format_credits(amount: Decimal) -> str:
+    """Render credits as a plain decimal string without trailing zeros, such as "1" or "0.25"."""
+    return format(amount.normalize(), "f")

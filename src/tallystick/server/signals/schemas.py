@@ -1,0 +1,231 @@
+"""Wire models of signals, and parsing of one signal of a bulk request into a SignalInput."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from tallystick.server.errors import format_location
+from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
+
+# Most signals one POST /signals/bulk request may carry.
+MAX_SIGNALS_PER_REQUEST = 1000
+
+MAX_NAME_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class SignalInput:
+    """One validated signal, as the ingestion service takes it from any transport.
+
+    Exactly one of `customer_id` and `external_customer_id` is set; at most one of `product_id`
+    and `external_product_id`. `timestamp` is aware; None means "when it was received".
+    """
+
+    event_name: str
+    customer_id: str | None = None
+    external_customer_id: str | None = None
+    product_id: str | None = None
+    external_product_id: str | None = None
+    timestamp: datetime | None = None
+    data: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    external_customer_unit_id: str | None = None
+    hold_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SignalError:
+    """Why one signal of a batch was not stored: a stable code, the field and a message."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+class CustomerRef(RequestModel):
+    customer_id: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
+    external_customer_id: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
+
+    @field_validator("external_customer_id")
+    @classmethod
+    def _no_slash(cls, value: str | None) -> str | None:
+        if value is not None and "/" in value:
+            raise ValueError("must not contain '/', since customer external ids are used in URL paths")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CustomerRef:
+        if (self.customer_id is None) == (self.external_customer_id is None):
+            raise ValueError("send exactly one of customerId or externalCustomerId")
+        return self
+
+
+class ProductRef(RequestModel):
+    product_id: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
+    external_product_id: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ProductRef:
+        if (self.product_id is None) == (self.external_product_id is None):
+            raise ValueError("send exactly one of productId or externalProductId")
+        return self
+
+
+class CustomerUnitRef(RequestModel):
+    external_customer_unit_id: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+
+
+class SignalIn(RequestModel):
+    """One element of `signals` in POST /signals/bulk."""
+
+    event_name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    customer: CustomerRef
+    customer_unit: CustomerUnitRef | None = None
+    attribution: ProductRef | None = None
+    timestamp: str | None = Field(
+        default=None, description="When the event happened, RFC 3339 with a timezone offset."
+    )
+    data: dict[str, Any] | None = None
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
+    # Not part of the Paid wire format: the id of a credit hold that this signal settles.
+    hold_id: str | None = Field(default=None, min_length=1, max_length=40)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _rfc3339(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_timestamp(value)
+        return value
+
+
+class BulkSignalsIn(RequestModel):
+    # Elements are validated one by one, so that one malformed signal fails alone.
+    signals: list[Any] = Field(
+        description=f"The signals to ingest, at most {MAX_SIGNALS_PER_REQUEST} per request."
+    )
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse an RFC 3339 date-time that carries a timezone offset (``Z`` or ``+05:00``)."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an RFC 3339 date-time, such as 2026-01-31T23:00:00Z") from None
+    if moment.tzinfo is None:
+        raise ValueError("must include a timezone offset, such as Z or +05:00")
+    return moment
+
+
+def parse_signal(raw: Any, index: int) -> SignalInput | SignalError:
+    """Validate element `index` of a bulk request; return the signal or why it is invalid."""
+    try:
+        parsed = SignalIn.model_validate(raw)
+    except ValidationError as error:
+        return _validation_error(error, index)
+
+    customer = parsed.customer
+    attribution = parsed.attribution
+    return SignalInput(
+        event_name=parsed.event_name,
+        customer_id=customer.customer_id,
+        external_customer_id=customer.external_customer_id,
+        product_id=attribution.product_id if attribution else None,
+        external_product_id=attribution.external_product_id if attribution else None,
+        timestamp=parse_timestamp(parsed.timestamp) if parsed.timestamp is not None else None,
+        data=parsed.data,
+        idempotency_key=parsed.idempotency_key,
+        external_customer_unit_id=(
+            parsed.customer_unit.external_customer_unit_id if parsed.customer_unit else None
+        ),
+        hold_id=parsed.hold_id,
+    )
+
+
+def idempotency_key_of(raw: Any) -> str | None:
+    """Return the idempotency key of a raw signal, if it has a usable one, for error reports."""
+    if isinstance(raw, dict):
+        key = raw.get("idempotencyKey")
+        if isinstance(key, str):
+            return key
+    return None
+
+
+def _validation_error(error: ValidationError, index: int) -> SignalError:
+    problems = error.errors(include_url=False)
+    first = problems[0]
+    location = [part for part in first.get("loc", ()) if not _is_union_tag(part)]
+    field = format_location(["signals", index, *location])
+    reason = _reason(first)
+    if first.get("type") == "missing":
+        message = f"Invalid {field}: {reason}"
+    else:
+        message = f"Invalid {field} {_shown(first.get('input'))}: {reason}"
+    if len(problems) > 1:
+        message += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
+    return SignalError(code="validation_error", message=message, field=field)
+
+
+def _reason(problem: dict[str, Any]) -> str:
+    text = str(problem.get("msg", "invalid"))
+    # pydantic prefixes the text of ValueErrors raised by validators.
+    return text.removeprefix("Value error, ")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_union_tag(part: Any) -> bool:
+    return isinstance(part, str) and (part[:1].isupper() or part.startswith("function-"))
+
+
+class BulkSignalErrorOut(ResponseModel):
+    index: int = Field(description="Position of the signal in the request's `signals` array.")
+    idempotency_key: str | None = None
+    code: str = Field(description="Stable snake_case reason, such as customer_not_found.")
+    field: str | None = Field(default=None, description="The offending field, such as signals[2].eventName.")
+    message: str
+
+
+class BulkSignalsOut(ResponseModel):
+    ingested: int = Field(description="Signals stored by this request.")
+    duplicates: int = Field(
+        description="Signals whose idempotencyKey was already used in this organization, or "
+        "earlier in the same request; they change nothing."
+    )
+    failed: int = Field(description="Signals rejected; see `errors`. They change nothing.")
+    errors: list[BulkSignalErrorOut] = Field(
+        default_factory=list, description="One entry per failed signal."
+    )
+
+
+class SignalOut(ResponseModel):
+    """A stored signal, in the Paid SignalListItem shape plus what rating it consumed."""
+
+    id: str
+    name: str = Field(description="The signal's eventName.")
+    customer_id: str | None = None
+    external_customer_id: str | None = None
+    product_id: str | None = None
+    external_product_id: str | None = None
+    trace_id: str | None = None
+    data: dict[str, Any] | None = None
+    created_at: datetime = Field(description="When the event happened (the signal's timestamp).")
+    received_at: datetime
+    idempotency_key: str | None = None
+    credits_consumed: str = Field(description="Credits drawn from grants, as a decimal string.")
+    credits_pending: str = Field(
+        description="Credits not covered by grants, recorded as pending consumption, as a decimal string."
+    )
+    credit_currency_id: str | None = None
+    credit_currency_key: str | None = None
+
+
+class SignalListOut(ResponseModel):
+    data: list[SignalOut]
+    pagination: PaginationOut

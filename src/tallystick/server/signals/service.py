@@ -1,0 +1,708 @@
+"""Signal ingestion: validation against the store, idempotency, rating and consumption.
+
+A batch is ingested inside the caller's transaction in phases, each with one query for the
+whole batch where it can:
+
+1. reject signals timestamped too far in the future;
+2. resolve products (never created) and existing customers;
+3. choose each signal's pricing line and compute its credits;
+4. create the customers that externalCustomerId names and that do not exist yet;
+5. insert the signal rows with ``ON CONFLICT DO NOTHING`` on (organization, idempotency key):
+   the insert is the idempotency claim, and a key that is already taken (by a committed row,
+   or by a concurrent transaction that then commits) makes the signal a duplicate;
+6. consume credits for each inserted, rated signal inside its own savepoint. When consumption
+   fails, the savepoint is rolled back and the signal row deleted, so the key is free again and
+   no signal is left half-rated; the other signals of the batch are kept.
+
+Nothing commits here: the signal rows, their ledger entries and the key claims commit together
+with the caller's transaction, or not at all.
+
+Lock order, which keeps concurrent batches free of deadlocks on PostgreSQL: new customers by
+external id, then idempotency keys in key order, then credit accounts in (customer, currency)
+order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from tallystick.server import clock
+from tallystick.server.customers.service import get_or_create_by_external_id, live_customers
+from tallystick.server.errors import ApiError
+from tallystick.server.ids import new_id
+from tallystick.server.ledger import service as ledger
+from tallystick.server.models import (
+    CreditHold,
+    Customer,
+    Plan,
+    PlanAttribute,
+    Product,
+    ProductAttribute,
+)
+from tallystick.server.models.signal import Signal
+from tallystick.server.settings import get_settings
+from tallystick.server.signals.rating import (
+    PREPAID_CREDIT_TYPES,
+    PricingLine,
+    RatingError,
+    credits_for,
+)
+from tallystick.server.signals.schemas import SignalError, SignalInput
+
+log = logging.getLogger(__name__)
+
+# paid_scope_id values are int64 on the wire (OTLP intValue) and in the column.
+_INT64_MAX = 2**63 - 1
+
+OutcomeStatus = Literal["ingested", "duplicate", "failed"]
+
+
+@dataclass
+class SignalOutcome:
+    """What happened to one signal of a batch."""
+
+    index: int
+    status: OutcomeStatus
+    signal_id: str | None = None
+    error: SignalError | None = None
+    # True when the failure is the server's, not the signal's: a retry may succeed.
+    internal: bool = False
+    credits_consumed: Decimal = Decimal(0)
+    credits_pending: Decimal = Decimal(0)
+    credit_currency_id: str | None = None
+
+
+@dataclass
+class _Work:
+    """A signal moving through the phases of a batch, with what each phase resolved."""
+
+    index: int
+    signal: SignalInput
+    occurred_at: datetime
+    trace_id: str | None = None
+    paid_scope_id: int | None = None
+    customer_id: str | None = None
+    product_id: str | None = None
+    line: PricingLine | None = None
+    order_id: str | None = None
+    credits: Decimal | None = None
+    # The currency of the signal's hold, used to settle it when no pricing line rates the signal.
+    hold_currency_id: str | None = None
+    signal_id: str = field(default_factory=lambda: new_id("signal"))
+
+
+def ingest_signal(
+    session: Session,
+    organization_id: str,
+    signal: SignalInput,
+    *,
+    trace_id: str | None = None,
+    paid_scope_id: int | None = None,
+    received_at: datetime | None = None,
+) -> SignalOutcome:
+    """Ingest one signal, such as one that arrived as a ``paid.trace.signal`` span.
+
+    `trace_id` (32 hex digits) and `paid_scope_id` link the signal to cost spans; a
+    `paid_scope_id` given here wins over ``data.paid.paid_scope_id``. Flushes only.
+    """
+    return ingest_signals(
+        session,
+        organization_id,
+        [signal],
+        received_at=received_at,
+        trace_ids=[trace_id],
+        paid_scope_ids=[paid_scope_id],
+    )[0]
+
+
+def ingest_signals(
+    session: Session,
+    organization_id: str,
+    items: Sequence[SignalInput | SignalError],
+    *,
+    received_at: datetime | None = None,
+    max_future_skew: timedelta | None = None,
+    trace_ids: Sequence[str | None] | None = None,
+    paid_scope_ids: Sequence[int | None] | None = None,
+) -> list[SignalOutcome]:
+    """Ingest a batch of signals; return one outcome per item, in order. Flushes only.
+
+    Items that are already a SignalError (malformed on the wire) fail as they are. Every other
+    signal is stored once per idempotency key, or fails alone with a reason.
+
+    Raises:
+        OperationalError: a deadlock, serialization failure or lost connection. The caller
+            must roll the whole transaction back; retrying the batch is safe.
+    """
+    received_at = received_at or clock.now()
+    if max_future_skew is None:
+        max_future_skew = timedelta(seconds=get_settings().signal_max_future_skew_seconds)
+    outcomes: list[SignalOutcome | None] = [None] * len(items)
+
+    work_items: list[_Work] = []
+    latest_allowed = received_at + max_future_skew
+    for index, item in enumerate(items):
+        if isinstance(item, SignalError):
+            outcomes[index] = SignalOutcome(index, "failed", error=item)
+            continue
+        work = _Work(
+            index=index,
+            signal=item,
+            occurred_at=item.timestamp or received_at,
+            trace_id=trace_ids[index] if trace_ids else None,
+            paid_scope_id=_paid_scope_id(item.data, paid_scope_ids[index] if paid_scope_ids else None),
+        )
+        if work.occurred_at > latest_allowed:
+            _fail(outcomes, work, _future_error(work, received_at, max_future_skew))
+            continue
+        work_items.append(work)
+
+    work_items = _resolve_products(session, organization_id, work_items, outcomes)
+    work_items = _resolve_customers(session, organization_id, work_items, outcomes)
+    _choose_lines(session, organization_id, work_items)
+    work_items = _rate(work_items, outcomes)
+    work_items = _resolve_holds(session, organization_id, work_items, outcomes)
+    _create_customers(session, organization_id, work_items)
+    stored = _store(session, organization_id, work_items, received_at, outcomes)
+    _consume(session, organization_id, stored, outcomes)
+
+    finished = [outcome for outcome in outcomes if outcome is not None]
+    assert len(finished) == len(items), "every signal must get an outcome"
+    _log_batch(organization_id, finished)
+    return finished
+
+
+def _fail(
+    outcomes: list[SignalOutcome | None], work: _Work, error: SignalError, *, internal: bool = False
+) -> None:
+    outcomes[work.index] = SignalOutcome(work.index, "failed", error=error, internal=internal)
+
+
+# Phase 1 helpers
+
+
+def _paid_scope_id(data: dict[str, Any] | None, given: int | None) -> int | None:
+    """Return the scope id that links cost spans to the signal, if there is a usable one."""
+    if given is not None:
+        return given
+    paid = data.get("paid") if isinstance(data, dict) else None
+    value = paid.get("paid_scope_id") if isinstance(paid, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and -_INT64_MAX <= value <= _INT64_MAX:
+        return value
+    return None
+
+
+def _future_error(work: _Work, received_at: datetime, skew: timedelta) -> SignalError:
+    field_name = f"signals[{work.index}].timestamp"
+    return SignalError(
+        code="timestamp_in_future",
+        message=(
+            f"Invalid {field_name} '{work.occurred_at.isoformat()}': more than "
+            f"{int(skew.total_seconds())} seconds after the server time {received_at.isoformat()}; "
+            "send the time the event happened, or omit timestamp to use the receipt time"
+        ),
+        field=field_name,
+    )
+
+
+# Phase 2: products and customers
+
+
+def _resolve_products(session: Session, organization_id: str, work_items: list[_Work], outcomes: list[SignalOutcome | None]) -> list[_Work]:
+    ids = {work.signal.product_id for work in work_items if work.signal.product_id}
+    external_ids = {work.signal.external_product_id for work in work_items if work.signal.external_product_id}
+    by_id: set[str] = set()
+    by_external_id: dict[str, str] = {}
+    if ids:
+        by_id = set(
+            session.scalars(
+                select(Product.id).where(Product.organization_id == organization_id, Product.id.in_(ids))
+            )
+        )
+    if external_ids:
+        rows = session.execute(
+            select(Product.external_id, Product.id).where(
+                Product.organization_id == organization_id, Product.external_id.in_(external_ids)
+            )
+        )
+        by_external_id = {external_id: product_id for external_id, product_id in rows}
+
+    kept = []
+    for work in work_items:
+        signal = work.signal
+        if signal.product_id is not None:
+            if signal.product_id not in by_id:
+                _fail(outcomes, work, _not_found(work, "product_not_found", "attribution.productId", signal.product_id,
+                                      "Product", "products are never created by signals"))
+                continue
+            work.product_id = signal.product_id
+        elif signal.external_product_id is not None:
+            product_id = by_external_id.get(signal.external_product_id)
+            if product_id is None:
+                _fail(outcomes, work, _not_found(work, "product_not_found", "attribution.externalProductId",
+                                      signal.external_product_id, "Product",
+                                      "create the product first; signals never create products"))
+                continue
+            work.product_id = product_id
+        kept.append(work)
+    return kept
+
+
+def _resolve_customers(session: Session, organization_id: str, work_items: list[_Work], outcomes: list[SignalOutcome | None]) -> list[_Work]:
+    """Attach existing customers; signals naming an unknown externalCustomerId wait for phase 4."""
+    ids = {work.signal.customer_id for work in work_items if work.signal.customer_id}
+    external_ids = {work.signal.external_customer_id for work in work_items if work.signal.external_customer_id}
+    by_id: set[str] = set()
+    by_external_id: dict[str, str] = {}
+    if ids:
+        by_id = set(session.scalars(live_customers(organization_id).where(Customer.id.in_(ids)).with_only_columns(Customer.id)))
+    if external_ids:
+        rows = session.execute(
+            live_customers(organization_id)
+            .where(Customer.external_id.in_(external_ids))
+            .with_only_columns(Customer.external_id, Customer.id)
+        )
+        by_external_id = {external_id: customer_id for external_id, customer_id in rows}
+
+    kept = []
+    for work in work_items:
+        signal = work.signal
+        if signal.customer_id is not None:
+            if signal.customer_id not in by_id:
+                _fail(outcomes, work, _not_found(work, "customer_not_found", "customer.customerId", signal.customer_id,
+                                      "Customer", "use externalCustomerId to create customers on the fly"))
+                continue
+            work.customer_id = signal.customer_id
+        else:
+            work.customer_id = by_external_id.get(signal.external_customer_id or "")
+        kept.append(work)
+    return kept
+
+
+def _not_found(work: _Work, code: str, field_path: str, value: str, kind: str, hint: str) -> SignalError:
+    field_name = f"signals[{work.index}].{field_path}"
+    return SignalError(
+        code=code, message=f"Invalid {field_name} '{value}': {kind} not found; {hint}", field=field_name
+    )
+
+
+def _create_customers(session: Session, organization_id: str, work_items: list[_Work]) -> None:
+    missing = sorted({work.signal.external_customer_id for work in work_items if work.customer_id is None})
+    created: dict[str, str] = {}
+    for external_id in missing:
+        assert external_id is not None
+        customer, _ = get_or_create_by_external_id(session, organization_id, external_id)
+        created[external_id] = customer.id
+    for work in work_items:
+        if work.customer_id is None:
+            work.customer_id = created[work.signal.external_customer_id or ""]
+
+
+# Phase 3: pricing lines and credits
+
+
+def find_active_orders(
+    session: Session, organization_id: str, pairs: set[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """Return (order id, plan id) of the active order of each (customer id, product id) pair.
+
+    The seam between rating and orders: a customer with an active order is rated by the
+    order's plan lines first. Orders do not exist yet, so no pair has one.
+    """
+    # TODO: look the active orders up once orders exist.
+    return {}
+
+
+def _choose_lines(session: Session, organization_id: str, work_items: list[_Work]) -> None:
+    """Set each signal's pricing line: its order's plan line, else its product's line.
+
+    A signal without attribution is rated by the organization's product line for its event
+    name when exactly one line matches; its product becomes that line's product. Otherwise it
+    stays unrated and consumes nothing.
+    """
+    event_names = {work.signal.event_name for work in work_items}
+    if not event_names:
+        return
+
+    product_lines = _product_lines(session, organization_id, event_names, {w.product_id for w in work_items if w.product_id})
+    unattributed = [work for work in work_items if work.product_id is None]
+    if unattributed:
+        by_event = _lines_by_event_name(session, organization_id, {work.signal.event_name for work in unattributed})
+        for work in unattributed:
+            candidates = by_event.get(work.signal.event_name, [])
+            if len(candidates) == 1:
+                work.product_id = candidates[0].product_id
+                product_lines.setdefault((work.product_id, work.signal.event_name), candidates[0])
+
+    pairs = {(w.customer_id, w.product_id) for w in work_items if w.customer_id and w.product_id}
+    orders = find_active_orders(session, organization_id, pairs) if pairs else {}
+    plan_lines = _plan_lines(session, organization_id, {plan_id for _, plan_id in orders.values()}, event_names)
+
+    for work in work_items:
+        if work.product_id is None:
+            continue
+        order = orders.get((work.customer_id or "", work.product_id))
+        if order is not None:
+            order_id, plan_id = order
+            line = plan_lines.get((plan_id, work.signal.event_name))
+            if line is not None:
+                work.line, work.order_id = line, order_id
+                continue
+            work.order_id = order_id
+        work.line = product_lines.get((work.product_id, work.signal.event_name))
+
+
+def _prepaid_line_filter(model: type[ProductAttribute] | type[PlanAttribute], organization_id: str, event_names: set[str]) -> list[Any]:
+    return [
+        model.organization_id == organization_id,
+        model.event_name.in_(event_names),
+        model.pricing_type.in_(PREPAID_CREDIT_TYPES),
+    ]
+
+
+def _product_lines(
+    session: Session, organization_id: str, event_names: set[str], product_ids: set[str]
+) -> dict[tuple[str, str], PricingLine]:
+    """Return the first active prepaid line (by position) per (product id, event name)."""
+    if not product_ids:
+        return {}
+    rows = session.scalars(
+        select(ProductAttribute)
+        .where(
+            *_prepaid_line_filter(ProductAttribute, organization_id, event_names),
+            ProductAttribute.product_id.in_(product_ids),
+            ProductAttribute.active.is_(True),
+        )
+        .order_by(ProductAttribute.position, ProductAttribute.id)
+    )
+    lines: dict[tuple[str, str], PricingLine] = {}
+    for attribute in rows:
+        lines.setdefault((attribute.product_id, attribute.event_name or ""), _line(attribute, None))
+    return lines
+
+
+def _lines_by_event_name(session: Session, organization_id: str, event_names: set[str]) -> dict[str, list[PricingLine]]:
+    """Return the active prepaid lines of live (not archived) products, per event name."""
+    rows = session.scalars(
+        select(ProductAttribute)
+        .join(Product, Product.id == ProductAttribute.product_id)
+        .where(
+            *_prepaid_line_filter(ProductAttribute, organization_id, event_names),
+            ProductAttribute.active.is_(True),
+            Product.archived_at.is_(None),
+        )
+        .order_by(ProductAttribute.position, ProductAttribute.id)
+    )
+    lines: dict[str, list[PricingLine]] = {}
+    for attribute in rows:
+        lines.setdefault(attribute.event_name or "", []).append(_line(attribute, None))
+    return lines
+
+
+def _plan_lines(
+    session: Session, organization_id: str, plan_ids: set[str], event_names: set[str]
+) -> dict[tuple[str, str], PricingLine]:
+    if not plan_ids:
+        return {}
+    rows = session.execute(
+        select(PlanAttribute, Plan.product_id)
+        .join(Plan, Plan.id == PlanAttribute.plan_id)
+        .where(
+            *_prepaid_line_filter(PlanAttribute, organization_id, event_names),
+            PlanAttribute.plan_id.in_(plan_ids),
+        )
+        .order_by(PlanAttribute.position, PlanAttribute.id)
+    )
+    lines: dict[tuple[str, str], PricingLine] = {}
+    for attribute, product_id in rows:
+        line = PricingLine(
+            product_id=product_id,
+            product_attribute_id=attribute.product_attribute_id,
+            plan_attribute_id=attribute.id,
+            event_name=attribute.event_name or "",
+            pricing_type=attribute.pricing_type or "",
+            currency_id=attribute.credits_currency_id,
+            credit_cost=attribute.credit_cost,
+            pricing=attribute.pricing or {},
+        )
+        lines.setdefault((attribute.plan_id, line.event_name), line)
+    return lines
+
+
+def _line(attribute: ProductAttribute, plan_attribute_id: str | None) -> PricingLine:
+    return PricingLine(
+        product_id=attribute.product_id,
+        product_attribute_id=attribute.id,
+        plan_attribute_id=plan_attribute_id,
+        event_name=attribute.event_name or "",
+        pricing_type=attribute.pricing_type or "",
+        currency_id=attribute.credits_currency_id,
+        credit_cost=attribute.credit_cost,
+        pricing=attribute.pricing or {},
+    )
+
+
+def _rate(work_items: list[_Work], outcomes: list[SignalOutcome | None]) -> list[_Work]:
+    kept = []
+    for work in work_items:
+        line = work.line
+        if line is not None and line.currency_id is None:
+            # The Paid API lets bracketed lines omit their currency; such a line cannot spend.
+            log.warning(
+                "signal.pricing_line_without_currency",
+                extra={"pricing_line_id": line.line_id, "signal_index": work.index},
+            )
+            work.line = None
+        elif line is not None:
+            try:
+                work.credits = credits_for(line, work.signal.data)
+            except RatingError as error:
+                _fail(outcomes, work, _rating_error(work, error))
+                continue
+            if work.credits > ledger.MAX_CREDIT_AMOUNT:
+                _fail(outcomes, work, SignalError(
+                    "credits_out_of_range",
+                    f"Invalid signals[{work.index}]: it would consume {work.credits} credits under pricing line "
+                    f"{line.line_id}, more than the {ledger.MAX_CREDIT_AMOUNT} one signal may consume",
+                ))
+                continue
+        kept.append(work)
+    return kept
+
+
+def _resolve_holds(
+    session: Session, organization_id: str, work_items: list[_Work], outcomes: list[SignalOutcome | None]
+) -> list[_Work]:
+    """Fail signals whose holdId names no hold of their customer; note the hold's currency."""
+    hold_ids = {work.signal.hold_id for work in work_items if work.signal.hold_id}
+    if not hold_ids:
+        return work_items
+    holds = {
+        hold.id: hold
+        for hold in session.scalars(
+            select(CreditHold).where(CreditHold.organization_id == organization_id, CreditHold.id.in_(hold_ids))
+        )
+    }
+
+    kept = []
+    for work in work_items:
+        hold_id = work.signal.hold_id
+        if hold_id is not None:
+            hold = holds.get(hold_id)
+            field_name = f"signals[{work.index}].holdId"
+            if hold is None:
+                _fail(outcomes, work, SignalError(
+                    "hold_not_found", f"Invalid {field_name} '{hold_id}': no credit hold with this id", field_name
+                ))
+                continue
+            if hold.customer_id != work.customer_id:
+                _fail(outcomes, work, SignalError(
+                    "invalid_field", f"Invalid {field_name} '{hold_id}': the hold belongs to another customer", field_name
+                ))
+                continue
+            work.hold_currency_id = hold.credits_currency_id
+        kept.append(work)
+    return kept
+
+
+def _rating_error(work: _Work, error: RatingError) -> SignalError:
+    if error.field is None:
+        return SignalError(code=error.code, message=error.message)
+    field_name = f"signals[{work.index}].{error.field}"
+    return SignalError(
+        code=error.code, message=f"Invalid {field_name} {error.value!r}: {error.message}", field=field_name
+    )
+
+
+# Phases 5 and 6: the idempotency claim and consumption
+
+
+def _store(
+    session: Session,
+    organization_id: str,
+    work_items: list[_Work],
+    received_at: datetime,
+    outcomes: list[SignalOutcome | None],
+) -> list[_Work]:
+    """Insert the signal rows; return the ones inserted. The rest become duplicates."""
+    if not work_items:
+        return []
+
+    # A key repeated within the batch is claimed by its first valid occurrence.
+    first_by_key: dict[str, _Work] = {}
+    to_insert = []
+    for work in work_items:
+        key = work.signal.idempotency_key
+        if key is not None and key in first_by_key:
+            outcomes[work.index] = SignalOutcome(work.index, "duplicate", signal_id=None)
+            continue
+        if key is not None:
+            first_by_key[key] = work
+        to_insert.append(work)
+
+    # Key order is the lock order between concurrent transactions that share keys.
+    to_insert.sort(key=lambda work: (work.signal.idempotency_key is None, work.signal.idempotency_key or ""))
+    rows = [_row(organization_id, work, received_at) for work in to_insert]
+    statement = _insert_ignoring_duplicates(session).returning(Signal.id)
+    inserted = set(session.scalars(statement, rows))
+
+    stored = []
+    for work in to_insert:
+        if work.signal_id in inserted:
+            stored.append(work)
+            outcomes[work.index] = SignalOutcome(
+                work.index,
+                "ingested",
+                signal_id=work.signal_id,
+                credit_currency_id=work.line.currency_id if work.line else None,
+            )
+        else:
+            outcomes[work.index] = SignalOutcome(work.index, "duplicate")
+    return stored
+
+
+def _insert_ignoring_duplicates(session: Session):  # type: ignore[no-untyped-def]
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(Signal).on_conflict_do_nothing(index_elements=["organization_id", "idempotency_key"])
+
+
+def _row(organization_id: str, work: _Work, received_at: datetime) -> dict[str, Any]:
+    signal = work.signal
+    line = work.line
+    return {
+        "id": work.signal_id,
+        "organization_id": organization_id,
+        "customer_id": work.customer_id,
+        "product_id": work.product_id,
+        "event_name": signal.event_name,
+        "occurred_at": work.occurred_at,
+        "received_at": received_at,
+        "data": signal.data,
+        "idempotency_key": signal.idempotency_key,
+        "external_customer_unit_id": signal.external_customer_unit_id,
+        "trace_id": work.trace_id,
+        "paid_scope_id": work.paid_scope_id,
+        "product_attribute_id": line.product_attribute_id if line else None,
+        "plan_attribute_id": line.plan_attribute_id if line else None,
+        "credit_currency_id": line.currency_id if line else None,
+        "credits_consumed": Decimal(0),
+        "credits_pending": Decimal(0),
+    }
+
+
+def _consume(
+    session: Session,
+    organization_id: str,
+    stored: list[_Work],
+    outcomes: list[SignalOutcome | None],
+) -> None:
+    # A signal that costs nothing and settles no hold leaves the ledger alone.
+    spending = [work for work in stored if work.signal.hold_id or (work.credits is not None and work.credits > 0)]
+    # Credit account order is the lock order; within one account, consume in event time order.
+    spending.sort(key=lambda work: (work.customer_id or "", _currency_of(work), work.occurred_at, work.index))
+
+    credit_updates = []
+    for work in spending:
+        try:
+            with session.begin_nested():
+                result = consume_for_signal(session, organization_id, work)
+        except OperationalError:
+            raise
+        except ApiError as error:
+            _unstore(session, work)
+            _fail(outcomes, work, _ledger_error(work, error))
+            continue
+        except Exception:
+            log.exception(
+                "signal.consumption_failed",
+                extra={"organization_id": organization_id, "signal_id": work.signal_id},
+            )
+            _unstore(session, work)
+            _fail(
+                outcomes,
+                work,
+                SignalError(
+                    code="internal_error",
+                    message="Recording the credit consumption failed; nothing was stored, retry the signal",
+                ),
+                internal=True,
+            )
+            continue
+
+        outcome = outcomes[work.index]
+        assert outcome is not None
+        outcome.credits_consumed = result.covered
+        outcome.credits_pending = result.pending
+        credit_updates.append({"id": work.signal_id, "credits_consumed": result.covered, "credits_pending": result.pending})
+
+    if credit_updates:
+        session.execute(update(Signal), credit_updates)
+
+
+def _currency_of(work: _Work) -> str:
+    if work.line is not None and work.line.currency_id is not None:
+        return work.line.currency_id
+    return work.hold_currency_id or ""
+
+
+def consume_for_signal(session: Session, organization_id: str, work: _Work) -> ledger.ConsumptionResult:
+    """Consume the signal's credits and settle its hold, through the ledger.
+
+    A separate function so that tests can make the ledger write fail.
+    """
+    assert work.customer_id is not None
+    return ledger.consume(
+        session,
+        organization_id=organization_id,
+        customer_id=work.customer_id,
+        currency_id=_currency_of(work),
+        amount=work.credits or Decimal(0),
+        signal_id=work.signal_id,
+        event_name=work.signal.event_name,
+        product_id=work.product_id,
+        occurred_at=work.occurred_at,
+        hold_id=work.signal.hold_id,
+        order_id=work.order_id,
+    )
+
+
+def _ledger_error(work: _Work, error: ApiError) -> SignalError:
+    """Rephrase a ledger 400, such as one about holdId, with the signal's field path."""
+    problem = error.fields[0] if error.fields else None
+    if problem is None:
+        return SignalError(code=error.code, message=error.message)
+    field_name = f"signals[{work.index}].{problem['field']}"
+    value = problem.get("value")
+    shown = "" if value is None else f" {value!r}"
+    return SignalError(code=error.code, message=f"Invalid {field_name}{shown}: {problem['message']}", field=field_name)
+
+
+def _unstore(session: Session, work: _Work) -> None:
+    """Delete a signal whose consumption failed, which frees its idempotency key."""
+    session.execute(delete(Signal).where(Signal.id == work.signal_id))
+
+
+def _log_batch(organization_id: str, outcomes: list[SignalOutcome]) -> None:
+    counts = {"ingested": 0, "duplicate": 0, "failed": 0}
+    for outcome in outcomes:
+        counts[outcome.status] += 1
+    log.info(
+        "signals.ingested",
+        extra={
+            "organization_id": organization_id,
+            "ingested": counts["ingested"],
+            "duplicates": counts["duplicate"],
+            "failed": counts["failed"],
+        },
+    )
