@@ -15,6 +15,7 @@ from tallystick.server.customers.schemas import (
     CustomerCreate,
     CustomerListOut,
     CustomerOut,
+    CustomerStateCreditBalance,
     CustomerStateCredits,
     CustomerStateCustomer,
     CustomerStateOut,
@@ -23,6 +24,7 @@ from tallystick.server.customers.schemas import (
 )
 from tallystick.server.deps import CurrentPrincipal, DbSession, ReadSession, authenticate
 from tallystick.server.filters import parse_choice_filter, parse_date_filter
+from tallystick.server.ledger.service import customer_balances
 from tallystick.server.models import Customer
 from tallystick.server.pagination import Page, paginate
 from tallystick.server.routing import Router
@@ -150,7 +152,17 @@ def get_customer_state(customer_id: str, principal: CurrentPrincipal, session: D
 
 
 def customer_state(session, customer: Customer) -> CustomerStateOut:  # type: ignore[no-untyped-def]
-    # TODO: fill orders, checkout links and credit balances once the ledger and orders exist.
+    # TODO: fill orders and checkout links once orders and checkouts exist.
+    now = clock.now()
+    balances = [
+        CustomerStateCreditBalance(
+            credits_currency_id=currency.id,
+            currency_name=currency.name,
+            currency_key=currency.key,
+            balance=float(view.available),
+        )
+        for currency, view in customer_balances(session, customer.organization_id, customer.id, now)
+    ]
     address = customer.billing_address
     return CustomerStateOut(
         customer=CustomerStateCustomer(
@@ -163,6 +175,6 @@ def customer_state(session, customer: Customer) -> CustomerStateOut:  # type: ig
         orders=[],
         seats=CustomerStateSeats(),
         checkout_links=[],
-        credits=CustomerStateCredits(balances=[]),
-        timestamp=clock.now(),
+        credits=CustomerStateCredits(balances=balances),
+        timestamp=now,
     )

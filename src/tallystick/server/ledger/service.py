@@ -30,6 +30,7 @@ from tallystick.server.ids import new_id
 from tallystick.server.ledger import queries
 from tallystick.server.models import (
     CreditAccount,
+    CreditCurrency,
     CreditGrant,
     CreditHold,
     LedgerEntry,
@@ -176,6 +177,16 @@ def balance(
     grants and holds have started or expired.
     """
     return balance_view(session, organization_id, customer_id, currency_id, at).available
+
+
+def customer_balances(
+    session: Session, organization_id: str, customer_id: str, at: datetime
+) -> list[tuple[CreditCurrency, BalanceView]]:
+    """Return the customer's balance in every credit currency it has used, by currency name."""
+    return [
+        (currency, balance_view(session, organization_id, customer_id, currency.id, at))
+        for currency in queries.customer_accounts(session, organization_id, customer_id)
+    ]
 
 
 def get_hold(session: Session, organization_id: str, hold_id: str) -> CreditHold:

@@ -1,0 +1,441 @@
+"""Credit balances, grants, pending consumption, transactions and holds over HTTP and paid-python."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from tallystick.server import clock
+from tallystick.server.ledger import service
+
+
+def make_customer(tenant, external_id: str = "user-1") -> str:  # type: ignore[no-untyped-def]
+    response = tenant.http.post("/customers/", json={"name": external_id, "externalId": external_id})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def make_currency(tenant, key: str = "chat_credits", name: str = "Chat Credits") -> str:  # type: ignore[no-untyped-def]
+    response = tenant.http.post("/credits/currencies", json={"name": name, "key": key})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def post_grant(tenant, path: str, body: dict):  # type: ignore[no-untyped-def]
+    return tenant.http.post(f"/customers/{path}/credits/grants", json=body)
+
+
+def consume(store, tenant, customer_id: str, currency_id: str, amount: str, **kwargs):  # type: ignore[no-untyped-def]
+    arguments = {"signal_id": None, "event_name": "chat_message", "product_id": None, "occurred_at": clock.now()}
+    arguments.update(kwargs)
+    with store.transaction() as session:
+        return service.consume(
+            session,
+            organization_id=tenant.organization_id,
+            customer_id=customer_id,
+            currency_id=currency_id,
+            amount=Decimal(amount),
+            **arguments,
+        )
+
+
+def test_grant_and_balance_with_paid_sdk(tenant):
+    client = tenant.paid()
+    customer_id = make_customer(tenant)
+    currency_id = make_currency(tenant)
+    expires = datetime.now(UTC) + timedelta(days=30)
+
+    granted = client.customers.grant_customer_credits_by_external_id(
+        "user-1", credit_currency_key="chat_credits", amount=500.0, expires_at=expires
+    )
+    client.customers.grant_customer_credits(customer_id, credit_currency_key="chat_credits", amount=0.25)
+
+    assert granted.created is True
+    assert granted.customer.id == customer_id
+    assert granted.customer.external_id == "user-1"
+    assert granted.credit_currency.key == "chat_credits"
+    assert granted.credit_currency.name == "Chat Credits"
+    assert granted.grant.amount == 500
+    assert granted.grant.amount_decimal == "500"
+    assert granted.grant.status == "active"
+    assert granted.grant.expires_at == expires.replace(microsecond=expires.microsecond)
+
+    [balance] = client.customers.get_customer_credit_balances_by_external_id("user-1").data
+    assert balance == client.customers.get_customer_credit_balances(customer_id).data[0]
+    assert balance.credits_currency_id == currency_id
+    assert balance.currency_key == "chat_credits"
+    assert balance.available == 500.25
+    assert balance.total == 500.25
+    assert balance.used == 0
+    assert balance.recipient == "organization"
+    assert balance.period_end is None
+    assert [grant.total for grant in balance.grants] == [500, 0.25]
+    assert balance.grants[0].expires_at == expires
+    assert balance.grants[0].is_in_rollover_window is False
+
+
+def test_balance_after_consumption_and_hold(store, tenant):
+    customer_id = make_customer(tenant)
+    currency_id = make_currency(tenant)
+    post_grant(tenant, "external/user-1", {"creditCurrencyKey": "chat_credits", "amount": 10})
+    consume(store, tenant, customer_id, currency_id, "2.5")
+    hold = tenant.http.post(
+        "/customers/external/user-1/credits/holds", json={"creditCurrencyKey": "chat_credits", "amount": 3}
+    )
+    assert hold.status_code == 201
+
+    [balance] = tenant.http.get(f"/customers/{customer_id}/credits/balances").json()["data"]
+
+    assert balance["available"] == 4.5
+    assert balance["availableDecimal"] == "4.5"
+    assert balance["usedDecimal"] == "2.5"
+    assert balance["totalDecimal"] == "10"
+    assert balance["heldDecimal"] == "3"
+    assert balance["pendingDecimal"] == "0"
+    [grant] = balance["grants"]
+    assert grant["availableDecimal"] == "4.5"
+    assert grant["usedDecimal"] == "2.5"
+
+
+def test_grant_amount_kept_exact(tenant):
+    make_customer(tenant)
+    make_currency(tenant)
+
+    response = tenant.http.post(
+        "/customers/external/user-1/credits/grants",
+        content=b'{"creditCurrencyKey": "chat_credits", "amount": 123456789.123457}',
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 201
+    assert response.json()["grant"]["amountDecimal"] == "123456789.123457"
+    assert response.json()["grant"]["amount"] == 123456789
+    [balance] = tenant.http.get("/customers/external/user-1/credits/balances").json()["data"]
+    assert balance["availableDecimal"] == "123456789.123457"
+
+
+GRANT_ERRORS = [
+    ({"creditCurrencyKey": "nope", "amount": 5}, "creditCurrencyKey"),
+    ({"amount": 5}, "creditCurrencyKey"),
+    ({"creditCurrencyKey": "chat_credits"}, "amount"),
+    ({"creditCurrencyKey": "chat_credits", "amount": 0}, "amount"),
+    ({"creditCurrencyKey": "chat_credits", "amount": -1}, "amount"),
+    ({"creditCurrencyKey": "chat_credits", "amount": 0.0000001}, "amount"),
+    ({"creditCurrencyKey": "chat_credits", "amount": "lots"}, "amount"),
+    ({"creditCurrencyKey": "chat_credits", "amount": True}, "amount"),
+    ({"creditCurrencyKey": "chat_credits", "amount": 1e12}, "amount"),
+    ({"creditCurrencyKey": "chat_credits", "amount": 5, "startsAt": "2999-01-01T00:00:00Z"}, "startsAt"),
+    ({"creditCurrencyKey": "chat_credits", "amount": 5, "startsAt": "2026-01-01T00:00:00"}, "startsAt"),
+    ({"creditCurrencyKey": "chat_credits", "amount": 5, "expiresAt": "2001-01-01T00:00:00Z"}, "expiresAt"),
+    ({"creditCurrencyKey": "chat_credits", "amount": 5, "expiresAt": "soon"}, "expiresAt"),
+    ({"creditCurrencyKey": "chat_credits", "amount": 5, "priority": 1.5}, "priority"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), GRANT_ERRORS)
+def test_grant_rejects_bad_input(tenant, body, field):
+    make_customer(tenant)
+    make_currency(tenant)
+
+    response = post_grant(tenant, "external/user-1", body)
+
+    assert response.status_code == 400
+    error = response.json()
+    assert field in error["error"]
+    assert error["fields"][0]["field"] == field
+    assert tenant.http.get("/customers/external/user-1/credits/balances").json() == {"data": []}
+
+
+def test_grant_rejects_non_json_body(tenant):
+    make_customer(tenant)
+
+    response = tenant.http.post(
+        "/customers/external/user-1/credits/grants",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_json"
+
+
+def test_grant_rejects_archived_currency(tenant):
+    make_customer(tenant)
+    currency_id = make_currency(tenant)
+    assert tenant.http.put(f"/credits/currencies/{currency_id}", json={"status": "archived"}).status_code == 200
+
+    response = post_grant(tenant, "external/user-1", {"creditCurrencyKey": "chat_credits", "amount": 5})
+
+    assert response.status_code == 400
+    assert "archived" in response.json()["error"]
+
+
+def test_other_organization_customer_not_found(tenant, other_tenant):
+    customer_id = make_customer(tenant)
+    make_currency(other_tenant)
+    grant_body = {"creditCurrencyKey": "chat_credits", "amount": 5}
+
+    responses = [
+        other_tenant.http.get(f"/customers/{customer_id}/credits/balances"),
+        other_tenant.http.get("/customers/external/user-1/credits/balances"),
+        other_tenant.http.post(f"/customers/{customer_id}/credits/grants", json=grant_body),
+        other_tenant.http.post("/customers/external/user-1/credits/grants", json=grant_body),
+        other_tenant.http.get(f"/customers/{customer_id}/credits/pending-consumption"),
+        other_tenant.http.get("/customers/external/user-1/credits/pending-consumption"),
+        other_tenant.http.post(f"/customers/{customer_id}/credits/holds", json=grant_body),
+    ]
+
+    assert [response.status_code for response in responses] == [404] * len(responses)
+    assert all(response.json()["code"] == "not_found" for response in responses)
+
+
+def test_other_organization_currency_key_rejected(tenant, other_tenant):
+    make_customer(tenant)
+    make_currency(other_tenant, key="gold")
+
+    response = post_grant(tenant, "external/user-1", {"creditCurrencyKey": "gold", "amount": 5})
+
+    assert response.status_code == 400
+    assert "gold" in response.json()["error"]
+
+
+def test_pending_consumption_with_paid_sdk(store, tenant):
+    client = tenant.paid()
+    customer_id = make_customer(tenant)
+    currency_id = make_currency(tenant)
+    occurred = datetime(2026, 5, 1, 9, 30, tzinfo=UTC)
+    consume(store, tenant, customer_id, currency_id, "1.5", signal_id="sig_one", occurred_at=occurred)
+    consume(store, tenant, customer_id, currency_id, "2", signal_id="sig_two", occurred_at=occurred + timedelta(hours=1))
+
+    by_external_id = client.customers.list_customer_pending_credit_consumption_by_external_id("user-1")
+    by_id = client.customers.list_customer_pending_credit_consumption(customer_id, limit=1, offset=1)
+
+    assert [row.credits_decimal for row in by_external_id.data] == ["1.5", "2"]
+    assert [row.credits for row in by_external_id.data] == [1, 2]
+    first = by_external_id.data[0]
+    assert first.event_name == "chat_message"
+    assert first.occurred_at == occurred
+    assert first.credit_currency.key == "chat_credits"
+    assert by_external_id.pagination.total == 2
+    assert [row.credits_decimal for row in by_id.data] == ["2"]
+    assert by_id.pagination.has_more is False
+
+    client.customers.grant_customer_credits(customer_id, credit_currency_key="chat_credits", amount=2)
+
+    remaining = client.customers.list_customer_pending_credit_consumption(customer_id)
+    assert [row.credits_decimal for row in remaining.data] == ["1.5"]
+    assert remaining.data[0].model_extra["amountDecimal"] == "2"
+
+
+def test_transactions_with_paid_sdk(store, tenant):
+    client = tenant.paid()
+    customer_id = make_customer(tenant)
+    other_customer_id = make_customer(tenant, "user-2")
+    currency_id = make_currency(tenant)
+    make_currency(tenant, key="image_credits", name="Image Credits")
+    client.customers.grant_customer_credits(customer_id, credit_currency_key="chat_credits", amount=10)
+    client.customers.grant_customer_credits(other_customer_id, credit_currency_key="image_credits", amount=3)
+    consume(store, tenant, customer_id, currency_id, "0.75", signal_id="sig_a", order_id="ord_1")
+
+    listed = client.credits.list_credit_transactions()
+    spends = client.credits.list_credit_transactions(type="spend")
+    for_customer = client.credits.list_credit_transactions(external_customer_id="user-1")
+    for_currency = client.credits.list_credit_transactions(credit_currency_key="image_credits")
+    by_currency_id = client.credits.list_credit_transactions(credits_currency_id=currency_id, customer_id=customer_id)
+    for_order = client.credits.list_credit_transactions(order_id="ord_1")
+    pending_grants = client.credits.list_credit_transactions(type="pendingGrant")
+    today = datetime.now(UTC).date().isoformat()
+    dated = client.credits.list_credit_transactions(created_at_from=today, created_at_to=today)
+    earlier = client.credits.list_credit_transactions(created_at_to="2001-01-01")
+
+    assert [item.type for item in listed.data] == ["spend", "grant", "grant"]
+    assert listed.pagination.total == 3
+    [spend] = spends.data
+    assert spend.amount == "-0.75"
+    assert spend.signal_id == "sig_a"
+    assert spend.event_name == "chat_message"
+    assert spend.order_id == "ord_1"
+    assert spend.origin_code == "manual"
+    assert spend.customer.external_id == "user-1"
+    assert spend.credit_currency.key == "chat_credits"
+    assert [item.amount for item in for_customer.data] == ["-0.75", "10"]
+    assert [item.amount for item in for_currency.data] == ["3"]
+    assert len(by_currency_id.data) == 2
+    assert [item.id for item in for_order.data] == [spend.id]
+    assert pending_grants.data == []
+    assert dated.pagination.total == 3
+    assert earlier.pagination.total == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("type=refund", "type"), ("createdAtFrom=yesterday", "createdAtFrom"), ("limit=0", "limit")],
+)
+def test_transactions_reject_bad_filters(tenant, query, field):
+    response = tenant.http.get(f"/credits/transactions?{query}")
+
+    assert response.status_code == 400
+    assert field in response.json()["error"]
+
+
+def test_transactions_scoped_to_organization(tenant, other_tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+
+    mine = tenant.http.get("/credits/transactions").json()
+    theirs = other_tenant.http.get(f"/credits/transactions?customerId={customer_id}").json()
+
+    assert mine["pagination"]["total"] == 1
+    assert theirs["data"] == []
+
+
+def test_customer_state_lists_credit_balances(store, tenant):
+    client = tenant.paid()
+    customer_id = make_customer(tenant)
+    currency_id = make_currency(tenant)
+    client.customers.grant_customer_credits(customer_id, credit_currency_key="chat_credits", amount=7)
+    consume(store, tenant, customer_id, currency_id, "2")
+
+    state = client.customers.get_customer_state_by_external_id("user-1")
+
+    [balance] = state.credits.balances
+    assert balance.credits_currency_id == currency_id
+    assert balance.currency_key == "chat_credits"
+    assert balance.currency_name == "Chat Credits"
+    assert balance.balance == 5
+    assert client.customers.get_customer_state_by_id(customer_id).credits == state.credits
+
+
+def test_hold_lifecycle_over_http(store, tenant):
+    customer_id = make_customer(tenant)
+    currency_id = make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+
+    placed = tenant.http.post(
+        f"/customers/{customer_id}/credits/holds",
+        json={"creditCurrencyKey": "chat_credits", "amount": 4, "ttlSeconds": 120},
+    )
+    denied = tenant.http.post(
+        "/customers/external/user-1/credits/holds", json={"creditCurrencyKey": "chat_credits", "amount": 2}
+    )
+
+    assert placed.status_code == 201
+    assert placed.json()["allowed"] is True
+    assert placed.json()["availableDecimal"] == "1"
+    hold_id = placed.json()["holdId"]
+    assert denied.status_code == 200
+    assert denied.json()["allowed"] is False
+    assert denied.json()["holdId"] is None
+    assert denied.json()["available"] == 1
+
+    shown = tenant.http.get(f"/credits/holds/{hold_id}").json()
+    assert shown["status"] == "active"
+    assert shown["reservedDecimal"] == "4"
+
+    consume(store, tenant, customer_id, currency_id, "3", signal_id="sig_h", hold_id=hold_id)
+
+    settled = tenant.http.get(f"/credits/holds/{hold_id}").json()
+    assert settled["status"] == "settled"
+    assert settled["settledSignalId"] == "sig_h"
+    released = tenant.http.delete(f"/credits/holds/{hold_id}")
+    assert released.status_code == 200
+    assert released.json()["status"] == "settled"
+    [balance] = tenant.http.get(f"/customers/{customer_id}/credits/balances").json()["data"]
+    assert balance["availableDecimal"] == "2"
+
+
+def test_hold_release_frees_credits(tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+    hold_id = tenant.http.post(
+        f"/customers/{customer_id}/credits/holds", json={"creditCurrencyKey": "chat_credits", "amount": 5}
+    ).json()["holdId"]
+
+    released = tenant.http.delete(f"/credits/holds/{hold_id}")
+
+    assert released.json()["status"] == "released"
+    [balance] = tenant.http.get(f"/customers/{customer_id}/credits/balances").json()["data"]
+    assert balance["availableDecimal"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"creditCurrencyKey": "chat_credits", "amount": 1, "ttlSeconds": 0}, "ttlSeconds"),
+        ({"creditCurrencyKey": "chat_credits", "amount": 1, "ttlSeconds": 86401}, "ttlSeconds"),
+        ({"creditCurrencyKey": "chat_credits", "amount": 0}, "amount"),
+        ({"creditCurrencyKey": "chat_credits", "amount": 0.0000000001}, "amount"),
+        ({"creditCurrencyKey": "missing", "amount": 1}, "creditCurrencyKey"),
+    ],
+)
+def test_hold_rejects_bad_input(tenant, body, field):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+
+    response = tenant.http.post(f"/customers/{customer_id}/credits/holds", json=body)
+
+    assert response.status_code == 400
+    assert field in response.json()["error"]
+
+
+def test_hold_of_other_organization_not_found(tenant, other_tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+    hold_id = tenant.http.post(
+        f"/customers/{customer_id}/credits/holds", json={"creditCurrencyKey": "chat_credits", "amount": 1}
+    ).json()["holdId"]
+
+    assert other_tenant.http.get(f"/credits/holds/{hold_id}").status_code == 404
+    assert other_tenant.http.delete(f"/credits/holds/{hold_id}").status_code == 404
+    assert tenant.http.get(f"/credits/holds/{hold_id}").json()["status"] == "active"
+
+
+def test_parallel_holds_share_no_credit(tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 3})
+    results: list[bool] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def request_hold() -> None:
+        start.wait()
+        response = tenant.http.post(
+            f"/customers/{customer_id}/credits/holds", json={"creditCurrencyKey": "chat_credits", "amount": 1}
+        )
+        with lock:
+            results.append(response.json()["allowed"])
+
+    threads = [threading.Thread(target=request_hold) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert results.count(True) == 3
+    assert results.count(False) == 5
+    [balance] = tenant.http.get(f"/customers/{customer_id}/credits/balances").json()["data"]
+    assert balance["availableDecimal"] == "0"
+    assert balance["heldDecimal"] == "3"
+
+
+def test_credit_routes_accept_trailing_slash(tenant):
+    customer_id = make_customer(tenant)
+
+    assert tenant.http.get(f"/customers/{customer_id}/credits/balances/").status_code == 200
+    assert tenant.http.get("/credits/transactions/").status_code == 200
+
+
+def test_openapi_documents_holds(tenant):
+    document = tenant.http.get(tenant.server.root + "/openapi.json").json()
+
+    operation = document["paths"]["/api/v2/customers/{customer_id}/credits/holds"]["post"]
+    assert "holdId" in operation["description"]
+    body_schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert "creditCurrencyKey" in body_schema["properties"]
