@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from tallystick import __version__
+from tallystick.cli import resources
 from tallystick.cli.catalog_commands import apply, export
+from tallystick.cli.importer import import_app
 
 app = typer.Typer(
     name="tallystick",
@@ -194,6 +196,8 @@ def api_keys_revoke(
 
 app.command()(apply)
 app.command()(export)
+resources.register(app)
+app.add_typer(import_app, name="import")
 
 
 def run() -> None:

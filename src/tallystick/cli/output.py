@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -12,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tallystick._http import encode_json
 from tallystick.client import ApiError, Client
 
 console = Console()
@@ -54,7 +54,8 @@ def api_client(api_url: str | None, api_key: str | None) -> Iterator[Client]:
 
 
 def print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2))
+    """Print `value` as one line of JSON, with decimals written exactly as the server sent them."""
+    typer.echo(encode_json(value).decode("utf-8"))
 
 
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str | Callable[[dict[str, Any]], Any]]]) -> None:

@@ -1,0 +1,479 @@
+"""Resource commands that mirror the REST API: list, show and create catalog and billing objects."""
+
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from tallystick.cli.output import (
+    ApiKeyOption,
+    ApiUrlOption,
+    JsonOption,
+    api_client,
+    console,
+    print_json,
+    print_record,
+    print_table,
+)
+
+LimitOption = Annotated[int, typer.Option(help="Maximum number of items to show.", min=1, max=1000)]
+OffsetOption = Annotated[int, typer.Option(help="Number of items to skip.", min=0)]
+
+
+def _parse_json(option: str, text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise typer.BadParameter(f"invalid JSON: {error.msg} at position {error.pos}", param_hint=option) from None
+
+
+def _customer_path(customer: str) -> str:
+    """Address a customer by id (cus_...) or, otherwise, by external id."""
+    return f"/customers/{customer}" if customer.startswith("cus_") else f"/customers/external/{customer}"
+
+
+currencies = typer.Typer(help="Credit currencies.", no_args_is_help=True)
+products = typer.Typer(help="Products and their pricing lines.", no_args_is_help=True)
+plans = typer.Typer(help="Plans of products.", no_args_is_help=True)
+customers = typer.Typer(help="Customers.", no_args_is_help=True)
+grants = typer.Typer(help="Credit grants.", no_args_is_help=True)
+signals = typer.Typer(help="Signals (billable events).", no_args_is_help=True)
+checkouts = typer.Typer(help="Hosted checkouts.", no_args_is_help=True)
+orders = typer.Typer(help="Orders.", no_args_is_help=True)
+invoices = typer.Typer(help="Invoices.", no_args_is_help=True)
+value_receipts = typer.Typer(help="Value receipts.", no_args_is_help=True)
+
+
+# Credit currencies
+
+
+@currencies.command("list")
+def currencies_list(api_url: ApiUrlOption = None, api_key: ApiKeyOption = None, as_json: JsonOption = False) -> None:
+    """List credit currencies."""
+    with api_client(api_url, api_key) as client:
+        body = client.get("/credits/currencies", status="all")
+    if as_json:
+        print_json(body)
+        return
+    print_table(body["data"], [("id", "id"), ("key", "key"), ("name", "name"), ("status", "status")])
+
+
+@currencies.command("create")
+def currencies_create(
+    key: Annotated[str, typer.Option(help="Stable key: lowercase letters, digits, _ and -.")],
+    name: Annotated[str, typer.Option(help="Display name, such as 'Chat Credits'.")],
+    description: Annotated[str | None, typer.Option(help="Optional description.")] = None,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a credit currency."""
+    body: dict[str, Any] = {"key": key, "name": name}
+    if description is not None:
+        body["description"] = description
+    with api_client(api_url, api_key) as client:
+        created = client.post("/credits/currencies", body)
+    if as_json:
+        print_json(created)
+        return
+    console.print(f"Created credit currency {created['key']} ({created['id']}).")
+
+
+# Products and plans
+
+
+@products.command("list")
+def products_list(
+    limit: LimitOption = 50,
+    offset: OffsetOption = 0,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List products, newest first."""
+    with api_client(api_url, api_key) as client:
+        body = client.get("/products/", limit=limit, offset=offset)
+    if as_json:
+        print_json(body)
+        return
+    print_table(body["data"], [("id", "id"), ("externalId", "externalId"), ("name", "name"), ("active", "active")])
+
+
+@products.command("get")
+def products_get(
+    product: Annotated[str, typer.Argument(help="Product id (prod_...) or external id.")],
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a product with its pricing lines."""
+    path = f"/products/{product}" if product.startswith("prod_") else f"/products/external/{product}"
+    with api_client(api_url, api_key) as client:
+        body = client.get(path)
+    if as_json:
+        print_json(body)
+        return
+    print_record(body, ["id", "externalId", "name", "active", "description"])
+    print_table(
+        body["productAttributes"],
+        [
+            ("line", "name"),
+            ("pricing", lambda line: (line.get("pricing") or {}).get("pricingType")),
+            ("event", lambda line: (line.get("pricing") or {}).get("eventName")),
+            ("credit cost", lambda line: (line.get("pricing") or {}).get("creditCost")),
+        ],
+    )
+
+
+@plans.command("list")
+def plans_list(
+    product: Annotated[str | None, typer.Option(help="Only plans of this product external id.")] = None,
+    limit: LimitOption = 50,
+    offset: OffsetOption = 0,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List plans, newest first."""
+    with api_client(api_url, api_key) as client:
+        body = client.get("/plans/", limit=limit, offset=offset, externalProductId=product)
+    if as_json:
+        print_json(body)
+        return
+    print_table(
+        body["data"],
+        [("id", "id"), ("externalId", "externalId"), ("name", "name"), ("status", "status"), ("product", "productId")],
+    )
+
+
+@plans.command("get")
+def plans_get(
+    plan: Annotated[str, typer.Argument(help="Plan id (plan_...) or external id.")],
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a plan with its pricing and credit benefits."""
+    path = f"/plans/{plan}" if plan.startswith("plan_") else f"/plans/external/{plan}"
+    with api_client(api_url, api_key) as client:
+        body = client.get(path)
+    if as_json:
+        print_json(body)
+        return
+    print_record(body, ["id", "externalId", "name", "status", "productId"])
+    rows = []
+    for attribute in body["attributes"]:
+        points = (attribute.get("pricing") or {}).get("pricePoints") or []
+        benefits = ", ".join(f"{b['amount']} ({b['allocationCadence']})" for b in attribute["creditBenefits"])
+        price = ", ".join(f"{p.get('unitPrice')} {p.get('currency')}" for p in points)
+        rows.append({"line": attribute["name"], "price (cents)": price, "credits": benefits})
+    print_table(rows, [("line", "line"), ("price (cents)", "price (cents)"), ("credits", "credits")])
+
+
+# Customers, balances and grants
+
+
+@customers.command("list")
+def customers_list(
+    name: Annotated[str | None, typer.Option(help="Only customers whose name contains this.")] = None,
+    limit: LimitOption = 50,
+    offset: OffsetOption = 0,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List customers, newest first."""
+    with api_client(api_url, api_key) as client:
+        body = client.get("/customers/", limit=limit, offset=offset, name=name)
+    if as_json:
+        print_json(body)
+        return
+    print_table(body["data"], [("id", "id"), ("externalId", "externalId"), ("name", "name"), ("email", "email")])
+
+
+@customers.command("get")
+def customers_get(
+    customer: Annotated[str, typer.Argument(help="Customer id (cus_...) or external id.")],
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a customer."""
+    with api_client(api_url, api_key) as client:
+        body = client.get(_customer_path(customer))
+    if as_json:
+        print_json(body)
+        return
+    print_record(body, ["id", "externalId", "name", "email", "status", "createdAt"])
+
+
+@customers.command("create")
+def customers_create(
+    name: Annotated[str, typer.Option(help="Customer name.")],
+    external_id: Annotated[str | None, typer.Option(help="Your application's id for the customer.")] = None,
+    email: Annotated[str | None, typer.Option(help="Billing email address.")] = None,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a customer."""
+    body = {key: value for key, value in {"name": name, "externalId": external_id, "email": email}.items() if value}
+    with api_client(api_url, api_key) as client:
+        created = client.post("/customers/", body)
+    if as_json:
+        print_json(created)
+        return
+    console.print(f"Created customer {created['name']} ({created['id']}).")
+
+
+@customers.command("delete")
+def customers_delete(
+    customer: Annotated[str, typer.Argument(help="Customer id (cus_...) or external id.")],
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Delete a customer. Its ledger history is kept."""
+    with api_client(api_url, api_key) as client:
+        client.delete(_customer_path(customer))
+    console.print(f"Deleted customer {customer}.")
+
+
+def balances(
+    customer: Annotated[str, typer.Argument(help="Customer id (cus_...) or external id.")],
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a customer's credit balances, one row per credit currency."""
+    with api_client(api_url, api_key) as client:
+        body = client.get(_customer_path(customer) + "/credits/balances")
+    if as_json:
+        print_json(body)
+        return
+    print_table(
+        body["data"],
+        [
+            ("currency", "currencyKey"),
+            ("available", lambda row: row.get("availableDecimal", row["available"])),
+            ("used", "used"),
+            ("total", "total"),
+            ("grants", lambda row: len(row["grants"])),
+        ],
+    )
+
+
+@grants.command("create")
+def grants_create(
+    customer: Annotated[str, typer.Argument(help="Customer id (cus_...) or external id.")],
+    currency: Annotated[str, typer.Option(help="Credit currency key, such as chat_credits.")],
+    amount: Annotated[str, typer.Option(help="Credits to grant (a decimal number).")],
+    expires_at: Annotated[str | None, typer.Option(help="RFC 3339 expiry time; default: never.")] = None,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Grant credits to a customer by hand."""
+    try:
+        number: int | float = int(amount)
+    except ValueError:
+        try:
+            number = float(amount)
+        except ValueError:
+            raise typer.BadParameter(f"'{amount}' is not a number", param_hint="--amount") from None
+    body: dict[str, Any] = {"creditCurrencyKey": currency, "amount": number}
+    if expires_at is not None:
+        body["expiresAt"] = expires_at
+    with api_client(api_url, api_key) as client:
+        created = client.post(_customer_path(customer) + "/credits/grants", body)
+    if as_json:
+        print_json(created)
+        return
+    grant = created["grant"]
+    console.print(f"Granted {grant['amountDecimal']} {currency} to {customer}.")
+
+
+# Signals
+
+
+@signals.command("send")
+def signals_send(
+    event_name: Annotated[str, typer.Argument(help="Event name, such as chat_message.")],
+    customer: Annotated[str, typer.Option(help="Customer external id.")],
+    product: Annotated[str | None, typer.Option(help="Product external id.")] = None,
+    data: Annotated[str | None, typer.Option(help="Signal data as a JSON object.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Key that makes a retry count once.")] = None,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send one signal."""
+    signal: dict[str, Any] = {"eventName": event_name, "customer": {"externalCustomerId": customer}}
+    if product is not None:
+        signal["attribution"] = {"externalProductId": product}
+    parsed = _parse_json("--data", data)
+    if parsed is not None:
+        if not isinstance(parsed, dict):
+            raise typer.BadParameter("must be a JSON object", param_hint="--data")
+        signal["data"] = parsed
+    if idempotency_key is not None:
+        signal["idempotencyKey"] = idempotency_key
+    with api_client(api_url, api_key) as client:
+        result = client.post("/signals/bulk", {"signals": [signal]})
+    if as_json:
+        print_json(result)
+        return
+    if result.get("failed"):
+        reason = (result.get("errors") or [{}])[0].get("message", "rejected")
+        console.print(f"[red]Signal failed:[/red] {reason}")
+        raise typer.Exit(code=1)
+    outcome = "duplicate (already counted)" if result.get("duplicates") else "ingested"
+    console.print(f"Signal {event_name} for {customer}: {outcome}.")
+
+
+@signals.command("list")
+def signals_list(
+    customer: Annotated[str | None, typer.Option(help="Only this customer external id.")] = None,
+    event_name: Annotated[str | None, typer.Option(help="Only this event name.")] = None,
+    limit: LimitOption = 50,
+    offset: OffsetOption = 0,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List signals, newest first."""
+    with api_client(api_url, api_key) as client:
+        body = client.get(
+            "/signals/", limit=limit, offset=offset, externalCustomerId=customer, signalName=event_name
+        )
+    if as_json:
+        print_json(body)
+        return
+    print_table(
+        body["data"],
+        [
+            ("id", "id"),
+            ("event", "name"),
+            ("customer", "externalCustomerId"),
+            ("credits", "creditsConsumed"),
+            ("pending", "creditsPending"),
+            ("at", "createdAt"),
+        ],
+    )
+
+
+# Checkouts, orders, invoices, value receipts
+
+
+@checkouts.command("create")
+def checkouts_create(
+    product: Annotated[str, typer.Option(help="Product id (prod_...) offered in the checkout.")],
+    success_url: Annotated[str, typer.Option(help="Where the buyer goes after paying; {CHECKOUT_ID} is filled in.")],
+    plan: Annotated[list[str] | None, typer.Option(help="Plan id offered (repeat for several).")] = None,
+    customer: Annotated[str | None, typer.Option(help="Customer external id; omit for anonymous buyers.")] = None,
+    cancel_url: Annotated[str | None, typer.Option(help="Where the buyer goes on cancel.")] = None,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a hosted checkout and print its URL."""
+    offered: dict[str, Any] = {"id": product}
+    if plan:
+        offered["plans"] = [{"id": plan_id} for plan_id in plan]
+    body: dict[str, Any] = {"products": [offered], "successUrl": success_url}
+    if customer is not None:
+        body["externalCustomerId"] = customer
+    if cancel_url is not None:
+        body["cancelUrl"] = cancel_url
+    with api_client(api_url, api_key) as client:
+        created = client.post("/checkouts/", body)
+    if as_json:
+        print_json(created)
+        return
+    console.print(f"Checkout {created['id']}: {created['url']}")
+
+
+def _list_command(group: typer.Typer, path: str, columns: list[tuple[str, Any]], what: str) -> None:
+    @group.command("list")
+    def list_items(
+        limit: LimitOption = 50,
+        offset: OffsetOption = 0,
+        api_url: ApiUrlOption = None,
+        api_key: ApiKeyOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        with api_client(api_url, api_key) as client:
+            body = client.get(path, limit=limit, offset=offset)
+        if as_json:
+            print_json(body)
+            return
+        print_table(body["data"], columns)
+
+    list_items.__doc__ = f"List {what}, newest first."
+
+
+def _get_command(group: typer.Typer, path: str, fields: list[str], what: str) -> None:
+    @group.command("get")
+    def get_item(
+        item_id: Annotated[str, typer.Argument(help=f"Id of the {what}.")],
+        api_url: ApiUrlOption = None,
+        api_key: ApiKeyOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        with api_client(api_url, api_key) as client:
+            body = client.get(f"{path}{item_id}")
+        if as_json:
+            print_json(body)
+            return
+        print_record(body, fields)
+
+    get_item.__doc__ = f"Show one {what}."
+
+
+_list_command(checkouts, "/checkouts/", [("id", "id"), ("status", "status"), ("url", "url")], "checkouts")
+_get_command(checkouts, "/checkouts/", ["id", "status", "url", "orderId", "externalCustomerId"], "checkout")
+_list_command(
+    orders, "/orders/", [("id", "id"), ("name", "name"), ("status", "status"), ("customer", "customerId")], "orders"
+)
+_get_command(orders, "/orders/", ["id", "name", "status", "customerId", "startDate", "currency"], "order")
+_list_command(
+    invoices,
+    "/invoices/",
+    [("id", "id"), ("number", "number"), ("status", "status"), ("total", "totalAmount"), ("customer", "customerId")],
+    "invoices",
+)
+_get_command(invoices, "/invoices/", ["id", "number", "status", "paymentStatus", "totalAmount", "currency"], "invoice")
+
+
+@value_receipts.command("list")
+def value_receipts_list(
+    limit: LimitOption = 50,
+    offset: OffsetOption = 0,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List value receipts."""
+    with api_client(api_url, api_key) as client:
+        body = client.get("/value-receipts/", limit=limit, offset=offset)
+    if as_json:
+        print_json(body)
+        return
+    print_table(body["data"], [("id", "id"), ("status", "status"), ("customer", "customerId")])
+
+
+def register(app: typer.Typer) -> None:
+    """Add every resource command group to the top-level CLI."""
+    app.add_typer(currencies, name="currencies")
+    app.add_typer(products, name="products")
+    app.add_typer(plans, name="plans")
+    app.add_typer(customers, name="customers")
+    app.command("balances")(balances)
+    app.add_typer(grants, name="grants")
+    app.add_typer(signals, name="signals")
+    app.add_typer(checkouts, name="checkouts")
+    app.add_typer(orders, name="orders")
+    app.add_typer(invoices, name="invoices")
+    app.add_typer(value_receipts, name="value-receipts")

@@ -1,0 +1,126 @@
+"""Resource commands and signal imports of the `tallystick` CLI against a live server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tallystick.cli.main import app
+from tests.guide import create_guide_catalog
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(tenant):  # type: ignore[no-untyped-def]
+    return {"TALLYSTICK_API_URL": tenant.server.root, "TALLYSTICK_API_KEY": tenant.api_key, "COLUMNS": "200"}
+
+
+def invoke(env, *args):  # type: ignore[no-untyped-def]
+    result = runner.invoke(app, list(args), env=env)
+    return result
+
+
+def test_customers_create_list_and_get(cli_env):
+    created = invoke(cli_env, "customers", "create", "--name", "Ada", "--external-id", "ada", "--json")
+    assert created.exit_code == 0, created.output
+    customer = json.loads(created.output)
+    assert customer["externalId"] == "ada"
+
+    listed = invoke(cli_env, "customers", "list")
+    assert listed.exit_code == 0
+    assert customer["id"] in listed.output
+
+    shown = invoke(cli_env, "customers", "get", "ada", "--json")
+    assert json.loads(shown.output)["id"] == customer["id"]
+
+
+def test_missing_customer_prints_api_error(cli_env):
+    result = invoke(cli_env, "customers", "get", "nobody")
+    assert result.exit_code == 1
+    assert "Error 404" in result.output
+    assert "nobody" in result.output
+
+
+def test_grant_signal_and_balance(tenant, cli_env):
+    create_guide_catalog(tenant.paid())
+    tenant.http.post("/customers/", json={"name": "Ada", "externalId": "ada"})
+
+    granted = invoke(cli_env, "grants", "create", "ada", "--currency", "chat_credits", "--amount", "10")
+    assert granted.exit_code == 0, granted.output
+
+    sent = invoke(cli_env, "signals", "send", "chat_message", "--customer", "ada", "--product", "chatbot", "--idempotency-key", "m1")
+    assert sent.exit_code == 0, sent.output
+    assert "ingested" in sent.output
+    again = invoke(cli_env, "signals", "send", "chat_message", "--customer", "ada", "--product", "chatbot", "--idempotency-key", "m1")
+    assert "duplicate" in again.output
+
+    balances = invoke(cli_env, "balances", "ada", "--json")
+    assert balances.exit_code == 0, balances.output
+    [balance] = json.loads(balances.output)["data"]
+    assert balance["currencyKey"] == "chat_credits"
+    assert balance["available"] == 9
+
+    listed = invoke(cli_env, "signals", "list", "--customer", "ada", "--json")
+    assert json.loads(listed.output)["pagination"]["total"] == 1
+
+
+def test_signal_send_rejects_bad_data(cli_env):
+    result = invoke(cli_env, "signals", "send", "chat_message", "--customer", "ada", "--data", "{oops")
+    assert result.exit_code != 0
+    assert "invalid JSON" in result.output
+
+
+def test_import_csv_is_idempotent(tenant, cli_env, tmp_path: Path):
+    create_guide_catalog(tenant.paid())
+    tenant.http.post("/customers/", json={"name": "Bo", "externalId": "bo"})
+    tenant.http.post("/customers/external/bo/credits/grants", json={"creditCurrencyKey": "chat_credits", "amount": 100})
+    rows = ["event_name,customer,product,idempotency_key,data.minutes_saved"]
+    rows += [f"chat_message,bo,chatbot,row-{number},{number}" for number in range(25)]
+    csv_file = tmp_path / "signals.csv"
+    csv_file.write_text("\n".join(rows) + "\n")
+
+    first = invoke(cli_env, "import", "signals", str(csv_file), "--batch-size", "10")
+    assert first.exit_code == 0, first.output
+    assert "25 ingested, 0 duplicates, 0 failed" in first.output
+
+    second = invoke(cli_env, "import", "signals", str(csv_file))
+    assert second.exit_code == 0, second.output
+    assert "0 ingested, 25 duplicates, 0 failed" in second.output
+
+    [balance] = tenant.http.get("/customers/external/bo/credits/balances").json()["data"]
+    assert balance["available"] == 75
+    listed = tenant.http.get("/signals/", params={"externalCustomerId": "bo", "limit": 1}).json()
+    assert listed["data"][0]["data"]["minutes_saved"] in range(25)
+
+
+def test_import_jsonl_without_keys_is_idempotent(tenant, cli_env, tmp_path: Path):
+    lines = [json.dumps({"eventName": "search", "customer": {"externalCustomerId": "cy"}, "data": {"n": n}}) for n in range(5)]
+    jsonl = tmp_path / "signals.jsonl"
+    jsonl.write_text("\n".join(lines) + "\n")
+
+    assert "5 ingested" in invoke(cli_env, "import", "signals", str(jsonl)).output
+    assert "5 duplicates" in invoke(cli_env, "import", "signals", str(jsonl)).output
+
+
+def test_import_reports_failed_rows_with_line(tenant, cli_env, tmp_path: Path):
+    jsonl = tmp_path / "signals.jsonl"
+    jsonl.write_text(
+        json.dumps({"eventName": "ok", "customer": {"externalCustomerId": "cy"}}) + "\n"
+        + json.dumps({"eventName": "", "customer": {"externalCustomerId": "cy"}}) + "\n"
+    )
+    result = invoke(cli_env, "import", "signals", str(jsonl))
+    assert result.exit_code == 1
+    assert "1 ingested, 0 duplicates, 1 failed" in result.output
+    assert f"{jsonl}:2:" in result.output
+
+
+def test_import_bad_json_line_names_line(cli_env, tmp_path: Path):
+    jsonl = tmp_path / "signals.jsonl"
+    jsonl.write_text('{"eventName": "a", "customer": {"externalCustomerId": "c"}}\n{broken\n')
+    result = invoke(cli_env, "import", "signals", str(jsonl))
+    assert result.exit_code == 1
+    assert f"{jsonl}:2: invalid JSON" in result.output
