@@ -41,22 +41,11 @@ from tallystick.server.customers.service import get_or_create_by_external_id, li
 from tallystick.server.errors import ApiError
 from tallystick.server.ids import new_id
 from tallystick.server.ledger import service as ledger
-from tallystick.server.models import (
-    CreditHold,
-    Customer,
-    Plan,
-    PlanAttribute,
-    Product,
-    ProductAttribute,
-)
+from tallystick.server.models import CreditHold, Customer, Product
 from tallystick.server.models.signal import Signal
 from tallystick.server.settings import get_settings
-from tallystick.server.signals.rating import (
-    PREPAID_CREDIT_TYPES,
-    PricingLine,
-    RatingError,
-    credits_for,
-)
+from tallystick.server.signals.lines import LineLookup, match_lines
+from tallystick.server.signals.rating import PricingLine, RatingError, credits_for
 from tallystick.server.signals.schemas import SignalError, SignalInput
 
 log = logging.getLogger(__name__)
@@ -311,145 +300,13 @@ def _create_customers(session: Session, organization_id: str, work_items: list[_
 # Phase 3: pricing lines and credits
 
 
-def find_active_orders(
-    session: Session, organization_id: str, pairs: set[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[str, str]]:
-    """Return (order id, plan id) of the active order of each (customer id, product id) pair.
-
-    The seam between rating and orders: a customer with an active order is rated by the
-    order's plan lines first. Orders do not exist yet, so no pair has one.
-    """
-    # TODO: look the active orders up once orders exist.
-    return {}
-
-
 def _choose_lines(session: Session, organization_id: str, work_items: list[_Work]) -> None:
-    """Set each signal's pricing line: its order's plan line, else its product's line.
-
-    A signal without attribution is rated by the organization's product line for its event
-    name when exactly one line matches; its product becomes that line's product. Otherwise it
-    stays unrated and consumes nothing.
-    """
-    event_names = {work.signal.event_name for work in work_items}
-    if not event_names:
-        return
-
-    product_lines = _product_lines(session, organization_id, event_names, {w.product_id for w in work_items if w.product_id})
-    unattributed = [work for work in work_items if work.product_id is None]
-    if unattributed:
-        by_event = _lines_by_event_name(session, organization_id, {work.signal.event_name for work in unattributed})
-        for work in unattributed:
-            candidates = by_event.get(work.signal.event_name, [])
-            if len(candidates) == 1:
-                work.product_id = candidates[0].product_id
-                product_lines.setdefault((work.product_id, work.signal.event_name), candidates[0])
-
-    pairs = {(w.customer_id, w.product_id) for w in work_items if w.customer_id and w.product_id}
-    orders = find_active_orders(session, organization_id, pairs) if pairs else {}
-    plan_lines = _plan_lines(session, organization_id, {plan_id for _, plan_id in orders.values()}, event_names)
-
-    for work in work_items:
-        if work.product_id is None:
-            continue
-        order = orders.get((work.customer_id or "", work.product_id))
-        if order is not None:
-            order_id, plan_id = order
-            line = plan_lines.get((plan_id, work.signal.event_name))
-            if line is not None:
-                work.line, work.order_id = line, order_id
-                continue
-            work.order_id = order_id
-        work.line = product_lines.get((work.product_id, work.signal.event_name))
-
-
-def _prepaid_line_filter(model: type[ProductAttribute] | type[PlanAttribute], organization_id: str, event_names: set[str]) -> list[Any]:
-    return [
-        model.organization_id == organization_id,
-        model.event_name.in_(event_names),
-        model.pricing_type.in_(PREPAID_CREDIT_TYPES),
-    ]
-
-
-def _product_lines(
-    session: Session, organization_id: str, event_names: set[str], product_ids: set[str]
-) -> dict[tuple[str, str], PricingLine]:
-    """Return the first active prepaid line (by position) per (product id, event name)."""
-    if not product_ids:
-        return {}
-    rows = session.scalars(
-        select(ProductAttribute)
-        .where(
-            *_prepaid_line_filter(ProductAttribute, organization_id, event_names),
-            ProductAttribute.product_id.in_(product_ids),
-            ProductAttribute.active.is_(True),
-        )
-        .order_by(ProductAttribute.position, ProductAttribute.id)
-    )
-    lines: dict[tuple[str, str], PricingLine] = {}
-    for attribute in rows:
-        lines.setdefault((attribute.product_id, attribute.event_name or ""), _line(attribute, None))
-    return lines
-
-
-def _lines_by_event_name(session: Session, organization_id: str, event_names: set[str]) -> dict[str, list[PricingLine]]:
-    """Return the active prepaid lines of live (not archived) products, per event name."""
-    rows = session.scalars(
-        select(ProductAttribute)
-        .join(Product, Product.id == ProductAttribute.product_id)
-        .where(
-            *_prepaid_line_filter(ProductAttribute, organization_id, event_names),
-            ProductAttribute.active.is_(True),
-            Product.archived_at.is_(None),
-        )
-        .order_by(ProductAttribute.position, ProductAttribute.id)
-    )
-    lines: dict[str, list[PricingLine]] = {}
-    for attribute in rows:
-        lines.setdefault(attribute.event_name or "", []).append(_line(attribute, None))
-    return lines
-
-
-def _plan_lines(
-    session: Session, organization_id: str, plan_ids: set[str], event_names: set[str]
-) -> dict[tuple[str, str], PricingLine]:
-    if not plan_ids:
-        return {}
-    rows = session.execute(
-        select(PlanAttribute, Plan.product_id)
-        .join(Plan, Plan.id == PlanAttribute.plan_id)
-        .where(
-            *_prepaid_line_filter(PlanAttribute, organization_id, event_names),
-            PlanAttribute.plan_id.in_(plan_ids),
-        )
-        .order_by(PlanAttribute.position, PlanAttribute.id)
-    )
-    lines: dict[tuple[str, str], PricingLine] = {}
-    for attribute, product_id in rows:
-        line = PricingLine(
-            product_id=product_id,
-            product_attribute_id=attribute.product_attribute_id,
-            plan_attribute_id=attribute.id,
-            event_name=attribute.event_name or "",
-            pricing_type=attribute.pricing_type or "",
-            currency_id=attribute.credits_currency_id,
-            credit_cost=attribute.credit_cost,
-            pricing=attribute.pricing or {},
-        )
-        lines.setdefault((attribute.plan_id, line.event_name), line)
-    return lines
-
-
-def _line(attribute: ProductAttribute, plan_attribute_id: str | None) -> PricingLine:
-    return PricingLine(
-        product_id=attribute.product_id,
-        product_attribute_id=attribute.id,
-        plan_attribute_id=plan_attribute_id,
-        event_name=attribute.event_name or "",
-        pricing_type=attribute.pricing_type or "",
-        currency_id=attribute.credits_currency_id,
-        credit_cost=attribute.credit_cost,
-        pricing=attribute.pricing or {},
-    )
+    lookups = [LineLookup(work.signal.event_name, work.customer_id, work.product_id) for work in work_items]
+    matches = match_lines(session, organization_id, lookups)
+    for work, match in zip(work_items, matches, strict=True):
+        work.line = match.line
+        work.product_id = match.product_id
+        work.order_id = match.order_id
 
 
 def _rate(work_items: list[_Work], outcomes: list[SignalOutcome | None]) -> list[_Work]:
