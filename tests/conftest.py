@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,16 +95,12 @@ class RunningServer:
         return self.root + "/api/v2"
 
 
-@pytest.fixture(scope="session")
-def server(store, database_url: str) -> Iterator[RunningServer]:  # type: ignore[no-untyped-def]
-    """A uvicorn server in a background thread, listening on a free loopback port."""
+@contextmanager
+def serve_app(app, database_url: str) -> Iterator[RunningServer]:  # type: ignore[no-untyped-def]
+    """Run `app` with uvicorn in a background thread on a free loopback port."""
     import uvicorn
 
-    from tallystick.server.app import create_app
-    from tallystick.server.settings import Settings
-
     port = free_port()
-    app = create_app(Settings(database_url=database_url), store=store)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     uvicorn_server = uvicorn.Server(config)
     thread = threading.Thread(target=uvicorn_server.run, daemon=True)
@@ -113,9 +110,22 @@ def server(store, database_url: str) -> Iterator[RunningServer]:  # type: ignore
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("test server did not start within 20 s")
         time.sleep(0.02)
-    yield RunningServer(root=f"http://127.0.0.1:{port}", database_url=database_url)
-    uvicorn_server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield RunningServer(root=f"http://127.0.0.1:{port}", database_url=database_url)
+    finally:
+        uvicorn_server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server(store, database_url: str) -> Iterator[RunningServer]:  # type: ignore[no-untyped-def]
+    """The shared test server: the real app on the session's store, on a loopback port."""
+    from tallystick.server.app import create_app
+    from tallystick.server.settings import Settings
+
+    app = create_app(Settings(database_url=database_url), store=store)
+    with serve_app(app, database_url) as running:
+        yield running
 
 
 @dataclass

@@ -47,10 +47,9 @@ def _database_url(value: str | None) -> str:
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    from tallystick.server.observability import configure_logging
+
+    configure_logging(level)
 
 
 @app.command()

@@ -6,12 +6,16 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from tallystick import __version__
 from tallystick.server.db import Store
 from tallystick.server.errors import install_error_handlers
+from tallystick.server.hardening import BodySizeLimitMiddleware, RateLimiter
+from tallystick.server.observability import RequestContextMiddleware, metrics_response_body
 from tallystick.server.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -53,14 +57,38 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     )
     app.state.store = store
     app.state.settings = settings
+    app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage_url)
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/traces",)
+    )
+    # Added last, so it runs first and sees every response, including 413s.
+    app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:
-        """Report whether the server can reach its database."""
-        with store.read_sessions() as session:
-            session.execute(text("SELECT 1"))
+        """Report that the process is up (liveness); it does not touch the database."""
         return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "Database unreachable."}})
+    def readyz() -> Response:
+        """Report whether the server can reach its database (readiness)."""
+        try:
+            with store.read_sessions() as session:
+                session.execute(text("SELECT 1"))
+        except SQLAlchemyError as error:
+            log.error("readiness.failed", extra={"error": str(error).splitlines()[0]})
+            return JSONResponse(
+                {"status": "unavailable", "error": "database unreachable", "code": "not_ready"}, status_code=503
+            )
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus metrics of this server process, in the text exposition format."""
+        body, content_type = metrics_response_body()
+        return Response(body, media_type=content_type)
+
 
     for router in _api_routers():
         app.include_router(router, prefix=API_PREFIX)

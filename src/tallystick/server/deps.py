@@ -75,7 +75,9 @@ def authenticate(request: Request) -> Principal:
         api_key = find_active_key(session, secret)
         if api_key is None:
             raise _unauthorized("Invalid or revoked API key")
-        return Principal(organization_id=api_key.organization_id, api_key_id=api_key.id)
+        principal = Principal(organization_id=api_key.organization_id, api_key_id=api_key.id)
+    request.app.state.rate_limiter.check(principal.api_key_id)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]

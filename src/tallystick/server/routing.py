@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from tallystick.server.hardening import StrictJsonRoute
+
 
 class Router(APIRouter):
     """Register every path ending in "/" a second time without it (and the reverse).
@@ -14,6 +16,10 @@ class Router(APIRouter):
     clients often omit it. A redirect would lose POST bodies on some clients, so both spellings
     are served directly; only the spelling given in code appears in the OpenAPI document.
     """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("route_class", StrictJsonRoute)
+        super().__init__(**kwargs)
 
     def add_api_route(self, path: str, endpoint: Any, **kwargs: Any) -> None:
         super().add_api_route(path, endpoint, **kwargs)

@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     # Largest page a list endpoint returns, whatever `limit` the caller sends.
     max_page_size: int = 1000
     default_page_size: int = 50
+    # Largest request body accepted by the REST API, in bytes; larger ones get 413.
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Requests allowed per API key, in the `limits` package's notation ("1000/second",
+    # "60000/minute"); "off" disables the limit. Counted per server process unless
+    # rate_limit_storage_url names shared storage such as redis://127.0.0.1:6379.
+    rate_limit: str = "1000/second"
+    rate_limit_storage_url: str = "memory://"
     # How far past the server's clock a signal's timestamp may be, in seconds, to allow for
     # clock skew between the client and the server; later timestamps are rejected.
     signal_max_future_skew_seconds: int = Field(default=300, ge=0)

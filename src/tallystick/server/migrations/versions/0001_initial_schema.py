@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 22:02:25.386903
+Create Date: 2026-12-04 22:06:30.032935
 """
 
 from __future__ import annotations
@@ -46,6 +46,38 @@ def upgrade() -> None:
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_api_keys_organization_id'), ['organization_id'], unique=False)
 
+    op.create_table('cost_attribution_claims',
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('claim_key', sa.String(length=80), nullable=False),
+    sa.Column('signal_id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_cost_attribution_claims_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('organization_id', 'kind', 'claim_key', name=op.f('pk_cost_attribution_claims'))
+    )
+    with op.batch_alter_table('cost_attribution_claims', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_cost_attribution_claims_signal_id'), ['signal_id'], unique=False)
+
+    op.create_table('cost_price_overrides',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('provider', sa.String(length=64), nullable=True),
+    sa.Column('provider_key', sa.String(length=64), nullable=False),
+    sa.Column('model', sa.String(length=255), nullable=False),
+    sa.Column('input_per_mtok', tallystick.server.models.types.ScaledDecimal(places=12), nullable=False),
+    sa.Column('output_per_mtok', tallystick.server.models.types.ScaledDecimal(places=12), nullable=False),
+    sa.Column('cache_read_per_mtok', tallystick.server.models.types.ScaledDecimal(places=12), nullable=True),
+    sa.Column('cache_write_per_mtok', tallystick.server.models.types.ScaledDecimal(places=12), nullable=True),
+    sa.Column('per_image', tallystick.server.models.types.ScaledDecimal(places=12), nullable=True),
+    sa.Column('per_audio_second', tallystick.server.models.types.ScaledDecimal(places=12), nullable=True),
+    sa.Column('per_request', tallystick.server.models.types.ScaledDecimal(places=12), nullable=True),
+    sa.Column('description', sa.String(length=500), nullable=True),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_cost_price_overrides_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_cost_price_overrides')),
+    sa.UniqueConstraint('organization_id', 'provider_key', 'model', name=op.f('uq_cost_price_overrides_organization_id_provider_key_model'))
+    )
     op.create_table('credit_currencies',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -121,6 +153,70 @@ def upgrade() -> None:
     with op.batch_alter_table('products', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_products_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index('uq_products_org_external_id', ['organization_id', 'external_id'], unique=True, sqlite_where=sa.text('external_id IS NOT NULL'), postgresql_where=sa.text('external_id IS NOT NULL'))
+
+    op.create_table('cost_records',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('source', sa.String(length=16), nullable=False),
+    sa.Column('trace_id', sa.String(length=32), nullable=True),
+    sa.Column('span_id', sa.String(length=16), nullable=True),
+    sa.Column('parent_span_id', sa.String(length=16), nullable=True),
+    sa.Column('idempotency_key', sa.String(length=300), nullable=True),
+    sa.Column('span_name', sa.String(length=255), nullable=True),
+    sa.Column('scope_name', sa.String(length=255), nullable=True),
+    sa.Column('scope_version', sa.String(length=64), nullable=True),
+    sa.Column('emitter', sa.String(length=32), nullable=False),
+    sa.Column('customer_id', sa.String(length=40), nullable=True),
+    sa.Column('external_customer_id', sa.String(length=255), nullable=True),
+    sa.Column('product_id', sa.String(length=40), nullable=True),
+    sa.Column('external_product_id', sa.String(length=255), nullable=True),
+    sa.Column('paid_scope_id', sa.BigInteger(), nullable=True),
+    sa.Column('signal_id', sa.String(length=40), nullable=True),
+    sa.Column('started_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('start_time_unix_nano', sa.BigInteger(), nullable=True),
+    sa.Column('end_time_unix_nano', sa.BigInteger(), nullable=True),
+    sa.Column('vendor', sa.String(length=255), nullable=True),
+    sa.Column('provider', sa.String(length=64), nullable=True),
+    sa.Column('model_reported', sa.String(length=255), nullable=True),
+    sa.Column('model', sa.String(length=255), nullable=True),
+    sa.Column('operation', sa.String(length=64), nullable=True),
+    sa.Column('service_tier', sa.String(length=32), nullable=True),
+    sa.Column('input_tokens', sa.BigInteger(), nullable=False),
+    sa.Column('output_tokens', sa.BigInteger(), nullable=False),
+    sa.Column('cache_read_tokens', sa.BigInteger(), nullable=False),
+    sa.Column('cache_write_tokens', sa.BigInteger(), nullable=False),
+    sa.Column('reasoning_tokens', sa.BigInteger(), nullable=False),
+    sa.Column('input_audio_tokens', sa.BigInteger(), nullable=False),
+    sa.Column('output_audio_tokens', sa.BigInteger(), nullable=False),
+    sa.Column('input_image_tokens', sa.BigInteger(), nullable=False),
+    sa.Column('image_count', sa.BigInteger(), nullable=False),
+    sa.Column('audio_seconds', tallystick.server.models.types.ScaledDecimal(places=6), nullable=True),
+    sa.Column('input_tokens_reported', sa.BigInteger(), nullable=True),
+    sa.Column('input_tokens_mode', sa.String(length=16), nullable=True),
+    sa.Column('cost_amount', tallystick.server.models.types.ScaledDecimal(places=12), nullable=True),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('cost_status', sa.String(length=16), nullable=False),
+    sa.Column('cost_source', sa.String(length=16), nullable=True),
+    sa.Column('price_reference', sa.String(length=120), nullable=True),
+    sa.Column('price_model_id', sa.String(length=255), nullable=True),
+    sa.Column('unpriced_reason', sa.String(length=500), nullable=True),
+    sa.Column('reported_cost_amount', tallystick.server.models.types.ScaledDecimal(places=12), nullable=True),
+    sa.Column('reported_cost_attribute', sa.String(length=64), nullable=True),
+    sa.Column('metadata', tallystick.server.models.types.JsonDocument(), nullable=True),
+    sa.Column('attributes', tallystick.server.models.types.JsonDocument(), nullable=True),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_cost_records_customer_id_customers')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_cost_records_organization_id_organizations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['product_id'], ['products.id'], name=op.f('fk_cost_records_product_id_products')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_cost_records'))
+    )
+    with op.batch_alter_table('cost_records', schema=None) as batch_op:
+        batch_op.create_index('ix_cost_records_customer_started_at', ['customer_id', 'started_at'], unique=False)
+        batch_op.create_index('ix_cost_records_org_scope', ['organization_id', 'paid_scope_id'], unique=False, sqlite_where=sa.text('paid_scope_id IS NOT NULL'), postgresql_where=sa.text('paid_scope_id IS NOT NULL'))
+        batch_op.create_index('ix_cost_records_org_started_at', ['organization_id', 'started_at'], unique=False)
+        batch_op.create_index('ix_cost_records_signal_id', ['signal_id'], unique=False)
+        batch_op.create_index('uq_cost_records_org_idempotency_key', ['organization_id', 'idempotency_key'], unique=True, sqlite_where=sa.text('idempotency_key IS NOT NULL'), postgresql_where=sa.text('idempotency_key IS NOT NULL'))
+        batch_op.create_index('uq_cost_records_org_trace_span', ['organization_id', 'trace_id', 'span_id'], unique=True, sqlite_where=sa.text('span_id IS NOT NULL'), postgresql_where=sa.text('span_id IS NOT NULL'))
 
     op.create_table('credit_accounts',
     sa.Column('organization_id', sa.String(length=40), nullable=False),
@@ -439,6 +535,15 @@ def downgrade() -> None:
 
     op.drop_table('credit_grants')
     op.drop_table('credit_accounts')
+    with op.batch_alter_table('cost_records', schema=None) as batch_op:
+        batch_op.drop_index('uq_cost_records_org_trace_span', sqlite_where=sa.text('span_id IS NOT NULL'), postgresql_where=sa.text('span_id IS NOT NULL'))
+        batch_op.drop_index('uq_cost_records_org_idempotency_key', sqlite_where=sa.text('idempotency_key IS NOT NULL'), postgresql_where=sa.text('idempotency_key IS NOT NULL'))
+        batch_op.drop_index('ix_cost_records_signal_id')
+        batch_op.drop_index('ix_cost_records_org_started_at')
+        batch_op.drop_index('ix_cost_records_org_scope', sqlite_where=sa.text('paid_scope_id IS NOT NULL'), postgresql_where=sa.text('paid_scope_id IS NOT NULL'))
+        batch_op.drop_index('ix_cost_records_customer_started_at')
+
+    op.drop_table('cost_records')
     with op.batch_alter_table('products', schema=None) as batch_op:
         batch_op.drop_index('uq_products_org_external_id', sqlite_where=sa.text('external_id IS NOT NULL'), postgresql_where=sa.text('external_id IS NOT NULL'))
         batch_op.drop_index(batch_op.f('ix_products_organization_id'))
@@ -458,6 +563,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_credit_currencies_organization_id'))
 
     op.drop_table('credit_currencies')
+    op.drop_table('cost_price_overrides')
+    with op.batch_alter_table('cost_attribution_claims', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_cost_attribution_claims_signal_id'))
+
+    op.drop_table('cost_attribution_claims')
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_api_keys_organization_id'))
 

@@ -1,0 +1,171 @@
+"""Limits on what a client can send: body size, JSON shape, and request rate per API key."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from limits import RateLimitItem, parse
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tallystick.server.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+# Deepest nesting of objects and arrays accepted in a JSON body. Signal data of real
+# applications is a few levels deep; this bounds the work of validating hostile bodies.
+MAX_JSON_DEPTH = 32
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a valid JSON number; send a finite number")
+
+
+def parse_strict_json(body: bytes) -> Any:
+    """Parse a request body, rejecting NaN and Infinity and documents nested too deeply."""
+    try:
+        value = json.loads(body, parse_constant=_reject_constant)
+    except ValueError as error:
+        raise ApiError(400, "invalid_json", f"Request body is not valid JSON: {error}") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ApiError(
+            400,
+            "json_too_deep",
+            f"Request body nests objects or arrays more than {MAX_JSON_DEPTH} levels deep",
+        )
+    return value
+
+
+def _depth(value: Any) -> int:
+    """Return the nesting depth of `value`, iteratively so hostile input cannot exhaust the stack."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        current, level = stack.pop()
+        if isinstance(current, dict):
+            children = current.values()
+        elif isinstance(current, list):
+            children = current
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+class StrictJsonRoute(APIRoute):
+    """A route that parses JSON bodies with `parse_strict_json` before FastAPI reads them.
+
+    Starlette caches the parsed body on the request, so FastAPI's own `request.json()` call
+    returns the value checked here, and the check's errors keep their own messages.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict_handler(request: Request) -> Response:
+            content_type = request.headers.get("content-type", "")
+            if "json" in content_type:
+                body = await request.body()
+                if body:
+                    request._json = parse_strict_json(body)  # noqa: SLF001 - Starlette's cache slot
+            return await handler(request)
+
+        return strict_handler
+
+
+class BodySizeLimitMiddleware:
+    """Answer 413 to bodies larger than `max_bytes`, without reading more than that.
+
+    Paths under `exempt_prefixes` enforce their own limits (the OTLP intake takes larger bodies).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt_prefixes: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.exempt_prefixes = exempt_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt_prefixes):
+            await self.app(scope, receive, send)
+            return
+
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps(
+            {
+                "error": f"Request body is larger than the limit of {self.max_bytes} bytes",
+                "code": "payload_too_large",
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RateLimiter:
+    """Requests per API key, in a moving window.
+
+    With the default in-memory storage each server process counts on its own, so N processes
+    allow up to N times the limit; a shared storage URL such as ``redis://127.0.0.1:6379``
+    makes the limit global.
+    """
+
+    def __init__(self, limit: str, storage_url: str = "memory://") -> None:
+        self.enabled = limit.strip().lower() not in ("", "0", "off", "none")
+        self.item: RateLimitItem | None = parse(limit) if self.enabled else None
+        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_url)) if self.enabled else None
+
+    def check(self, api_key_id: str) -> None:
+        """Count one request for the key; raise 429 with Retry-After when over the limit."""
+        if self.item is None or self.limiter is None:
+            return
+        if self.limiter.hit(self.item, api_key_id):
+            return
+        reset_at, _remaining = self.limiter.get_window_stats(self.item, api_key_id)
+        retry_after = max(1, int(reset_at - time.time()) + 1)
+        log.warning("rate_limit.exceeded", extra={"api_key_id": api_key_id, "retry_after": retry_after})
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"Too many requests for this API key (limit {self.item}); retry after {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )

@@ -1,0 +1,116 @@
+"""Request ids, structured JSON logs and Prometheus metrics."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+# Metrics are per server process: with several workers, scrape each one or aggregate them.
+HTTP_REQUESTS = Counter(
+    "tallystick_http_requests_total", "HTTP requests handled.", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "tallystick_http_request_duration_seconds",
+    "Time from receiving a request to sending the last byte of its response.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SIGNALS_INGESTED = Counter("tallystick_signals_ingested_total", "Signals stored (duplicates excluded).")
+SIGNALS_FAILED = Counter("tallystick_signals_failed_total", "Signals rejected by validation or rating.")
+CREDITS_CONSUMED = Counter(
+    "tallystick_credits_consumed_total", "Credits drawn from grants by signals.", ["currency_key"]
+)
+SPANS_PRICED = Counter("tallystick_spans_priced_total", "LLM spans priced.")
+SPANS_UNPRICED = Counter("tallystick_spans_unpriced_total", "LLM spans stored without a price.")
+WEBHOOK_FAILURES = Counter("tallystick_webhook_failures_total", "Webhook delivery attempts that failed.")
+RENEWAL_LAG = Histogram(
+    "tallystick_renewal_lag_seconds",
+    "Delay between a billing period's start and the renewal that granted it.",
+    buckets=(1, 5, 30, 60, 300, 900, 3600, 6 * 3600, 86400),
+)
+
+# Attributes every LogRecord has; anything else on a record came from `extra=` and is logged.
+_STANDARD_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class JsonLogFormatter(logging.Formatter):
+    """Render a record as one JSON object: time, level, logger, event, request id and extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        request_id = request_id_var.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
+        for key, value in vars(record).items():
+            if key not in _STANDARD_RECORD_FIELDS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "info", *, json_format: bool = True) -> None:
+    """Send logs to standard error, as JSON lines unless `json_format` is false."""
+    handler = logging.StreamHandler()
+    if json_format:
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class RequestContextMiddleware:
+    """Give each request an id (from X-Request-Id or new), echo it, and record metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        # Accept a caller's id only when it is short and printable, so logs stay clean.
+        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            # The route template keeps label values few; unmatched paths share one label.
+            template = getattr(route, "path", "unmatched")
+            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
+            HTTP_LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
+            request_id_var.reset(token)
+
+
+def metrics_response_body() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST
