@@ -1,4 +1,5 @@
-"""The ASGI application: REST API under /api/v2, health check and OpenAPI document."""
+"""The ASGI application: REST API under /api/v2, OTLP trace intake at /v1/traces, health check
+and OpenAPI document."""
 
 from __future__ import annotations
 
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     for router in _api_routers():
         app.include_router(router, prefix=API_PREFIX)
+    _install_trace_intake(app, settings)
     return app
 
 
@@ -99,6 +101,16 @@ def _api_routers() -> list[Any]:
     from tallystick.server.routers import all_routers
 
     return all_routers()
+
+
+def _install_trace_intake(app: FastAPI, settings: Settings) -> None:
+    from tallystick.server.costs.otlp_routes import install_trace_intake
+
+    install_trace_intake(
+        app,
+        max_body_bytes=settings.otlp_max_body_bytes,
+        max_in_flight=settings.otlp_max_concurrent_exports,
+    )
 
 
 def create_app_from_environment() -> FastAPI:

@@ -24,6 +24,8 @@ PREFIXES = {
     "hold": "hold",
     "pending_consumption": "pcon",
     "outbox_event": "evt",
+    "cost_record": "cost",
+    "price_override": "cpo",
 }
 
 

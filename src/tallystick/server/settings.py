@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     # Largest page a list endpoint returns, whatever `limit` the caller sends.
     max_page_size: int = 1000
     default_page_size: int = 50
+    # OTLP trace intake: the largest export body accepted, in bytes, checked before and after
+    # decompression (the OTLP specification recommends 64 MiB), and how many exports are
+    # handled at once before further ones get 503 with Retry-After.
+    otlp_max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    otlp_max_concurrent_exports: int = Field(default=8, ge=1)
     # Largest request body accepted by the REST API, in bytes; larger ones get 413.
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     # Requests allowed per API key, in the `limits` package's notation ("1000/second",

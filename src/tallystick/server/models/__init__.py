@@ -9,6 +9,7 @@ from tallystick.server.models.catalog import (
     Product,
     ProductAttribute,
 )
+from tallystick.server.models.cost import CostAttributionClaim, CostRecord, PriceOverride
 from tallystick.server.models.customer import Customer
 from tallystick.server.models.event import OutboxEvent
 from tallystick.server.models.ledger import (
@@ -24,6 +25,8 @@ from tallystick.server.models.signal import Signal
 __all__ = [
     "ApiKey",
     "Base",
+    "CostAttributionClaim",
+    "CostRecord",
     "CreditAccount",
     "CreditBenefit",
     "CreditCurrency",
@@ -36,6 +39,7 @@ __all__ = [
     "PendingConsumption",
     "Plan",
     "PlanAttribute",
+    "PriceOverride",
     "Product",
     "ProductAttribute",
     "Signal",

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 22:06:30.032935
+Create Date: 2026-12-04 22:07:27.188068
 """
 
 from __future__ import annotations

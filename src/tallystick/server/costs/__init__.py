@@ -1,0 +1,1 @@
+"""AI cost tracking: OTLP trace intake, usage normalisation, pricing, attribution and margins."""

@@ -1,0 +1,244 @@
+"""Costs that come with signals: `data.costData`, and the claims of cost-attributed signals.
+
+Signal ingestion calls `attach_costs_to_signals` with the ids of the signals it has just stored,
+in the same transaction. For each signal it:
+
+- turns ``data.costData`` into a cost record attributed to the signal, in one of two forms:
+  ``{"vendor", "cost": {"amount", "currency"}, "gen_ai.response.model"?, "start_time"?}`` (an
+  amount in major units) or ``{"vendor", "attributes": {"gen_ai.response.model",
+  "gen_ai.usage.input_tokens", ...}}`` (usage that is priced here, read with the same rules as
+  span attributes);
+- claims the costs of its trace when it came from a signal span with
+  ``data.paid.enable_cost_tracing``, and the costs of its paid_scope_id when it has one.
+
+`cost_data_problem` lets ingestion reject a signal whose costData is malformed before storing it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tallystick.server.costs import attribution, repository
+from tallystick.server.costs.normalization import UsageError, UsageRecord, normalize_span_usage
+from tallystick.server.costs.pricing import (
+    MAX_COST_PER_CALL,
+    PriceResult,
+    price_usage,
+    round_cost,
+)
+from tallystick.server.costs.records import cost_row
+from tallystick.server.models.signal import Signal
+
+log = logging.getLogger(__name__)
+
+# Cost amounts are recorded in US dollars only; the totals and margins add them up as USD.
+SUPPORTED_CURRENCIES = frozenset({"USD"})
+_MAX_LABEL_LENGTH = 255
+
+
+class CostDataError(ValueError):
+    """`costData` is malformed; `field` is the path inside it, such as ``cost.amount``."""
+
+    def __init__(self, field: str, message: str, value: Any = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.value = value
+
+
+@dataclass(frozen=True)
+class ManualCost:
+    """A cost given with a signal: usage to price, or an amount the app computed."""
+
+    usage: UsageRecord
+    amount: Decimal | None
+    started_at: datetime | None
+
+
+def cost_data_problem(data: Any) -> CostDataError | None:
+    """Return what is wrong with ``data.costData``, or None when it is absent or valid."""
+    if not isinstance(data, dict) or data.get("costData") is None:
+        return None
+    try:
+        parse_cost_data(data["costData"])
+    except CostDataError as error:
+        return error
+    return None
+
+
+def parse_cost_data(cost_data: Any) -> ManualCost:
+    """Read a costData object.
+
+    Raises:
+        CostDataError: naming the offending field.
+    """
+    if not isinstance(cost_data, dict):
+        raise CostDataError("", "must be an object with vendor and either cost or attributes", cost_data)
+    vendor = cost_data.get("vendor")
+    if vendor is not None and (not isinstance(vendor, str) or len(vendor) > _MAX_LABEL_LENGTH):
+        raise CostDataError("vendor", f"must be a string of at most {_MAX_LABEL_LENGTH} characters", vendor)
+    started_at = _start_time(cost_data.get("start_time"))
+
+    cost = cost_data.get("cost")
+    attributes = cost_data.get("attributes")
+    if cost is not None:
+        amount = parse_amount(cost, "cost")
+        model = cost_data.get("gen_ai.response.model")
+        if model is not None and (not isinstance(model, str) or len(model) > _MAX_LABEL_LENGTH):
+            raise CostDataError("gen_ai.response.model", "must be a model name string", model)
+        usage = UsageRecord(emitter="manual", vendor=vendor, model=model, operation=None, service_tier=None)
+        return ManualCost(usage=usage, amount=amount, started_at=started_at)
+
+    if isinstance(attributes, dict):
+        try:
+            usage = normalize_span_usage(attributes)
+        except UsageError as error:
+            raise CostDataError("attributes", str(error)) from None
+        usage.emitter = "manual"
+        if vendor and not any(
+            key in attributes for key in ("gen_ai.provider.name", "gen_ai.system", "llm.provider")
+        ):
+            usage.vendor = vendor
+        return ManualCost(usage=usage, amount=None, started_at=started_at)
+
+    raise CostDataError(
+        "",
+        "must carry either cost {amount, currency} or attributes with the model and token counts",
+        cost_data,
+    )
+
+
+def parse_amount(cost: Any, field: str) -> Decimal:
+    """Read ``{"amount", "currency"}``: a USD amount in major units, rounded to 12 places."""
+    if not isinstance(cost, dict):
+        raise CostDataError(field, "must be an object {amount, currency}", cost)
+    currency = cost.get("currency")
+    if not isinstance(currency, str) or currency.upper() not in SUPPORTED_CURRENCIES:
+        raise CostDataError(
+            f"{field}.currency", "must be USD; costs in other currencies are not supported yet", currency
+        )
+    return checked_amount(cost.get("amount"), f"{field}.amount")
+
+
+def checked_amount(raw: Any, field: str) -> Decimal:
+    """Return a cost amount as an exact Decimal in USD, or raise CostDataError."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str, Decimal)):
+        raise CostDataError(field, "must be a number", raw)
+    try:
+        # str() first, so that a JSON number such as 0.1 becomes exactly 0.1.
+        amount = Decimal(str(raw))
+    except InvalidOperation:
+        raise CostDataError(field, "must be a number", raw) from None
+    if not amount.is_finite() or amount < 0:
+        raise CostDataError(field, "must be a finite number of at least 0", raw)
+    if amount > MAX_COST_PER_CALL:
+        raise CostDataError(field, f"must be at most {MAX_COST_PER_CALL}", raw)
+    return round_cost(amount)
+
+
+def _start_time(raw: Any) -> datetime | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise CostDataError("start_time", "must be an ISO 8601 timestamp string", raw)
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise CostDataError("start_time", "must be an ISO 8601 timestamp", raw) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def manual_price(manual: ManualCost, at: datetime, overrides: list[Any]) -> PriceResult:
+    """Price a manual cost: the app's amount as given, or its usage like a span's."""
+    if manual.amount is not None:
+        return PriceResult(
+            amount=manual.amount,
+            status="priced",
+            source="client",
+            reference="client amount",
+            model=manual.usage.model,
+        )
+    return price_usage(manual.usage, at, overrides)
+
+
+def attach_costs_to_signals(
+    session: Session,
+    organization_id: str,
+    signal_ids: Iterable[str],
+    *,
+    extra_cost_keys: set[attribution.ClaimKey] | None = None,
+) -> int:
+    """Record the costData of just-stored signals and attribute costs to them.
+
+    `extra_cost_keys` are attribution keys of cost records stored in the same transaction.
+    Returns the number of existing cost records linked. Flushes only; call it after any
+    credit-account locks of the transaction (see `attribution`).
+    """
+    ids = list(dict.fromkeys(signal_ids))
+    signals = _load_signals(session, organization_id, ids) if ids else []
+
+    claims: list[attribution.Claim] = []
+    manual_rows: list[dict[str, Any]] = []
+    overrides: list[Any] | None = None
+    for signal in signals:
+        data = signal.data if isinstance(signal.data, dict) else {}
+        paid = data.get("paid") if isinstance(data.get("paid"), dict) else {}
+        if signal.trace_id and paid.get("enable_cost_tracing") is True:
+            claims.append(attribution.Claim(attribution.trace_key(signal.trace_id), signal.id))
+        if signal.paid_scope_id is not None:
+            claims.append(
+                attribution.Claim(attribution.scope_key(signal.customer_id, signal.paid_scope_id), signal.id)
+            )
+        if data.get("costData") is not None:
+            if overrides is None:
+                overrides = repository.load_overrides(session, organization_id)
+            row = _cost_data_row(organization_id, signal, data["costData"], overrides)
+            if row is not None:
+                manual_rows.append(row)
+
+    repository.insert_cost_rows(session, manual_rows)
+    return attribution.attribute(session, organization_id, claims, extra_cost_keys or set())
+
+
+def _load_signals(session: Session, organization_id: str, ids: list[str]) -> list[Signal]:
+    return list(
+        session.scalars(
+            select(Signal).where(Signal.organization_id == organization_id, Signal.id.in_(ids))
+        )
+    )
+
+
+def _cost_data_row(
+    organization_id: str, signal: Signal, cost_data: Any, overrides: list[Any]
+) -> dict[str, Any] | None:
+    try:
+        manual = parse_cost_data(cost_data)
+    except CostDataError as error:
+        # Ingestion is expected to reject such signals first; one that slipped through keeps
+        # its signal and loses only the cost.
+        log.warning(
+            "costs.cost_data_invalid",
+            extra={"organization_id": organization_id, "signal_id": signal.id, "field": error.field},
+        )
+        return None
+    started_at = manual.started_at or signal.occurred_at
+    price = manual_price(manual, started_at, overrides)
+    return cost_row(
+        organization_id=organization_id,
+        source="signal",
+        started_at=started_at,
+        usage=manual.usage,
+        price=price,
+        idempotency_key=f"signal-cost-data:{signal.id}",
+        customer_id=signal.customer_id,
+        product_id=signal.product_id,
+        signal_id=signal.id,
+    )
