@@ -5,6 +5,31 @@ CLI and store live in ``tallystick.server`` and ``tallystick.cli`` and need the 
 """
 
 from tallystick._version import __version__
-from tallystick.client import ApiError, Client
+from tallystick.async_client import AsyncClient
+from tallystick.balance import Hold, available_credits, has_credits, hold_credits, reserve_credits
+from tallystick.client import Client
+from tallystick.errors import ApiConnectionError, ApiError, TallystickError
+from tallystick.instrumentation import autoinstrument
+from tallystick.signals import SignalReceipt, asignal, signal
+from tallystick.tracing import generate_tracing_token, initialize_tracing, tracing
 
-__all__ = ["ApiError", "Client", "__version__"]
+__all__ = [
+    "ApiConnectionError",
+    "ApiError",
+    "AsyncClient",
+    "Client",
+    "Hold",
+    "SignalReceipt",
+    "TallystickError",
+    "__version__",
+    "asignal",
+    "autoinstrument",
+    "available_credits",
+    "generate_tracing_token",
+    "has_credits",
+    "hold_credits",
+    "initialize_tracing",
+    "reserve_credits",
+    "signal",
+    "tracing",
+]

@@ -1,34 +1,45 @@
-"""A small HTTP client for the tallystick REST API, with only httpx as a dependency."""
+"""Synchronous client for the tallystick REST API, with only httpx as a dependency."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-DEFAULT_API_URL = "http://127.0.0.1:8000"
-API_PREFIX = "/api/v2"
-# Seconds to wait for a response before giving up.
-DEFAULT_TIMEOUT = 30.0
+from tallystick._http import (
+    API_PREFIX,
+    DEFAULT_API_URL,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    Call,
+    RetryPolicy,
+    SyncSender,
+    build_headers,
+    resolve_api_key,
+    resolve_api_url,
+)
+from tallystick.errors import ApiConnectionError, ApiError
+from tallystick.resources import Namespaces
+
+__all__ = ["DEFAULT_API_URL", "ApiConnectionError", "ApiError", "Client"]
 
 
-class ApiError(Exception):
-    """A non-2xx answer from the server, with its status, error code and message."""
-
-    def __init__(self, status: int, code: str | None, message: str, body: Any = None) -> None:
-        super().__init__(f"{status} {code or 'error'}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.body = body
-
-
-class Client:
+class Client(Namespaces):
     """Call the REST API of a tallystick server.
 
     The server root and key come from the arguments or from TALLYSTICK_API_URL and
-    TALLYSTICK_API_KEY; the client adds ``/api/v2`` itself.
+    TALLYSTICK_API_KEY; the client adds ``/api/v2`` itself. Resources are attributes
+    (``client.customers.get_by_external_id("acme")``); ``get``/``post``/``put``/``delete`` send
+    raw requests to any path. Non-2xx responses raise ApiError; a server that cannot be reached
+    after the retries raises ApiConnectionError.
+
+    Args:
+        timeout: seconds to wait for each attempt.
+        max_retries: retries after the first attempt (see tallystick._http for which requests
+            are retried); 0 disables them.
+        transport: an httpx transport, such as httpx.MockTransport in tests.
+        headers: extra headers sent with every request.
     """
 
     def __init__(
@@ -37,26 +48,34 @@ class Client:
         api_key: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
         transport: httpx.BaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        root = (api_url or os.environ.get("TALLYSTICK_API_URL") or DEFAULT_API_URL).rstrip("/")
-        key = api_key or os.environ.get("TALLYSTICK_API_KEY")
+        key = resolve_api_key(api_key)
         if not key:
             raise ValueError("No API key: pass api_key= or set TALLYSTICK_API_KEY")
-        self.api_url = root
+        self.api_url = resolve_api_url(api_url)
         self._http = httpx.Client(
-            base_url=root + API_PREFIX,
-            headers={"Authorization": f"Bearer {key}"},
+            base_url=self.api_url + API_PREFIX,
+            headers=build_headers(key, headers),
             timeout=timeout,
             transport=transport,
         )
+        self._sender = SyncSender(self._http, RetryPolicy(max_retries=max_retries))
+        self._attach_resources(self._sender.send)
 
-    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        idempotent: bool | None = None,
+    ) -> Any:
         """Send one request to `path` (relative to /api/v2) and return the decoded JSON body."""
-        if params is not None:
-            params = {name: value for name, value in params.items() if value is not None}
-        response = self._http.request(method, path, json=json, params=params)
-        return _decode(response)
+        return self._sender.send(Call(method.upper(), path, params=params, body=json, idempotent=idempotent))
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
@@ -66,6 +85,9 @@ class Client:
 
     def put(self, path: str, body: Any) -> Any:
         return self.request("PUT", path, json=body)
+
+    def patch(self, path: str, body: Any) -> Any:
+        return self.request("PATCH", path, json=body)
 
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
@@ -78,15 +100,3 @@ class Client:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _decode(response: httpx.Response) -> Any:
-    try:
-        body = response.json()
-    except ValueError:
-        body = response.text
-    if response.is_success:
-        return body
-    if isinstance(body, dict):
-        raise ApiError(response.status_code, body.get("code"), str(body.get("error", body)), body)
-    raise ApiError(response.status_code, None, str(body) or response.reason_phrase, body)

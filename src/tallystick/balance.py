@@ -1,0 +1,218 @@
+"""Balance checks before billable work: `has_credits`, and holds that reserve credits first.
+
+`has_credits` reads the customer's balance; it suits a check before each chat message. Two
+parallel requests can both pass it for the last credit, so for expensive work reserve the
+credits instead: `reserve_credits` places a hold (credits stop counting as available), the
+work runs, and `Hold.settle` sends the signal that consumes the held credits. A hold that is
+not settled is released when the `with` block ends, or expires on the server after its TTL.
+
+Customers are named by external id, as in `tracing(...)`. These helpers use a client built
+from the `initialize_tracing` settings (or TALLYSTICK_API_URL / TALLYSTICK_API_KEY) with the
+short signal timeout and no retries, unless a `client=` is passed. When the server cannot be
+reached or fails (5xx), they return `if_unreachable` (True by default: the application keeps
+serving, and the signals it sends are buffered and billed when the server is back, as pending
+consumption if the credits ran out meanwhile). Other API errors, such as a wrong key, raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from tallystick import tracing as tracing_module
+from tallystick.client import Client
+from tallystick.errors import ApiConnectionError, ApiError
+from tallystick.signals import SignalReceipt, signal
+
+log = logging.getLogger("tallystick")
+
+_clients: dict[tuple[str, str, float], Client] = {}
+_clients_lock = threading.Lock()
+
+
+def _default_client() -> Client:
+    settings = tracing_module.current_settings()
+    if settings is None:
+        raise RuntimeError(
+            "tallystick is not configured: call initialize_tracing(api_key=...) or set TALLYSTICK_API_KEY"
+        )
+    key = (settings.api_url, settings.api_key, settings.signal_timeout)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = Client(
+                settings.api_url, settings.api_key, timeout=settings.signal_timeout, max_retries=0
+            )
+            _clients[key] = client
+        return client
+
+
+def _unavailable(error: Exception) -> bool:
+    return isinstance(error, ApiConnectionError) or (isinstance(error, ApiError) and error.status >= 500)
+
+
+def available_credits(customer: str, currency_key: str, *, client: Client | None = None) -> Decimal:
+    """Return the credits of `currency_key` available to the customer (0 for an unknown customer).
+
+    Raises ApiConnectionError or ApiError when the server cannot answer.
+    """
+    client = client or _default_client()
+    try:
+        balances = client.customers.credit_balances(external_customer_id=customer)
+    except ApiError as error:
+        if error.status == 404:
+            return Decimal(0)
+        raise
+
+    total = Decimal(0)
+    for balance in balances.get("data", []):
+        if balance.get("currencyKey") == currency_key:
+            exact = balance.get("availableDecimal")
+            total += Decimal(exact) if exact is not None else Decimal(balance["available"])
+    return total
+
+
+def has_credits(
+    customer: str,
+    currency_key: str,
+    amount: Decimal | int | str = 1,
+    *,
+    client: Client | None = None,
+    if_unreachable: bool = True,
+) -> bool:
+    """Return True when the customer has at least `amount` credits of `currency_key` available."""
+    try:
+        return available_credits(customer, currency_key, client=client) >= Decimal(amount)
+    except (ApiConnectionError, ApiError) as error:
+        if not _unavailable(error):
+            raise
+        log.warning(
+            "balance.check_unavailable",
+            extra={
+                "customer": customer,
+                "currency_key": currency_key,
+                "returned": if_unreachable,
+                "error": str(error),
+            },
+        )
+        return if_unreachable
+
+
+@dataclass
+class Hold:
+    """A reservation of credits. `allowed` says whether the work may go ahead.
+
+    `hold_id` is None when the hold was denied, or when the server could not be reached and
+    `allowed` came from `if_unreachable`; settling then sends a plain signal.
+    """
+
+    customer: str
+    currency_key: str
+    amount: Decimal
+    allowed: bool
+    hold_id: str | None
+    available: Decimal | None
+    expires_at: str | None = None
+    settled: bool = False
+    released: bool = False
+
+    def settle(
+        self,
+        event_name: str,
+        data: Mapping[str, Any] | None = None,
+        enable_cost_tracing: bool = False,
+        **options: Any,
+    ) -> SignalReceipt:
+        """Send the signal for the finished work; its consumption draws the held credits first.
+
+        Takes the arguments of `signal()`; the customer defaults to the hold's.
+        """
+        options.setdefault("external_customer_id", self.customer)
+        receipt = signal(event_name, data, enable_cost_tracing, hold_id=self.hold_id, **options)
+        self.settled = True
+        return receipt
+
+    def release(self, *, client: Client | None = None) -> None:
+        """Give the credits back without consuming them. Failures are logged; the hold then
+        expires on the server by itself."""
+        if self.hold_id is None or self.settled or self.released:
+            return
+        try:
+            (client or _default_client()).credits.release_hold(self.hold_id)
+        except (ApiConnectionError, ApiError) as error:
+            log.warning("hold.release_failed", extra={"hold_id": self.hold_id, "error": str(error)})
+            return
+        self.released = True
+
+
+def hold_credits(
+    customer: str,
+    currency_key: str,
+    amount: Decimal | int | str = 1,
+    *,
+    ttl_seconds: int | None = None,
+    client: Client | None = None,
+    if_unreachable: bool = True,
+) -> Hold:
+    """Reserve `amount` credits for the customer if that many are available."""
+    requested = Decimal(amount)
+    try:
+        placed = (client or _default_client()).credits.hold(
+            external_customer_id=customer,
+            credit_currency_key=currency_key,
+            amount=requested,
+            ttl_seconds=ttl_seconds,
+        )
+    except (ApiConnectionError, ApiError) as error:
+        if not _unavailable(error):
+            raise
+        log.warning(
+            "hold.unavailable",
+            extra={
+                "customer": customer,
+                "currency_key": currency_key,
+                "returned": if_unreachable,
+                "error": str(error),
+            },
+        )
+        return Hold(customer, currency_key, requested, if_unreachable, None, None)
+
+    exact = placed.get("availableDecimal")
+    return Hold(
+        customer=customer,
+        currency_key=currency_key,
+        amount=requested,
+        allowed=bool(placed["allowed"]),
+        hold_id=placed.get("holdId"),
+        available=Decimal(exact) if exact is not None else Decimal(placed["available"]),
+        expires_at=placed.get("expiresAt"),
+    )
+
+
+@contextmanager
+def reserve_credits(
+    customer: str,
+    currency_key: str,
+    amount: Decimal | int | str = 1,
+    *,
+    ttl_seconds: int | None = None,
+    client: Client | None = None,
+    if_unreachable: bool = True,
+) -> Iterator[Hold]:
+    """Hold credits for the block; release them at the end unless `hold.settle(...)` was called.
+
+    ``with reserve_credits("acme", "chat_credits", 5) as hold:`` then check `hold.allowed`.
+    """
+    hold = hold_credits(
+        customer, currency_key, amount, ttl_seconds=ttl_seconds, client=client, if_unreachable=if_unreachable
+    )
+    try:
+        yield hold
+    finally:
+        if hold.allowed and not hold.settled:
+            hold.release(client=client)
