@@ -144,7 +144,11 @@ def scripted(responses: list[int | Exception]) -> tuple[httpx.MockTransport, lis
         outcome = responses[min(len(seen), len(responses)) - 1]
         if isinstance(outcome, Exception):
             raise outcome
-        body = {"ingested": 1, "duplicates": 0, "failed": 0} if outcome < 300 else {"error": "failed", "code": "x"}
+        body = (
+            {"ingested": 1, "duplicates": 0, "failed": 0}
+            if outcome < 300
+            else {"error": "failed", "code": "x"}
+        )
         return httpx.Response(outcome, json=body, headers={"Retry-After": "0"})
 
     return httpx.MockTransport(handle), seen
@@ -153,7 +157,9 @@ def scripted(responses: list[int | Exception]) -> tuple[httpx.MockTransport, lis
 def fast_client(transport: httpx.MockTransport, max_retries: int = 2) -> Client:
     client = Client("http://127.0.0.1:9", "k", transport=transport, max_retries=max_retries)
     # Keep the test fast: no backoff between attempts.
-    client._sender.retry = type(client._sender.retry)(max_retries=max_retries, initial_delay=0.0, max_delay=0.0)
+    client._sender.retry = type(client._sender.retry)(
+        max_retries=max_retries, initial_delay=0.0, max_delay=0.0
+    )
     return client
 
 
@@ -174,7 +180,10 @@ def test_signal_keeps_caller_idempotency_key():
 
     fast_client(transport).signals.send("chat_message", external_customer_id="acme", idempotency_key="mine")
 
-    assert [json.loads(request.content)["signals"][0]["idempotencyKey"] for request in seen] == ["mine", "mine"]
+    assert [json.loads(request.content)["signals"][0]["idempotencyKey"] for request in seen] == [
+        "mine",
+        "mine",
+    ]
 
 
 def test_grant_not_retried_after_server_error():

@@ -258,10 +258,11 @@ class RetryingSpanExporter(SpanExporter):
     def pending(self) -> int:
         return len(self._backlog)
 
-    def replace_inner(self, inner: SpanExporter) -> None:
+    def replace_inner(self, inner: SpanExporter, *, max_spans: int) -> None:
         """Send later batches to another endpoint; spans still waiting are dropped and counted."""
         with self._lock:
             old, self._inner = self._inner, inner
+            self._max_spans = max_spans
             self._drop(len(self._backlog), reason="reconfigured")
             self._backlog.clear()
             self._failures = 0
@@ -435,7 +436,7 @@ def initialize_tracing(
         if _runtime is not None:
             if _runtime.settings != settings:
                 _runtime.processor.force_flush(int(export_timeout * 1000))
-                _runtime.exporter.replace_inner(_otlp_exporter(settings))
+                _runtime.exporter.replace_inner(_otlp_exporter(settings), max_spans=max_buffered_spans)
                 _runtime.settings = settings
                 log.info("tracing.reconfigured", extra={"collector_endpoint": settings.collector_endpoint})
             return _runtime.provider
