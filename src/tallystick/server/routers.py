@@ -8,8 +8,9 @@ from fastapi import APIRouter
 def all_routers() -> list[APIRouter]:
     # Imported here so that importing the app module does not load every domain.
     from tallystick.server.catalog.routes import currencies_router, plans_router, products_router
+    from tallystick.server.costs.routes import router as costs_router
     from tallystick.server.customers.routes import router as customers_router
     from tallystick.server.ledger.routes import router as ledger_router
     from tallystick.server.signals.routes import router as signals_router
 
-    return [currencies_router, products_router, plans_router, customers_router, ledger_router, signals_router]
+    return [currencies_router, products_router, plans_router, customers_router, ledger_router, signals_router, costs_router]

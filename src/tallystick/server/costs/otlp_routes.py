@@ -28,7 +28,7 @@ from tallystick.server.costs.otlp_decoding import (
     parse_json,
     parse_protobuf,
 )
-from tallystick.server.costs.span_ingest import ingest_spans
+from tallystick.server.costs.span_ingest import RetryableIngestError, ingest_spans
 from tallystick.server.db import Store
 from tallystick.server.deps import Principal, authenticate
 from tallystick.server.errors import ApiError
@@ -150,9 +150,9 @@ async def _handle_export(request: Request, encoding: str, limits: TraceIntakeLim
         )
     except BodyError as error:
         return _status_response(error.status, str(error), encoding)
-    except OperationalError:
+    except (OperationalError, RetryableIngestError):
         # Deadlocks, serialization failures and lost connections: nothing was committed, and
-        # the same export succeeds on retry.
+        # the same export can succeed on retry.
         log.warning(
             "otlp.export_retryable_failure",
             extra={"organization_id": principal.organization_id},

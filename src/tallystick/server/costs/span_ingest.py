@@ -49,6 +49,10 @@ _MAX_ID_LENGTH = 255
 _INT64_MAX = 2**63 - 1
 
 
+class RetryableIngestError(Exception):
+    """A failure of the server's, not of the spans: the same export may succeed when resent."""
+
+
 @dataclass
 class SpanIngestResult:
     """Outcome of one export's spans: counts of stored, duplicate and rejected items."""
@@ -242,32 +246,50 @@ def _store_signals(
     received_at: datetime,
     result: SpanIngestResult,
 ) -> list[str]:
-    """Ingest each signal span as a signal; return the ids of the signals stored now."""
-    stored: list[str] = []
-    for item in signal_spans:
-        span = item.span
-        signal = SignalInput(
+    """Ingest the signal spans as one batch; return the ids of the signals stored now.
+
+    One batch, not one call per span, so that credit accounts are locked in the batch's sorted
+    order. Costs are attributed afterwards together with the export's cost records.
+    """
+    if not signal_spans:
+        return []
+    inputs = [
+        SignalInput(
             event_name=item.event_name,
             external_customer_id=item.external_customer_id,
             external_product_id=item.external_product_id,
-            timestamp=_instant(span.start_time_unix_nano),
+            timestamp=_instant(item.span.start_time_unix_nano),
             data=item.data,
             # One signal per span, however often the export is resent.
-            idempotency_key=f"otlp-span:{span.trace_id}:{span.span_id}",
+            idempotency_key=f"otlp-span:{item.span.trace_id}:{item.span.span_id}",
         )
-        outcome = signals.ingest_signal(
-            session, organization_id, signal, trace_id=span.trace_id, received_at=received_at
-        )
+        for item in signal_spans
+    ]
+    outcomes = signals.ingest_signals(
+        session,
+        organization_id,
+        inputs,
+        received_at=received_at,
+        trace_ids=[item.span.trace_id for item in signal_spans],
+        attach_costs=False,
+    )
+
+    stored: list[str] = []
+    for item, outcome in zip(signal_spans, outcomes, strict=True):
+        span = item.span
+        if outcome.status == "failed" and outcome.internal:
+            # Rolling back the whole export lets the exporter resend it; a partial success
+            # would tell it not to.
+            raise RetryableIngestError(f"signal span {span.span_id} could not be stored")
         if outcome.status == "failed":
             message = outcome.error.message if outcome.error is not None else "rejected"
             result.reject(f"signal span {span.span_id} of trace {span.trace_id}: {message}")
-            continue
-        if outcome.status == "duplicate":
+        elif outcome.status == "duplicate":
             result.signals_duplicate += 1
-            continue
-        result.signals_stored += 1
-        if outcome.signal_id is not None:
-            stored.append(outcome.signal_id)
+        else:
+            result.signals_stored += 1
+            if outcome.signal_id is not None:
+                stored.append(outcome.signal_id)
     return stored
 
 

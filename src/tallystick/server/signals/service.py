@@ -37,6 +37,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from tallystick.server import clock
+from tallystick.server.costs.signal_costs import (
+    CostDataError,
+    attach_costs_to_signals,
+    cost_data_problem,
+)
 from tallystick.server.customers.service import get_or_create_by_external_id, live_customers
 from tallystick.server.errors import ApiError
 from tallystick.server.ids import new_id
@@ -123,11 +128,14 @@ def ingest_signals(
     max_future_skew: timedelta | None = None,
     trace_ids: Sequence[str | None] | None = None,
     paid_scope_ids: Sequence[int | None] | None = None,
+    attach_costs: bool = True,
 ) -> list[SignalOutcome]:
     """Ingest a batch of signals; return one outcome per item, in order. Flushes only.
 
     Items that are already a SignalError (malformed on the wire) fail as they are. Every other
-    signal is stored once per idempotency key, or fails alone with a reason.
+    signal is stored once per idempotency key, or fails alone with a reason. With
+    `attach_costs`, stored signals get their ``data.costData`` recorded and take the costs
+    they are attributed; callers that attribute costs themselves pass False.
 
     Raises:
         OperationalError: a deadlock, serialization failure or lost connection. The caller
@@ -154,6 +162,10 @@ def ingest_signals(
         if work.occurred_at > latest_allowed:
             _fail(outcomes, work, _future_error(work, received_at, max_future_skew))
             continue
+        cost_data_error = cost_data_problem(item.data)
+        if cost_data_error is not None:
+            _fail(outcomes, work, _cost_data_error(work, cost_data_error))
+            continue
         work_items.append(work)
 
     work_items = _resolve_products(session, organization_id, work_items, outcomes)
@@ -164,6 +176,14 @@ def ingest_signals(
     _create_customers(session, organization_id, work_items)
     stored = _store(session, organization_id, work_items, received_at, outcomes)
     _consume(session, organization_id, stored, outcomes)
+    if attach_costs:
+        # After consumption: attribution's locks come after credit-account locks.
+        ingested = [
+            outcome.signal_id
+            for outcome in outcomes
+            if outcome is not None and outcome.status == "ingested" and outcome.signal_id
+        ]
+        attach_costs_to_signals(session, organization_id, ingested)
 
     finished = [outcome for outcome in outcomes if outcome is not None]
     assert len(finished) == len(items), "every signal must get an outcome"
@@ -189,6 +209,13 @@ def _paid_scope_id(data: dict[str, Any] | None, given: int | None) -> int | None
     if isinstance(value, int) and not isinstance(value, bool) and -_INT64_MAX <= value <= _INT64_MAX:
         return value
     return None
+
+
+def _cost_data_error(work: _Work, error: CostDataError) -> SignalError:
+    field_name = f"signals[{work.index}].data.costData" + (f".{error.field}" if error.field else "")
+    return SignalError(
+        code="invalid_cost_data", message=f"Invalid {field_name}: {error.message}", field=field_name
+    )
 
 
 def _future_error(work: _Work, received_at: datetime, skew: timedelta) -> SignalError:
