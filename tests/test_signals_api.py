@@ -662,3 +662,28 @@ def test_get_signal_of_other_org_is_404(tenant, other_tenant, store):
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
     assert other_tenant.http.get("/signals/").json()["data"] == []
+
+
+def test_unstorable_values_are_400(tenant, store):
+    create_catalog(store, tenant.organization_id)
+    cases = [
+        (chat_message(data={"text": "a\x00b"}), "signals[0].data.text"),
+        (chat_message(data={"list": [1, {"k\x00": 1}]}), "signals[0].data.list[1]"),
+        (chat_message(eventName="chat\x00message"), "signals[0].eventName"),
+        (chat_message(idempotencyKey="k\x00"), "signals[0].idempotencyKey"),
+    ]
+    for signal, field in cases:
+        response = send(tenant, signal)
+        assert response.status_code == 400, field
+        assert response.json()["errors"][0]["field"] == field
+        assert "NUL" in response.json()["error"]
+
+    not_a_number = tenant.http.post(
+        "/signals/bulk",
+        content=b'{"signals": [{"eventName": "chat_message", "customer": {"externalCustomerId": "u"}, '
+        b'"data": {"score": NaN}}]}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert not_a_number.status_code == 400
+    assert "NaN" in not_a_number.json()["error"]
+    assert stored_signals(store, tenant.organization_id) == []

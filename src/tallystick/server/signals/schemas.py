@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -143,6 +144,53 @@ def parse_signal(raw: Any, index: int) -> SignalInput | SignalError:
         ),
         hold_id=parsed.hold_id,
     )
+
+
+def signal_storage_problem(signal: SignalInput) -> tuple[str, str] | None:
+    """Find a value of `signal` that cannot be stored; return its wire field path and why."""
+    fields = {
+        "eventName": signal.event_name,
+        "customer.customerId": signal.customer_id,
+        "customer.externalCustomerId": signal.external_customer_id,
+        "attribution.productId": signal.product_id,
+        "attribution.externalProductId": signal.external_product_id,
+        "customerUnit.externalCustomerUnitId": signal.external_customer_unit_id,
+        "idempotencyKey": signal.idempotency_key,
+        "holdId": signal.hold_id,
+    }
+    for name, value in fields.items():
+        problem = unstorable_value(value)
+        if problem is not None:
+            return name, problem[1]
+    problem = unstorable_value(signal.data, ("data",))
+    if problem is not None:
+        return format_location(problem[0]), problem[1]
+    return None
+
+
+def unstorable_value(value: Any, location: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], str] | None:
+    """Find a value that PostgreSQL cannot store in text or jsonb; return its location and why.
+
+    PostgreSQL rejects NUL characters in text and in jsonb strings, and JSON has no NaN or
+    Infinity (Python's JSON parser accepts them), so such signals are rejected on every backend.
+    """
+    if isinstance(value, str):
+        return (location, "must not contain NUL characters (\\u0000)") if "\x00" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (location, f"{value} is not a JSON number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                return (location, f"key {key!r} must not contain NUL characters (\\u0000)")
+            problem = unstorable_value(item, (*location, key))
+            if problem is not None:
+                return problem
+    if isinstance(value, list):
+        for position, item in enumerate(value):
+            problem = unstorable_value(item, (*location, position))
+            if problem is not None:
+                return problem
+    return None
 
 
 def idempotency_key_of(raw: Any) -> str | None:

@@ -32,7 +32,6 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -49,9 +48,10 @@ from tallystick.server.ledger import service as ledger
 from tallystick.server.models import CreditHold, Customer, Product
 from tallystick.server.models.signal import Signal
 from tallystick.server.settings import get_settings
+from tallystick.server.signals import queries
 from tallystick.server.signals.lines import LineLookup, match_lines
 from tallystick.server.signals.rating import PricingLine, RatingError, credits_for
-from tallystick.server.signals.schemas import SignalError, SignalInput
+from tallystick.server.signals.schemas import SignalError, SignalInput, signal_storage_problem
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,12 @@ def ingest_signals(
         )
         if work.occurred_at > latest_allowed:
             _fail(outcomes, work, _future_error(work, received_at, max_future_skew))
+            continue
+        storage_problem = signal_storage_problem(item)
+        if storage_problem is not None:
+            field_path, reason = storage_problem
+            field_name = f"signals[{index}].{field_path}"
+            _fail(outcomes, work, SignalError("validation_error", f"Invalid {field_name}: {reason}", field_name))
             continue
         cost_data_error = cost_data_problem(item.data)
         if cost_data_error is not None:
@@ -437,8 +443,7 @@ def _store(
     # Key order is the lock order between concurrent transactions that share keys.
     to_insert.sort(key=lambda work: (work.signal.idempotency_key is None, work.signal.idempotency_key or ""))
     rows = [_row(organization_id, work, received_at) for work in to_insert]
-    statement = _insert_ignoring_duplicates(session).returning(Signal.id)
-    inserted = set(session.scalars(statement, rows))
+    inserted = queries.insert_signals(session, rows)
 
     stored = []
     for work in to_insert:
@@ -453,12 +458,6 @@ def _store(
         else:
             outcomes[work.index] = SignalOutcome(work.index, "duplicate")
     return stored
-
-
-def _insert_ignoring_duplicates(session: Session):  # type: ignore[no-untyped-def]
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(Signal).on_conflict_do_nothing(index_elements=["organization_id", "idempotency_key"])
 
 
 def _row(organization_id: str, work: _Work, received_at: datetime) -> dict[str, Any]:
@@ -480,8 +479,6 @@ def _row(organization_id: str, work: _Work, received_at: datetime) -> dict[str, 
         "product_attribute_id": line.product_attribute_id if line else None,
         "plan_attribute_id": line.plan_attribute_id if line else None,
         "credit_currency_id": line.currency_id if line else None,
-        "credits_consumed": Decimal(0),
-        "credits_pending": Decimal(0),
     }
 
 
