@@ -121,15 +121,19 @@ class _Pending:
 
 
 class SignalBuffer:
-    """Bounded buffer of signals waiting to be resent; the retry thread drains it."""
+    """Bounded buffer of signals waiting to be resent; the retry thread drains it.
+
+    Each server (target) has its own backoff, so signals for a server that is still down
+    never hold back those for another one (after `initialize_tracing` switched servers).
+    """
 
     def __init__(self) -> None:
         self._items: deque[_Pending] = deque()
         self._lock = threading.Lock()
         # Serializes resends from the retry thread and from flush(), so no batch goes out twice.
         self._send_lock = threading.Lock()
-        self._failures = 0
-        self._next_attempt = 0.0
+        # Per target: consecutive failed resends and the monotonic time of the next attempt.
+        self._backoff: dict[_Target, tuple[int, float]] = {}
         self._last_drop_log = 0.0
         self.sent = 0
         self.dropped = 0
@@ -138,6 +142,11 @@ class SignalBuffer:
     @property
     def pending(self) -> int:
         return len(self._items)
+
+    def pending_keys(self) -> set[str]:
+        """Return the idempotency keys of the signals still waiting."""
+        with self._lock:
+            return {item.body["idempotencyKey"] for item in self._items}
 
     def add(self, target: _Target, body: dict[str, Any], max_size: int) -> bool:
         with self._lock:
@@ -149,49 +158,56 @@ class SignalBuffer:
         return True
 
     def retry_pending(self) -> bool:
-        """Resend one batch if the backoff has passed; return True while signals still wait."""
-        if self._items and time.monotonic() >= self._next_attempt:
-            self._resend_batch(RESEND_TIMEOUT)
+        """Resend one batch per target whose backoff has passed; return True while signals wait."""
+        now = time.monotonic()
+        for target in self._targets():
+            if now >= self._backoff.get(target, (0, 0.0))[1]:
+                self._resend_batch(target, RESEND_TIMEOUT)
         return bool(self._items)
 
     def flush(self, timeout: float) -> int:
         """Resend until empty or `timeout` seconds passed, ignoring backoff; return what is left."""
         deadline = time.monotonic() + timeout
-        while self._items:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._resend_batch(min(remaining, RESEND_TIMEOUT)):
-                break
+        for target in self._targets():
+            while any(item.target == target for item in list(self._items)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._resend_batch(target, min(remaining, RESEND_TIMEOUT)):
+                    break
         return len(self._items)
 
-    def _resend_batch(self, timeout: float) -> bool:
-        """Send the oldest signals of one target; return True when the server took the batch."""
-        with self._send_lock:
-            return self._resend_batch_locked(timeout)
-
-    def _resend_batch_locked(self, timeout: float) -> bool:
+    def _targets(self) -> list[_Target]:
         with self._lock:
-            if not self._items:
-                return True
-            target = self._items[0].target
+            return list(dict.fromkeys(item.target for item in self._items))
+
+    def _resend_batch(self, target: _Target, timeout: float) -> bool:
+        """Send the oldest signals for `target`; return True when the server took the batch."""
+        with self._send_lock:
+            return self._resend_batch_locked(target, timeout)
+
+    def _resend_batch_locked(self, target: _Target, timeout: float) -> bool:
+        with self._lock:
             batch = [item for item in self._items if item.target == target][:RESEND_BATCH]
+        if not batch:
+            return True
 
         outcome = _post_signals(target, [item.body for item in batch], timeout)
+        failures = self._backoff.get(target, (0, 0.0))[0]
         if outcome.kind == "retry":
-            self._failures += 1
-            delay = min(MAX_RESEND_BACKOFF, INITIAL_RESEND_BACKOFF * 2 ** (self._failures - 1))
-            self._next_attempt = time.monotonic() + delay * random.uniform(0.75, 1.25)
+            failures += 1
+            delay = min(MAX_RESEND_BACKOFF, INITIAL_RESEND_BACKOFF * 2 ** (failures - 1))
+            self._backoff[target] = (failures, time.monotonic() + delay * random.uniform(0.75, 1.25))
             log.warning(
                 "signals.resend_failed",
-                extra={"pending": len(self._items), "failures": self._failures, "error": outcome.message},
+                extra={"pending": len(self._items), "failures": failures, "error": outcome.message},
             )
             return False
 
         with self._lock:
             sent = {id(item) for item in batch}
             self._items = deque(item for item in self._items if id(item) not in sent)
-        if self._failures:
-            log.info("signals.resend_recovered", extra={"after_failures": self._failures})
-        self._failures = 0
+        if failures:
+            log.info("signals.resend_recovered", extra={"after_failures": failures})
+        self._backoff.pop(target, None)
         if outcome.kind == "rejected":
             self.rejected += len(batch)
             log.error("signals.resend_rejected", extra={"signals": len(batch), "error": outcome.message})
