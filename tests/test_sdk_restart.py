@@ -7,7 +7,6 @@ SIGKILL while the application keeps handling chat messages, then restarted on th
 from __future__ import annotations
 
 import json
-import os
 import signal as os_signal
 import subprocess
 import sys
