@@ -183,18 +183,30 @@ def ingest_signals(
     stored = _store(session, organization_id, work_items, received_at, outcomes)
     _consume(session, organization_id, stored, outcomes)
     if attach_costs:
-        # After consumption: attribution's locks come after credit-account locks.
-        ingested = [
-            outcome.signal_id
-            for outcome in outcomes
-            if outcome is not None and outcome.status == "ingested" and outcome.signal_id
+        # After consumption: attribution's locks come after credit-account locks. Only signals
+        # with a trace id, a paid_scope_id or data.costData can take costs, so plain signals
+        # skip the cost lookups.
+        costed = [
+            work.signal_id
+            for work in stored
+            if _may_carry_costs(work) and (outcome := outcomes[work.index]) is not None and outcome.status == "ingested"
         ]
-        attach_costs_to_signals(session, organization_id, ingested)
+        if costed:
+            attach_costs_to_signals(session, organization_id, costed)
 
     finished = [outcome for outcome in outcomes if outcome is not None]
     assert len(finished) == len(items), "every signal must get an outcome"
     _log_batch(organization_id, finished)
     return finished
+
+
+def _may_carry_costs(work: _Work) -> bool:
+    data = work.signal.data
+    return (
+        work.trace_id is not None
+        or work.paid_scope_id is not None
+        or (isinstance(data, dict) and data.get("costData") is not None)
+    )
 
 
 def _fail(
