@@ -20,6 +20,8 @@ from decimal import Decimal
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from tallystick.server.costs.money_schemas import CostSummaryOut, MoneyOut
+from tallystick.server.costs.pricing import round_cost
 from tallystick.server.models import LedgerEntry
 from tallystick.server.models.cost import CostRecord
 
@@ -49,6 +51,21 @@ class SignalMoney:
 
 
 NO_MONEY = SignalMoney(cost=ZERO, priced_records=0, unpriced_records=0, revenue=ZERO)
+
+
+def usd_text(amount: Decimal) -> str:
+    """Render a USD amount for the wire, with the twelve places that costs are stored with."""
+    return f"{round_cost(amount):f}"
+
+
+def margin_fields(money: SignalMoney | None) -> dict[str, MoneyOut]:
+    """Return the `cost`, `revenue` and `margin` fields of a signal item."""
+    money = money or NO_MONEY
+    return {
+        "cost": CostSummaryOut(amount=usd_text(money.cost), currency="USD", status=money.cost_status),
+        "revenue": MoneyOut(amount=usd_text(money.revenue), currency="USD"),
+        "margin": MoneyOut(amount=usd_text(money.margin), currency="USD"),
+    }
 
 
 def signal_money(session: Session, organization_id: str, signal_ids: Iterable[str]) -> dict[str, SignalMoney]:

@@ -38,8 +38,8 @@ MAX_COST_PER_CALL = Decimal(1_000_000)
 def round_cost(amount: Decimal) -> Decimal:
     """Round a USD cost to the twelve places that cost records store, half to even.
 
-    This is the one rounding step of cost tracking, applied when a record is written; sums and
-    margins add stored amounts exactly.
+    This is the one rounding step of cost tracking. It applies when a record is written and when
+    an amount is rendered for the wire; sums and margins add stored amounts exactly.
     """
     return amount.quantize(_COST_QUANTUM, rounding=ROUND_HALF_EVEN)
 

@@ -8,10 +8,10 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Date, Select, case, cast, func, select
+from sqlalchemy import Date, Select, case, cast, func, literal, select
 from sqlalchemy.orm import Session
 
-from tallystick.server.costs.margin import ZERO, credit_unit_values
+from tallystick.server.costs.margin import ZERO, credit_unit_values, usd_text
 from tallystick.server.costs.schemas import (
     CostAggregateListOut,
     CostAggregateOut,
@@ -286,7 +286,7 @@ def _external_ids(
 
 
 def _money(amount: Decimal) -> MoneyOut:
-    return MoneyOut(amount=str(amount), currency="USD")
+    return MoneyOut(amount=usd_text(amount), currency="USD")
 
 
 def _aggregate_out(
@@ -346,7 +346,7 @@ def _metadata_conditions(session: Session, metadata: dict[str, Any] | None) -> l
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import JSONB
 
-        return [CostRecord.metadata_.op("@>")(cast(orjson.dumps(metadata).decode(), JSONB))]
+        return [CostRecord.metadata_.op("@>")(literal(metadata, JSONB))]
     conditions = []
     for key, value in metadata.items():
         path = '$."' + key.replace('"', '\\"') + '"'
@@ -365,7 +365,7 @@ def _trace_out(record: CostRecord, customer_external: str | None, product_extern
         cost=TraceCostOut(
             amount=float(amount) if amount is not None else None,
             currency=record.currency,
-            amount_decimal=str(amount) if amount is not None else None,
+            amount_decimal=f"{amount:f}" if amount is not None else None,
             status=record.cost_status,
         ),
         start_time_unix_nano=_nanos(record.start_time_unix_nano, record.started_at),

@@ -64,7 +64,7 @@ def create_costs(
 
 
 def _decimal_text(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else f"{value:f}"
 
 
 def override_out(override: PriceOverride) -> PriceOverrideOut:
@@ -72,8 +72,8 @@ def override_out(override: PriceOverride) -> PriceOverrideOut:
         id=override.id,
         provider=override.provider,
         model=override.model,
-        input_per_million_tokens=str(override.input_per_mtok),
-        output_per_million_tokens=str(override.output_per_mtok),
+        input_per_million_tokens=f"{override.input_per_mtok:f}",
+        output_per_million_tokens=f"{override.output_per_mtok:f}",
         cache_read_per_million_tokens=_decimal_text(override.cache_read_per_mtok),
         cache_write_per_million_tokens=_decimal_text(override.cache_write_per_mtok),
         per_image=_decimal_text(override.per_image),

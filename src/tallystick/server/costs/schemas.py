@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from tallystick.server.costs.money_schemas import MoneyOut
 from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
 from tallystick.server.signals.schemas import CustomerRef, ProductRef, parse_timestamp
 
@@ -165,25 +166,6 @@ class PriceOverrideOut(ResponseModel):
 
 class PriceOverrideListOut(ResponseModel):
     data: list[PriceOverrideOut]
-
-
-class MoneyOut(ResponseModel):
-    amount: str = Field(description="Decimal string in major units, such as 0.000364800000.")
-    currency: str = "USD"
-
-
-class CostSummaryOut(MoneyOut):
-    status: str = Field(
-        description="priced (every cost priced), partial (some unpriced), unpriced, or none."
-    )
-
-
-class SignalMarginOut(ResponseModel):
-    """The money side of one signal: what its AI calls cost and what its credits earned."""
-
-    cost: CostSummaryOut
-    revenue: MoneyOut
-    margin: MoneyOut
 
 
 class CostAggregateOut(ResponseModel):

@@ -11,6 +11,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.exc import OperationalError
 
 from tallystick.server import clock
+from tallystick.server.costs.margin import SignalMoney, margin_fields, signal_money
 from tallystick.server.db import Store
 from tallystick.server.deps import CurrentPrincipal, ReadSession, authenticate
 from tallystick.server.errors import ApiError, not_found
@@ -173,8 +174,12 @@ def list_signals(
         occurred_to=parse_date_filter("createdAtTo", created_at_to, end_of_day=True),
     )
     rows, total = queries.list_signals(session, principal.organization_id, filters, page.limit, page.offset)
+    money = signal_money(session, principal.organization_id, [row.signal.id for row in rows])
     return SignalListOut.model_validate(
-        {"data": [signal_out(row) for row in rows], "pagination": pagination_body(page, total)}
+        {
+            "data": [signal_out(row, money.get(row.signal.id)) for row in rows],
+            "pagination": pagination_body(page, total),
+        }
     )
 
 
@@ -183,12 +188,15 @@ def get_signal(signal_id: str, principal: CurrentPrincipal, session: ReadSession
     row = queries.find_signal(session, principal.organization_id, signal_id)
     if row is None:
         raise not_found("Signal", "id", signal_id)
-    return signal_out(row)
+    money = signal_money(session, principal.organization_id, [row.signal.id])
+    return signal_out(row, money.get(row.signal.id))
 
 
-def signal_out(row: queries.SignalRow) -> SignalOut:
+def signal_out(row: queries.SignalRow, money: SignalMoney | None = None) -> SignalOut:
+    """Render a signal; `money` adds its attributed cost, credit revenue and margin."""
     signal = row.signal
     return SignalOut(
+        **margin_fields(money),
         id=signal.id,
         name=signal.event_name,
         customer_id=signal.customer_id,

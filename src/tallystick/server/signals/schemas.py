@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from tallystick.server.costs.money_schemas import CostSummaryOut, MoneyOut
 from tallystick.server.errors import format_location
 from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
 
@@ -272,6 +273,13 @@ class SignalOut(ResponseModel):
     )
     credit_currency_id: str | None = None
     credit_currency_key: str | None = None
+    cost: CostSummaryOut | None = Field(
+        default=None, description="Sum of the AI costs attributed to the signal, in USD."
+    )
+    revenue: MoneyOut | None = Field(
+        default=None, description="Money value of the credits the signal consumed, in USD."
+    )
+    margin: MoneyOut | None = Field(default=None, description="Revenue minus cost, in USD.")
 
 
 class SignalListOut(ResponseModel):
