@@ -24,6 +24,18 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "TALLYSTICK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 
+# Webhook settings of every test server: receivers listen on 127.0.0.1, which production
+# settings reject, and retries are fast so that retry tests take seconds.
+TEST_WEBHOOK_ENVIRONMENT = {
+    "TALLYSTICK_ALLOW_PRIVATE_WEBHOOK_TARGETS": "true",
+    "TALLYSTICK_WEBHOOK_POLL_INTERVAL_SECONDS": "0.1",
+    "TALLYSTICK_WEBHOOK_TIMEOUT_SECONDS": "1.5",
+    "TALLYSTICK_WEBHOOK_CLAIM_SECONDS": "3",
+    "TALLYSTICK_WEBHOOK_RETRY_BASE_SECONDS": "0.2",
+}
+for _name, _value in TEST_WEBHOOK_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)
+
 
 def _postgres_problem() -> str | None:
     """Return why PostgreSQL cannot be used, or None when it can."""

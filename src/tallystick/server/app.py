@@ -42,7 +42,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         log.info("server.started", extra={"database": store.engine.url.get_backend_name()})
+        from tallystick.server.webhooks.worker import start_webhook_worker
+
+        webhook_worker = start_webhook_worker(store, settings)
         yield
+        if webhook_worker is not None:
+            await webhook_worker.stop()
         if owns_store:
             store.dispose()
         log.info("server.stopped")

@@ -12,13 +12,31 @@ from tallystick.server.models import OutboxEvent
 
 log = logging.getLogger(__name__)
 
+# Event types are the webhook event names that deliver them; tallystick.server.webhooks.catalog
+# says under which key of the envelope's `data` each payload is sent.
+INVOICE_CREATED = "billing-invoice-created"
+INVOICE_PAID = "billing-invoice-paid"
+INVOICE_POSTED = "billing-invoice-posted"
+CHECKOUT_CREATED = "billing-checkout-created"
+CHECKOUT_COMPLETED = "billing-checkout-completed"
+CHECKOUT_EXPIRED = "billing-checkout-expired"
+PAYMENT_SUCCEEDED = "billing-payment-succeeded"
+PAYMENT_FAILED = "billing-payment-failed"
 CREDITS_DEPLETED = "billing-credits-depleted"
+OVERAGE_INCURRED = "billing-overage-incurred"
+CREDIT_CAP_REACHED = "billing-credit-cap-reached"
+# Not a Paid event: the balance fell to or below the organization's low-balance threshold.
+CREDITS_LOW = "billing-credits-low"
 
 
 def record_event(
     session: Session, organization_id: str, event_type: str, payload: dict[str, Any]
 ) -> OutboxEvent:
-    """Add an undelivered event to the outbox; it commits or rolls back with the caller's work."""
+    """Add an undelivered event to the outbox; it commits or rolls back with the caller's work.
+
+    `payload` is the event's object (the invoice, the checkout, ...) as JSON-ready camelCase
+    values, with decimals as strings; webhooks send it unchanged inside the envelope.
+    """
     event = OutboxEvent(
         id=new_id("outbox_event"),
         organization_id=organization_id,

@@ -24,6 +24,10 @@ PREFIXES = {
     "hold": "hold",
     "pending_consumption": "pcon",
     "outbox_event": "evt",
+    "webhook_endpoint": "wh",
+    "webhook_delivery": "whdl",
+    "webhook_attempt": "what",
+    "low_balance_threshold": "lowbal",
     "cost_record": "cost",
     "price_override": "cpo",
 }

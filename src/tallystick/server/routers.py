@@ -12,5 +12,6 @@ def all_routers() -> list[APIRouter]:
     from tallystick.server.customers.routes import router as customers_router
     from tallystick.server.ledger.routes import router as ledger_router
     from tallystick.server.signals.routes import router as signals_router
+    from tallystick.server.webhooks.routes import router as webhooks_router
 
-    return [currencies_router, products_router, plans_router, customers_router, ledger_router, signals_router, costs_router]
+    return [currencies_router, products_router, plans_router, customers_router, ledger_router, signals_router, costs_router, webhooks_router]

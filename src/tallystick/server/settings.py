@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_FILE = "tallystick.db"
@@ -38,6 +38,31 @@ class Settings(BaseSettings):
     # How far past the server's clock a signal's timestamp may be, in seconds, to allow for
     # clock skew between the client and the server; later timestamps are rejected.
     signal_max_future_skew_seconds: int = Field(default=300, ge=0)
+
+    # Webhooks. Loopback, private-range and link-local targets are rejected unless this is true
+    # (for development and tests, where receivers listen on 127.0.0.1).
+    allow_private_webhook_targets: bool = False
+    # Whether this process runs the background task that sends webhooks.
+    webhook_delivery_enabled: bool = True
+    # Seconds the delivery task sleeps when it finds no work.
+    webhook_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    # Seconds one webhook request may take, from connecting to the response status.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Seconds a worker owns a claimed delivery; past this, another worker may send it again.
+    webhook_claim_seconds: float = Field(default=60.0, gt=0)
+    # Retry delays double from the base up to the maximum, for the length of the retry window.
+    webhook_retry_base_seconds: float = Field(default=30.0, gt=0)
+    webhook_retry_max_delay_seconds: float = Field(default=6 * 3600.0, gt=0)
+    webhook_retry_window_seconds: float = Field(default=3 * 86400.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_webhook_claim(self) -> Settings:
+        if self.webhook_claim_seconds <= self.webhook_timeout_seconds:
+            raise ValueError(
+                "webhook_claim_seconds must be longer than webhook_timeout_seconds, or a slow "
+                "request could be sent twice at once"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

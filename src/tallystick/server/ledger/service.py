@@ -37,6 +37,7 @@ from tallystick.server.models import (
     PendingConsumption,
 )
 from tallystick.server.models.types import CREDIT_PLACES
+from tallystick.server.webhooks.low_balance import record_low_balance_crossing
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +354,8 @@ class _LockedAccount:
             )
 
     def finish(self, cause: str, **ids: str | None) -> Decimal:
-        """Flush, and record billing-credits-depleted when this write took available to zero."""
+        """Flush, and record billing-credits-depleted when this write took available to zero and
+        billing-credits-low when it took available to or below the currency's threshold."""
         self.session.flush()
         available = self.available()
         if self.available_before > 0 and available <= 0:
@@ -365,6 +367,14 @@ class _LockedAccount:
             }
             payload.update({key: value for key, value in ids.items() if value is not None})
             events.record_event(self.session, self.organization_id, events.CREDITS_DEPLETED, payload)
+        record_low_balance_crossing(
+            self.session,
+            organization_id=self.organization_id,
+            customer_id=self.customer_id,
+            currency_id=self.currency_id,
+            available_before=self.available_before,
+            available_after=available,
+        )
         return available
 
 

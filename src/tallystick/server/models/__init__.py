@@ -21,6 +21,13 @@ from tallystick.server.models.ledger import (
 )
 from tallystick.server.models.organization import ApiKey, Organization
 from tallystick.server.models.signal import Signal
+from tallystick.server.models.webhook import (
+    LowBalanceThreshold,
+    WebhookDelivery,
+    WebhookDeliveryAttempt,
+    WebhookEndpoint,
+    WebhookSigningSecret,
+)
 
 __all__ = [
     "ApiKey",
@@ -43,4 +50,9 @@ __all__ = [
     "Product",
     "ProductAttribute",
     "Signal",
+    "LowBalanceThreshold",
+    "WebhookDelivery",
+    "WebhookDeliveryAttempt",
+    "WebhookEndpoint",
+    "WebhookSigningSecret",
 ]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 22:07:27.188068
+Create Date: 2026-12-04 22:14:57.133929
 """
 
 from __future__ import annotations
@@ -154,6 +154,30 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_products_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index('uq_products_org_external_id', ['organization_id', 'external_id'], unique=True, sqlite_where=sa.text('external_id IS NOT NULL'), postgresql_where=sa.text('external_id IS NOT NULL'))
 
+    op.create_table('webhook_endpoints',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('url', sa.String(length=2048), nullable=True),
+    sa.Column('enabled', sa.Boolean(), nullable=False),
+    sa.Column('last_sent_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('last_status', sa.String(length=16), nullable=True),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_webhook_endpoints_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_endpoints')),
+    sa.UniqueConstraint('organization_id', 'name', name=op.f('uq_webhook_endpoints_organization_id_name'))
+    )
+    with op.batch_alter_table('webhook_endpoints', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_webhook_endpoints_organization_id'), ['organization_id'], unique=False)
+
+    op.create_table('webhook_signing_secrets',
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('secret', sa.String(length=128), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_webhook_signing_secrets_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('organization_id', name=op.f('pk_webhook_signing_secrets'))
+    )
     op.create_table('cost_records',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('organization_id', sa.String(length=40), nullable=False),
@@ -305,6 +329,21 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_credit_pending_consumptions_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_credit_pending_consumptions_signal_id'), ['signal_id'], unique=False)
 
+    op.create_table('low_balance_thresholds',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('credits_currency_id', sa.String(length=40), nullable=False),
+    sa.Column('threshold', tallystick.server.models.types.ScaledDecimal(places=9), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['credits_currency_id'], ['credit_currencies.id'], name=op.f('fk_low_balance_thresholds_credits_currency_id_credit_currencies'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_low_balance_thresholds_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_low_balance_thresholds')),
+    sa.UniqueConstraint('organization_id', 'credits_currency_id', name=op.f('uq_low_balance_thresholds_organization_id_credits_currency_id'))
+    )
+    with op.batch_alter_table('low_balance_thresholds', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_low_balance_thresholds_organization_id'), ['organization_id'], unique=False)
+
     op.create_table('plans',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('product_id', sa.String(length=40), nullable=False),
@@ -351,6 +390,31 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_product_attributes_event_name'), ['event_name'], unique=False)
         batch_op.create_index(batch_op.f('ix_product_attributes_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_product_attributes_product_id'), ['product_id'], unique=False)
+
+    op.create_table('webhook_deliveries',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('event_id', sa.String(length=40), nullable=False),
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('attempt_count', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('give_up_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('claimed_until', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('claim_token', sa.String(length=40), nullable=True),
+    sa.Column('last_attempt_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('delivered_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['event_id'], ['outbox_events.id'], name=op.f('fk_webhook_deliveries_event_id_outbox_events'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_webhook_deliveries_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_deliveries')),
+    sa.UniqueConstraint('event_id', name=op.f('uq_webhook_deliveries_event_id'))
+    )
+    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.create_index('ix_webhook_deliveries_due', ['status', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_webhook_deliveries_org_created', ['organization_id', 'created_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_webhook_deliveries_organization_id'), ['organization_id'], unique=False)
 
     op.create_table('credit_ledger_entries',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -407,6 +471,24 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_plan_attributes_event_name'), ['event_name'], unique=False)
         batch_op.create_index(batch_op.f('ix_plan_attributes_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_plan_attributes_plan_id'), ['plan_id'], unique=False)
+
+    op.create_table('webhook_delivery_attempts',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('delivery_id', sa.String(length=40), nullable=False),
+    sa.Column('url', sa.String(length=2048), nullable=False),
+    sa.Column('started_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('response_status', sa.Integer(), nullable=True),
+    sa.Column('latency_ms', sa.Integer(), nullable=False),
+    sa.Column('error', sa.String(length=500), nullable=True),
+    sa.Column('succeeded', sa.Boolean(), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.ForeignKeyConstraint(['delivery_id'], ['webhook_deliveries.id'], name=op.f('fk_webhook_delivery_attempts_delivery_id_webhook_deliveries'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_webhook_delivery_attempts_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_delivery_attempts'))
+    )
+    with op.batch_alter_table('webhook_delivery_attempts', schema=None) as batch_op:
+        batch_op.create_index('ix_webhook_delivery_attempts_delivery', ['delivery_id', 'started_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_webhook_delivery_attempts_organization_id'), ['organization_id'], unique=False)
 
     op.create_table('credit_benefits',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -490,6 +572,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_credit_benefits_organization_id'))
 
     op.drop_table('credit_benefits')
+    with op.batch_alter_table('webhook_delivery_attempts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_webhook_delivery_attempts_organization_id'))
+        batch_op.drop_index('ix_webhook_delivery_attempts_delivery')
+
+    op.drop_table('webhook_delivery_attempts')
     with op.batch_alter_table('plan_attributes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_plan_attributes_plan_id'))
         batch_op.drop_index(batch_op.f('ix_plan_attributes_organization_id'))
@@ -505,6 +592,12 @@ def downgrade() -> None:
         batch_op.drop_index('ix_credit_ledger_entries_account')
 
     op.drop_table('credit_ledger_entries')
+    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_webhook_deliveries_organization_id'))
+        batch_op.drop_index('ix_webhook_deliveries_org_created')
+        batch_op.drop_index('ix_webhook_deliveries_due')
+
+    op.drop_table('webhook_deliveries')
     with op.batch_alter_table('product_attributes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_product_attributes_product_id'))
         batch_op.drop_index(batch_op.f('ix_product_attributes_organization_id'))
@@ -517,6 +610,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_plans_organization_id'))
 
     op.drop_table('plans')
+    with op.batch_alter_table('low_balance_thresholds', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_low_balance_thresholds_organization_id'))
+
+    op.drop_table('low_balance_thresholds')
     with op.batch_alter_table('credit_pending_consumptions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_credit_pending_consumptions_signal_id'))
         batch_op.drop_index(batch_op.f('ix_credit_pending_consumptions_organization_id'))
@@ -544,6 +641,11 @@ def downgrade() -> None:
         batch_op.drop_index('ix_cost_records_customer_started_at')
 
     op.drop_table('cost_records')
+    op.drop_table('webhook_signing_secrets')
+    with op.batch_alter_table('webhook_endpoints', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_webhook_endpoints_organization_id'))
+
+    op.drop_table('webhook_endpoints')
     with op.batch_alter_table('products', schema=None) as batch_op:
         batch_op.drop_index('uq_products_org_external_id', sqlite_where=sa.text('external_id IS NOT NULL'), postgresql_where=sa.text('external_id IS NOT NULL'))
         batch_op.drop_index(batch_op.f('ix_products_organization_id'))
