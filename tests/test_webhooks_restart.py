@@ -1,8 +1,8 @@
 """A committed event is delivered even when the server is killed while sending it.
 
-The server runs as a real `tallystick serve` process on its own database; the test kills it
-with SIGKILL while the receiver keeps the webhook request open, starts a new process, and
-checks that the new one sends the event again, with the same id, once the claim lapses.
+The server runs as a real `tallystick serve` process on its own database. The test kills it
+with SIGKILL while the receiver keeps the webhook request open, then starts a new process and
+checks that it sends the event again, with the same id, once the claim lapses.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Verify a request before trusting it, on the raw body exactly as received::
         ...
 
 Webhooks are delivered at least once: a receiver may see the same envelope ``id`` again and
-should ignore repeats. Answer with a 2xx quickly; anything else is retried.
+should ignore repeats. Respond with a 2xx quickly, because anything else is retried.
 """
 
 from __future__ import annotations
