@@ -98,7 +98,9 @@ def customer_id_of(store: Any, organization_id: str, external_id: str) -> str | 
 
 def create_customer(store: Any, organization_id: str, external_id: str) -> str:
     with store.transaction() as session:
-        customer = Customer(id=new_id("customer"), organization_id=organization_id, external_id=external_id, name=external_id)
+        customer = Customer(
+            id=new_id("customer"), organization_id=organization_id, external_id=external_id, name=external_id
+        )
         session.add(customer)
         session.flush()
         return customer.id
@@ -134,7 +136,9 @@ def pending_credits(store: Any, catalog: Catalog, customer_id: str) -> Decimal:
 def stored_signals(store: Any, organization_id: str) -> list[Signal]:
     with store.read_sessions() as session:
         return list(
-            session.scalars(select(Signal).where(Signal.organization_id == organization_id).order_by(Signal.occurred_at))
+            session.scalars(
+                select(Signal).where(Signal.organization_id == organization_id).order_by(Signal.occurred_at)
+            )
         )
 
 
@@ -217,7 +221,8 @@ def test_unknown_product_fails_and_creates_nothing(tenant, store):
     assert body["failed"] == 1
     assert customer_id_of(store, tenant.organization_id, "someone") is None
     with store.read_sessions() as session:
-        assert session.scalar(select(func.count()).select_from(Product).where(Product.organization_id == tenant.organization_id)) == 1
+        products = select(func.count()).select_from(Product).where(Product.organization_id == tenant.organization_id)
+        assert session.scalar(products) == 1
 
 
 def test_unknown_customer_id_fails(tenant, store):
@@ -358,7 +363,8 @@ def test_flat_brackets_charge_bracket_units(tenant, store):
     response = send(tenant, *[chat_message(data={"pages": count}, idempotencyKey=f"p{count}") for count in pages])
 
     assert response.json()["ingested"] == 5
-    by_key = {signal.idempotency_key: signal.credits_consumed for signal in stored_signals(store, tenant.organization_id)}
+    signals = stored_signals(store, tenant.organization_id)
+    by_key = {signal.idempotency_key: signal.credits_consumed for signal in signals}
     assert by_key == {"p1": 1, "p5": 1, "p6": 3, "p20": 3, "p21": 10}
 
 
@@ -383,7 +389,8 @@ def test_graduated_brackets_sum_per_band(tenant, store):
     )
 
     assert response.json()["ingested"] == 2
-    by_key = {signal.idempotency_key: signal.credits_consumed for signal in stored_signals(store, tenant.organization_id)}
+    signals = stored_signals(store, tenant.organization_id)
+    by_key = {signal.idempotency_key: signal.credits_consumed for signal in signals}
     assert by_key == {"q40": Decimal(40), "q140": Decimal(110)}
 
 

@@ -109,7 +109,9 @@ _LINE_COLUMNS = (
 )
 
 
-def _prepaid_filter(model: type[ProductAttribute] | type[PlanAttribute], organization_id: str, event_names: set[str]) -> list[Any]:
+def _prepaid_filter(
+    model: type[ProductAttribute] | type[PlanAttribute], organization_id: str, event_names: set[str]
+) -> list[Any]:
     return [
         model.organization_id == organization_id,
         model.event_name.in_(event_names),

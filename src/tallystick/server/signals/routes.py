@@ -89,7 +89,13 @@ def create_signals(body: BulkSignalsIn, principal: CurrentPrincipal, request: Re
             "too_many_signals",
             f"Invalid signals: {len(body.signals)} signals in one request, but at most "
             f"{MAX_SIGNALS_PER_REQUEST} are allowed; split the batch",
-            fields=[{"field": "signals", "message": f"at most {MAX_SIGNALS_PER_REQUEST} signals", "value": len(body.signals)}],
+            fields=[
+                {
+                    "field": "signals",
+                    "message": f"at most {MAX_SIGNALS_PER_REQUEST} signals",
+                    "value": len(body.signals),
+                }
+            ],
         )
 
     items = [parse_signal(raw, index) for index, raw in enumerate(body.signals)]

@@ -5,14 +5,14 @@ whole batch where it can:
 
 1. reject signals timestamped too far in the future;
 2. resolve products (never created) and existing customers;
-3. choose each signal's pricing line and compute its credits;
+3. choose each signal's pricing line, compute its credits and check its hold, if it names one;
 4. create the customers that externalCustomerId names and that do not exist yet;
 5. insert the signal rows with ``ON CONFLICT DO NOTHING`` on (organization, idempotency key):
    the insert is the idempotency claim, and a key that is already taken (by a committed row,
    or by a concurrent transaction that then commits) makes the signal a duplicate;
 6. consume credits for each inserted, rated signal inside its own savepoint. When consumption
-   fails, the savepoint is rolled back and the signal row deleted, so the key is free again and
-   no signal is left half-rated; the other signals of the batch are kept.
+   fails, the savepoint is rolled back and the signal row deleted. The key is then free again,
+   no signal is left half-rated, and the other signals of the batch are kept.
 
 Nothing commits here: the signal rows, their ledger entries and the key claims commit together
 with the caller's transaction, or not at all.
@@ -56,14 +56,14 @@ from tallystick.server.signals.schemas import SignalError, SignalInput, signal_s
 log = logging.getLogger(__name__)
 
 # paid_scope_id values are int64 on the wire (OTLP intValue) and in the column.
-_INT64_MAX = 2**63 - 1
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 OutcomeStatus = Literal["ingested", "duplicate", "failed"]
 
 
 @dataclass
 class SignalOutcome:
-    """What happened to one signal of a batch."""
+    """The result of ingesting one signal of a batch."""
 
     index: int
     status: OutcomeStatus
@@ -189,7 +189,7 @@ def ingest_signals(
         costed = [
             work.signal_id
             for work in stored
-            if _may_carry_costs(work) and (outcome := outcomes[work.index]) is not None and outcome.status == "ingested"
+            if _may_carry_costs(work) and _status(outcomes, work) == "ingested"
         ]
         if costed:
             attach_costs_to_signals(session, organization_id, costed)
@@ -215,6 +215,11 @@ def _fail(
     outcomes[work.index] = SignalOutcome(work.index, "failed", error=error, internal=internal)
 
 
+def _status(outcomes: list[SignalOutcome | None], work: _Work) -> OutcomeStatus | None:
+    outcome = outcomes[work.index]
+    return outcome.status if outcome is not None else None
+
+
 # Phase 1 helpers
 
 
@@ -224,7 +229,7 @@ def _paid_scope_id(data: dict[str, Any] | None, given: int | None) -> int | None
         return given
     paid = data.get("paid") if isinstance(data, dict) else None
     value = paid.get("paid_scope_id") if isinstance(paid, dict) else None
-    if isinstance(value, int) and not isinstance(value, bool) and -_INT64_MAX <= value <= _INT64_MAX:
+    if isinstance(value, int) and not isinstance(value, bool) and _INT64_MIN <= value <= _INT64_MAX:
         return value
     return None
 
@@ -252,7 +257,9 @@ def _future_error(work: _Work, received_at: datetime, skew: timedelta) -> Signal
 # Phase 2: products and customers
 
 
-def _resolve_products(session: Session, organization_id: str, work_items: list[_Work], outcomes: list[SignalOutcome | None]) -> list[_Work]:
+def _resolve_products(
+    session: Session, organization_id: str, work_items: list[_Work], outcomes: list[SignalOutcome | None]
+) -> list[_Work]:
     ids = {work.signal.product_id for work in work_items if work.signal.product_id}
     external_ids = {work.signal.external_product_id for work in work_items if work.signal.external_product_id}
     by_id: set[str] = set()
@@ -276,30 +283,33 @@ def _resolve_products(session: Session, organization_id: str, work_items: list[_
         signal = work.signal
         if signal.product_id is not None:
             if signal.product_id not in by_id:
-                _fail(outcomes, work, _not_found(work, "product_not_found", "attribution.productId", signal.product_id,
-                                      "Product", "products are never created by signals"))
+                error = _not_found(work, "product_not_found", "attribution.productId", signal.product_id)
+                _fail(outcomes, work, error)
                 continue
             work.product_id = signal.product_id
         elif signal.external_product_id is not None:
             product_id = by_external_id.get(signal.external_product_id)
             if product_id is None:
-                _fail(outcomes, work, _not_found(work, "product_not_found", "attribution.externalProductId",
-                                      signal.external_product_id, "Product",
-                                      "create the product first; signals never create products"))
+                external_id = signal.external_product_id
+                error = _not_found(work, "product_not_found", "attribution.externalProductId", external_id)
+                _fail(outcomes, work, error)
                 continue
             work.product_id = product_id
         kept.append(work)
     return kept
 
 
-def _resolve_customers(session: Session, organization_id: str, work_items: list[_Work], outcomes: list[SignalOutcome | None]) -> list[_Work]:
+def _resolve_customers(
+    session: Session, organization_id: str, work_items: list[_Work], outcomes: list[SignalOutcome | None]
+) -> list[_Work]:
     """Attach existing customers; signals naming an unknown externalCustomerId wait for phase 4."""
     ids = {work.signal.customer_id for work in work_items if work.signal.customer_id}
     external_ids = {work.signal.external_customer_id for work in work_items if work.signal.external_customer_id}
     by_id: set[str] = set()
     by_external_id: dict[str, str] = {}
     if ids:
-        by_id = set(session.scalars(live_customers(organization_id).where(Customer.id.in_(ids)).with_only_columns(Customer.id)))
+        statement = live_customers(organization_id).where(Customer.id.in_(ids))
+        by_id = set(session.scalars(statement.with_only_columns(Customer.id)))
     if external_ids:
         rows = session.execute(
             live_customers(organization_id)
@@ -313,8 +323,8 @@ def _resolve_customers(session: Session, organization_id: str, work_items: list[
         signal = work.signal
         if signal.customer_id is not None:
             if signal.customer_id not in by_id:
-                _fail(outcomes, work, _not_found(work, "customer_not_found", "customer.customerId", signal.customer_id,
-                                      "Customer", "use externalCustomerId to create customers on the fly"))
+                error = _not_found(work, "customer_not_found", "customer.customerId", signal.customer_id)
+                _fail(outcomes, work, error)
                 continue
             work.customer_id = signal.customer_id
         else:
@@ -323,10 +333,16 @@ def _resolve_customers(session: Session, organization_id: str, work_items: list[
     return kept
 
 
-def _not_found(work: _Work, code: str, field_path: str, value: str, kind: str, hint: str) -> SignalError:
+_NOT_FOUND_REASONS = {
+    "product_not_found": "product not found. Signals never create products, so create it first",
+    "customer_not_found": "customer not found. Send externalCustomerId to create customers on the fly",
+}
+
+
+def _not_found(work: _Work, code: str, field_path: str, value: str) -> SignalError:
     field_name = f"signals[{work.index}].{field_path}"
     return SignalError(
-        code=code, message=f"Invalid {field_name} '{value}': {kind} not found; {hint}", field=field_name
+        code=code, message=f"Invalid {field_name} '{value}': {_NOT_FOUND_REASONS[code]}", field=field_name
     )
 
 
@@ -372,11 +388,11 @@ def _rate(work_items: list[_Work], outcomes: list[SignalOutcome | None]) -> list
                 _fail(outcomes, work, _rating_error(work, error))
                 continue
             if work.credits > ledger.MAX_CREDIT_AMOUNT:
-                _fail(outcomes, work, SignalError(
-                    "credits_out_of_range",
-                    f"Invalid signals[{work.index}]: it would consume {work.credits} credits under pricing line "
-                    f"{line.line_id}, more than the {ledger.MAX_CREDIT_AMOUNT} one signal may consume",
-                ))
+                message = (
+                    f"Invalid signals[{work.index}]: it would consume {work.credits} credits under "
+                    f"pricing line {line.line_id}, more than the {ledger.MAX_CREDIT_AMOUNT} one signal may consume"
+                )
+                _fail(outcomes, work, SignalError("credits_out_of_range", message))
                 continue
         kept.append(work)
     return kept
@@ -403,14 +419,12 @@ def _resolve_holds(
             hold = holds.get(hold_id)
             field_name = f"signals[{work.index}].holdId"
             if hold is None:
-                _fail(outcomes, work, SignalError(
-                    "hold_not_found", f"Invalid {field_name} '{hold_id}': no credit hold with this id", field_name
-                ))
+                message = f"Invalid {field_name} '{hold_id}': no credit hold with this id"
+                _fail(outcomes, work, SignalError("hold_not_found", message, field_name))
                 continue
             if hold.customer_id != work.customer_id:
-                _fail(outcomes, work, SignalError(
-                    "invalid_field", f"Invalid {field_name} '{hold_id}': the hold belongs to another customer", field_name
-                ))
+                message = f"Invalid {field_name} '{hold_id}': the hold belongs to another customer"
+                _fail(outcomes, work, SignalError("invalid_field", message, field_name))
                 continue
             work.hold_currency_id = hold.credits_currency_id
         kept.append(work)
@@ -501,7 +515,7 @@ def _consume(
     outcomes: list[SignalOutcome | None],
 ) -> None:
     # A signal that costs nothing and settles no hold leaves the ledger alone.
-    spending = [work for work in stored if work.signal.hold_id or (work.credits is not None and work.credits > 0)]
+    spending = [work for work in stored if work.signal.hold_id or (work.credits or 0) > 0]
     # Credit account order is the lock order; within one account, consume in event time order.
     spending.sort(key=lambda work: (work.customer_id or "", _currency_of(work), work.occurred_at, work.index))
 
@@ -513,6 +527,10 @@ def _consume(
         except OperationalError:
             raise
         except ApiError as error:
+            log.info(
+                "signal.consumption_rejected",
+                extra={"organization_id": organization_id, "signal_id": work.signal_id, "code": error.code},
+            )
             _unstore(session, work)
             _fail(outcomes, work, _ledger_error(work, error))
             continue
@@ -527,7 +545,8 @@ def _consume(
                 work,
                 SignalError(
                     code="internal_error",
-                    message="Recording the credit consumption failed; nothing was stored, retry the signal",
+                    message="Recording the credit consumption failed, so the signal was not stored. "
+                    "Send it again with the same idempotencyKey",
                 ),
                 internal=True,
             )
@@ -537,7 +556,9 @@ def _consume(
         assert outcome is not None
         outcome.credits_consumed = result.covered
         outcome.credits_pending = result.pending
-        credit_updates.append({"id": work.signal_id, "credits_consumed": result.covered, "credits_pending": result.pending})
+        credit_updates.append(
+            {"id": work.signal_id, "credits_consumed": result.covered, "credits_pending": result.pending}
+        )
 
     if credit_updates:
         session.execute(update(Signal), credit_updates)
@@ -578,7 +599,8 @@ def _ledger_error(work: _Work, error: ApiError) -> SignalError:
     field_name = f"signals[{work.index}].{problem['field']}"
     value = problem.get("value")
     shown = "" if value is None else f" {value!r}"
-    return SignalError(code=error.code, message=f"Invalid {field_name}{shown}: {problem['message']}", field=field_name)
+    message = f"Invalid {field_name}{shown}: {problem['message']}"
+    return SignalError(code=error.code, message=message, field=field_name)
 
 
 def _unstore(session: Session, work: _Work) -> None:
