@@ -180,3 +180,51 @@ def test_internal_error_body_is_json(tenant, store, monkeypatch):
     assert response.status_code == 500
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["failed"] == 1
+
+
+class FakeDeadlock(Exception):
+    sqlstate = "40P01"
+
+
+def deadlock_first(calls: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the first `calls` batch attempts fail as if PostgreSQL broke a deadlock."""
+    from sqlalchemy.exc import OperationalError
+
+    original = signals_service.ingest_signals
+    attempts = [0]
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        attempts[0] += 1
+        result = original(*args, **kwargs)
+        if attempts[0] <= calls:
+            raise OperationalError("INSERT INTO signals ...", {}, FakeDeadlock("deadlock detected"))
+        return result
+
+    monkeypatch.setattr(signals_service, "ingest_signals", wrapper)
+    return attempts
+
+
+def test_deadlocked_batch_is_retried_once_counted(tenant, store, monkeypatch):
+    catalog = create_catalog(store, tenant.organization_id)
+    customer_id = create_customer(store, tenant.organization_id, "user-1")
+    grant_credits(store, catalog, customer_id, "5")
+    attempts = deadlock_first(1, monkeypatch)
+
+    response = send(tenant, chat_message(idempotencyKey="d1"))
+
+    assert attempts[0] == 2
+    assert response.json() == {"ingested": 1, "duplicates": 0, "failed": 0, "errors": []}
+    assert spend_entries(store, tenant.organization_id) == 1
+    assert available_credits(store, catalog, customer_id) == Decimal(4)
+
+
+def test_repeated_deadlocks_answer_503(tenant, store, monkeypatch):
+    create_catalog(store, tenant.organization_id)
+    deadlock_first(10, monkeypatch)
+
+    response = send(tenant, chat_message(idempotencyKey="d2"))
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["code"] == "database_busy"
+    assert stored_signals(store, tenant.organization_id) == []
