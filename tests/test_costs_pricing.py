@@ -412,3 +412,22 @@ def test_compiled_prices_match_calc_price_for_every_model():
                 assert compiled.cost(shape) == expected, (provider.id, model.id, shape)
                 checked += 1
     assert checked > 5000
+
+
+def test_time_of_day_prices_follow_the_clock():
+    """DeepSeek bills off-peak hours less; each half hour of a day gets calc_price's amount."""
+    usage = normalize_span_usage(
+        {"gen_ai.system": "deepseek", "gen_ai.operation.name": "chat", "gen_ai.response.model": "deepseek-chat",
+         "gen_ai.usage.input_tokens": 1_000_000, "gen_ai.usage.output_tokens": 1_000_000}
+    )
+    amounts = set()
+    for half_hour in range(48):
+        at = datetime(2025, 3, 1, half_hour // 2, 30 * (half_hour % 2), tzinfo=UTC)
+        expected = calc_price(
+            Usage(input_tokens=1_000_000, output_tokens=1_000_000), "deepseek-chat",
+            provider_id="deepseek", genai_request_timestamp=at,
+        ).total_price
+
+        assert price_from_table(usage, at).amount == expected, at
+        amounts.add(expected)
+    assert len(amounts) > 1

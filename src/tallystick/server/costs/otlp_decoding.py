@@ -151,24 +151,31 @@ def _id_bytes(value: str, size: int) -> bytes:
     return decoded
 
 
+def _array(value: AnyValue) -> list[Any]:
+    return [any_value(item) for item in value.array_value.values]
+
+
+def _kvlist(value: AnyValue) -> dict[str, Any]:
+    return {item.key: any_value(item.value) for item in value.kvlist_value.values}
+
+
+# Readers of each AnyValue kind; a dict lookup is faster than a chain of comparisons, and this
+# runs for every attribute of every span.
+_READERS = {
+    "string_value": lambda value: value.string_value,
+    "int_value": lambda value: value.int_value,
+    "double_value": lambda value: value.double_value,
+    "bool_value": lambda value: value.bool_value,
+    "array_value": _array,
+    "kvlist_value": _kvlist,
+    "bytes_value": lambda value: value.bytes_value.hex(),
+}
+
+
 def any_value(value: AnyValue) -> Any:
     """Return the Python value of an OTLP AnyValue; arrays become lists, kvlists dicts."""
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "int_value":
-        return value.int_value
-    if kind == "double_value":
-        return value.double_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "array_value":
-        return [any_value(item) for item in value.array_value.values]
-    if kind == "kvlist_value":
-        return {item.key: any_value(item.value) for item in value.kvlist_value.values}
-    if kind == "bytes_value":
-        return value.bytes_value.hex()
-    return None
+    reader = _READERS.get(value.WhichOneof("value"))  # type: ignore[arg-type]
+    return reader(value) if reader is not None else None
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import genai_prices
 from genai_prices.data_snapshot import get_snapshot
 from genai_prices.data_units import unit_data
-from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices, Usage
+from genai_prices.types import ModelInfo, ModelPrice, Provider, StartDateConstraint, TieredPrices, Usage
 
 from tallystick.server.costs.normalization import UsageRecord
 from tallystick.server.models.cost import COST_PLACES
@@ -264,12 +264,44 @@ def _resolve(provider_id: str | None, model: str) -> _Resolution | str:
     return last_error or f"model {model!r} not found"
 
 
+# Constraint keys of models whose prices change only by date, per (model, UTC date).
+_DATED_KEYS: dict[tuple[int, Any], tuple[bool, ...]] = {}
+
+
 def _constraint_key(model: ModelInfo, at: datetime) -> tuple[bool, ...]:
     """Return which of the model's dated or time-of-day prices are active at `at`.
 
     Two instants with the same result get the same prices, so this identifies the time range
-    that a compiled price is valid in.
+    that a compiled price is valid in. Start dates compare UTC dates, so a model without
+    time-of-day prices has one key per day, which is cached.
     """
+    if _dated_only(model):
+        day_key = (id(model), at.astimezone(UTC).date())
+        cached = _DATED_KEYS.get(day_key)
+        if cached is None:
+            if len(_DATED_KEYS) >= _MAX_COMPILED:
+                _DATED_KEYS.clear()
+            cached = _DATED_KEYS[day_key] = _active_constraints(model, at)
+        return cached
+    return _active_constraints(model, at)
+
+
+# Whether a model's prices change only by date, per model object (the price table's models
+# live as long as the process).
+_DATED_ONLY: dict[int, bool] = {}
+
+
+def _dated_only(model: ModelInfo) -> bool:
+    known = _DATED_ONLY.get(id(model))
+    if known is None:
+        constraints = [price.constraint for price in model.prices] if isinstance(model.prices, list) else []
+        constraints += [variant.constraint for variant in model.price_variants or ()]
+        known = all(item is None or isinstance(item, StartDateConstraint) for item in constraints)
+        _DATED_ONLY[id(model)] = known
+    return known
+
+
+def _active_constraints(model: ModelInfo, at: datetime) -> tuple[bool, ...]:
     active: list[bool] = []
     if isinstance(model.prices, list):
         active.extend(p.constraint is None or p.constraint.active(at) for p in model.prices)
