@@ -16,9 +16,9 @@ from tallystick.server.models.types import Credits, JsonObject
 class Signal(Base):
     """One billable event, such as a chat message, stored once per idempotency key.
 
-    Signal rows are never deleted or updated after their transaction commits, so an
-    idempotency key stays claimed for as long as the database keeps the row: forever, and in
-    any case well beyond the 35 days that clients may retry within.
+    tallystick never updates or deletes a signal row after its transaction commits; rows go
+    only when their organization is deleted. An idempotency key therefore stays claimed for
+    the life of the organization, far beyond the 35 days within which clients may retry.
     """
 
     __tablename__ = "signals"

@@ -6,8 +6,8 @@ order for that product, the order's plan line for the event wins over the produc
 product has several such lines for one event name, the first by position is used.
 
 A signal without attribution is rated by the organization's line for its event name when
-exactly one line of a product that is not archived matches; that line's product becomes the
-signal's product. Otherwise the signal stays unrated and consumes nothing.
+exactly one line matches among the products that are not archived. That line's product then
+becomes the signal's product. Otherwise the signal stays unrated and consumes nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tallystick.server.signals.rating import PREPAID_CREDIT_TYPES, PricingLine
 
 @dataclass(frozen=True)
 class LineLookup:
-    """What one signal's line is looked up by; `customer_id` is None for a customer not yet created."""
+    """The keys of one signal's line lookup; `customer_id` is None for a customer not created yet."""
 
     event_name: str
     customer_id: str | None

@@ -35,9 +35,9 @@ _INSERT_COLUMNS = {
     "credit_currency_id": "varchar",
 }
 
-# One array parameter per column, so the statement text and its parameter count stay the same
-# whatever the batch size: psycopg then parses the statement once instead of building a
-# statement with a placeholder per value, which dominated the cost of large batches.
+# One array parameter per column keeps the statement text and its parameter count the same
+# whatever the batch size. With a placeholder per value instead, psycopg parsed a statement
+# of 17,000 placeholders for each 1,000-signal batch, which cost more than the insert itself.
 _POSTGRES_INSERT = text(
     f"""
     INSERT INTO signals ({", ".join(_INSERT_COLUMNS)}, credits_consumed, credits_pending)

@@ -7,7 +7,7 @@ Only the pricing types that spend prepaid credits are rated here:
   ``{upTo, creditUnits, creditUnitsPerUnit}``. Brackets are ordered by `upTo` (inclusive upper
   bound; null means unbounded and sorts last).
   * Flat brackets (no `creditUnitsPerUnit`): the signal costs the `creditUnits` of the first
-    bracket whose `upTo` is at least the quantity; a quantity above every bound uses the last
+    bracket whose `upTo` is at least the quantity. A quantity above every bound uses the last
     bracket.
   * Graduated brackets (every bracket has `creditUnitsPerUnit`): each bracket covers the
     quantities above the previous bound up to its own, and the signal costs the sum over

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 router = Router(tags=["signals"], dependencies=[Depends(authenticate)], responses=ERROR_RESPONSES)
 
 # Attempts at a batch whose transaction PostgreSQL aborted to break a deadlock or a
-# serialization conflict; each attempt runs the whole batch again in a new transaction.
+# serialization conflict. Each attempt runs the whole batch again in a new transaction.
 _BATCH_ATTEMPTS = 3
 # SQLSTATEs of a deadlock and of a serialization failure: retrying the transaction is safe.
 _RETRYABLE_SQLSTATES = ("40P01", "40001")
@@ -75,8 +75,8 @@ def create_signals(body: BulkSignalsIn, principal: CurrentPrincipal, request: Re
     A signal whose `idempotencyKey` was already used in this organization, by an earlier request
     or earlier in this one, counts under `duplicates` and changes nothing. A signal that fails
     counts under `failed`, gets an entry in `errors` and changes nothing, while the others are
-    still stored. When every signal fails, the answer is a 400 naming the first problem (or a
-    500 when the failure was the server's, which the client may retry). Unknown customers named
+    still stored. When every signal fails, the response is a 400 naming the first problem, or a
+    500 when the failure was the server's, which the client may retry. Unknown customers named
     by `externalCustomerId` are created; products are never created.
 
     Beyond the Paid API, a signal may carry a top-level `holdId`: the credit hold that it
