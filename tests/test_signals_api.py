@@ -469,6 +469,7 @@ def test_bad_timestamps_are_400(tenant):
     cases = {
         "yesterday": "must be an RFC 3339 date-time",
         "2026-01-31T23:00:00": "must include a timezone offset",
+        "0001-01-01T00:00:00+05:00": "is out of range",
     }
     for value, reason in cases.items():
         response = send(tenant, chat_message(timestamp=value))

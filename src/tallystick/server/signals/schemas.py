@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -112,14 +112,17 @@ class BulkSignalsIn(RequestModel):
 
 
 def parse_timestamp(value: str) -> datetime:
-    """Parse an RFC 3339 date-time that carries a timezone offset (``Z`` or ``+05:00``)."""
+    """Parse an RFC 3339 date-time that carries a timezone offset (``Z`` or ``+05:00``), as UTC."""
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError("must be an RFC 3339 date-time, such as 2026-01-31T23:00:00Z") from None
     if moment.tzinfo is None:
         raise ValueError("must include a timezone offset, such as Z or +05:00")
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range: in UTC it falls outside the years 1 to 9999") from None
 
 
 def parse_signal(raw: Any, index: int) -> SignalInput | SignalError:
