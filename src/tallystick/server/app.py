@@ -4,6 +4,7 @@ and OpenAPI document."""
 from __future__ import annotations
 
 import logging
+import secrets
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     for router in _api_routers():
         app.include_router(router, prefix=API_PREFIX)
+    _install_pages(app, settings)
     _install_trace_intake(app, settings)
     return app
 
@@ -106,6 +108,23 @@ def _api_routers() -> list[Any]:
     from tallystick.server.routers import all_routers
 
     return all_routers()
+
+
+def _install_pages(app: FastAPI, settings: Settings) -> None:
+    """Mount the server-rendered pages (such as /checkout/{id}) and their static files."""
+    from fastapi.staticfiles import StaticFiles
+
+    from tallystick.server.routers import page_routers
+    from tallystick.server.web import STATIC_DIR
+
+    if settings.secret_key is not None:
+        app.state.secret_key = settings.secret_key.get_secret_value()
+    else:
+        app.state.secret_key = secrets.token_urlsafe(32)
+        log.warning("settings.secret_key_missing", extra={"setting": "TALLYSTICK_SECRET_KEY"})
+    for router in page_routers():
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
 def _install_trace_intake(app: FastAPI, settings: Settings) -> None:

@@ -8,10 +8,19 @@ from fastapi import APIRouter
 def all_routers() -> list[APIRouter]:
     # Imported here so that importing the app module does not load every domain.
     from tallystick.server.catalog.routes import currencies_router, plans_router, products_router
+    from tallystick.server.checkout.routes import router as checkouts_router
     from tallystick.server.costs.routes import router as costs_router
     from tallystick.server.customers.routes import router as customers_router
     from tallystick.server.ledger.routes import router as ledger_router
+    from tallystick.server.orders.routes import invoices_router, orders_router
     from tallystick.server.signals.routes import router as signals_router
     from tallystick.server.webhooks.routes import router as webhooks_router
 
-    return [currencies_router, products_router, plans_router, customers_router, ledger_router, signals_router, costs_router, webhooks_router]
+    return [currencies_router, products_router, plans_router, customers_router, ledger_router, signals_router, costs_router, webhooks_router, checkouts_router, orders_router, invoices_router]
+
+
+def page_routers() -> list[APIRouter]:
+    """Routers of the server-rendered pages, mounted at the server root."""
+    from tallystick.server.checkout.pages import router as checkout_pages_router
+
+    return [checkout_pages_router]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_FILE = "tallystick.db"
@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     # Largest page a list endpoint returns, whatever `limit` the caller sends.
     max_page_size: int = 1000
     default_page_size: int = 50
+    # Secret that signs the hosted pages' form tokens. Every server process sharing a database
+    # needs the same value; when it is unset, each process draws a random one at start, so a
+    # form only works on the process that rendered it and until that process restarts.
+    secret_key: SecretStr | None = None
+    # Root URL at which buyers reach this server, such as https://billing.example.com; hosted
+    # page links start with it. Default: the root URL of the request that creates the link.
+    public_url: str | None = None
     # OTLP trace intake: the largest export body accepted, in bytes, checked before and after
     # decompression (the OTLP specification recommends 64 MiB), and how many exports are
     # handled at once before further ones get 503 with Retry-After.

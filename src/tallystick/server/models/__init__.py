@@ -9,6 +9,7 @@ from tallystick.server.models.catalog import (
     Product,
     ProductAttribute,
 )
+from tallystick.server.models.checkout import Checkout
 from tallystick.server.models.cost import CostAttributionClaim, CostRecord, PriceOverride
 from tallystick.server.models.customer import Customer
 from tallystick.server.models.event import OutboxEvent
@@ -18,6 +19,14 @@ from tallystick.server.models.ledger import (
     CreditHold,
     LedgerEntry,
     PendingConsumption,
+)
+from tallystick.server.models.order import (
+    Invoice,
+    InvoiceLine,
+    Order,
+    OrderLine,
+    Payment,
+    PaymentMethod,
 )
 from tallystick.server.models.organization import ApiKey, Organization
 from tallystick.server.models.signal import Signal
@@ -32,6 +41,7 @@ from tallystick.server.models.webhook import (
 __all__ = [
     "ApiKey",
     "Base",
+    "Checkout",
     "CostAttributionClaim",
     "CostRecord",
     "CreditAccount",
@@ -40,9 +50,15 @@ __all__ = [
     "CreditGrant",
     "CreditHold",
     "Customer",
+    "Invoice",
+    "InvoiceLine",
     "LedgerEntry",
+    "Order",
+    "OrderLine",
     "Organization",
     "OutboxEvent",
+    "Payment",
+    "PaymentMethod",
     "PendingConsumption",
     "Plan",
     "PlanAttribute",

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 22:14:57.133929
+Create Date: 2026-12-04 22:19:19.706953
 """
 
 from __future__ import annotations
@@ -344,6 +344,27 @@ def upgrade() -> None:
     with op.batch_alter_table('low_balance_thresholds', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_low_balance_thresholds_organization_id'), ['organization_id'], unique=False)
 
+    op.create_table('payment_methods',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('customer_id', sa.String(length=40), nullable=False),
+    sa.Column('provider', sa.String(length=32), nullable=False),
+    sa.Column('provider_method_id', sa.String(length=255), nullable=False),
+    sa.Column('type', sa.String(length=16), nullable=False),
+    sa.Column('brand', sa.String(length=32), nullable=True),
+    sa.Column('last4', sa.String(length=4), nullable=True),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_payment_methods_customer_id_customers')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_payment_methods_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_payment_methods')),
+    sa.UniqueConstraint('organization_id', 'provider', 'provider_method_id', name=op.f('uq_payment_methods_organization_id_provider_provider_method_id'))
+    )
+    with op.batch_alter_table('payment_methods', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_payment_methods_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_payment_methods_organization_id'), ['organization_id'], unique=False)
+
     op.create_table('plans',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('product_id', sa.String(length=40), nullable=False),
@@ -448,6 +469,54 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_credit_ledger_entries_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_credit_ledger_entries_signal_id'), ['signal_id'], unique=False)
 
+    op.create_table('orders',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('number', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=500), nullable=False),
+    sa.Column('customer_id', sa.String(length=40), nullable=False),
+    sa.Column('billing_customer_id', sa.String(length=40), nullable=True),
+    sa.Column('product_id', sa.String(length=40), nullable=True),
+    sa.Column('plan_id', sa.String(length=40), nullable=True),
+    sa.Column('checkout_id', sa.String(length=40), nullable=True),
+    sa.Column('external_id', sa.String(length=255), nullable=True),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('creation_state', sa.String(length=16), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('start_date', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('end_date', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('billing_anchor', sa.Integer(), nullable=False),
+    sa.Column('billing_frequency', sa.String(length=16), nullable=False),
+    sa.Column('billing_period_months', sa.Integer(), nullable=False),
+    sa.Column('subscription_terms', sa.Integer(), nullable=True),
+    sa.Column('payment_terms', sa.String(length=64), nullable=True),
+    sa.Column('period_amount', sa.BigInteger(), nullable=False),
+    sa.Column('payment_method_id', sa.String(length=40), nullable=True),
+    sa.Column('activated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('metadata', tallystick.server.models.types.JsonDocument(), nullable=True),
+    sa.Column('purchase_order_reference', sa.String(length=255), nullable=True),
+    sa.Column('auto_post_invoices', sa.Boolean(), nullable=False),
+    sa.Column('auto_send_billing_emails', sa.Boolean(), nullable=False),
+    sa.Column('auto_send_payment_emails', sa.Boolean(), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['billing_customer_id'], ['customers.id'], name=op.f('fk_orders_billing_customer_id_customers')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_orders_customer_id_customers')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_orders_organization_id_organizations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['payment_method_id'], ['payment_methods.id'], name=op.f('fk_orders_payment_method_id_payment_methods')),
+    sa.ForeignKeyConstraint(['plan_id'], ['plans.id'], name=op.f('fk_orders_plan_id_plans')),
+    sa.ForeignKeyConstraint(['product_id'], ['products.id'], name=op.f('fk_orders_product_id_products')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_orders')),
+    sa.UniqueConstraint('organization_id', 'number', name=op.f('uq_orders_organization_id_number'))
+    )
+    with op.batch_alter_table('orders', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_orders_checkout_id'), ['checkout_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_orders_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index('ix_orders_customer_product', ['organization_id', 'customer_id', 'product_id', 'status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_orders_organization_id'), ['organization_id'], unique=False)
+        batch_op.create_index('uq_orders_org_external_id', ['organization_id', 'external_id'], unique=True, sqlite_where=sa.text('external_id IS NOT NULL'), postgresql_where=sa.text('external_id IS NOT NULL'))
+
     op.create_table('plan_attributes',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('plan_id', sa.String(length=40), nullable=False),
@@ -490,6 +559,42 @@ def upgrade() -> None:
         batch_op.create_index('ix_webhook_delivery_attempts_delivery', ['delivery_id', 'started_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_webhook_delivery_attempts_organization_id'), ['organization_id'], unique=False)
 
+    op.create_table('checkouts',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('url', sa.String(length=2048), nullable=False),
+    sa.Column('products', tallystick.server.models.types.JsonDocument(), nullable=False),
+    sa.Column('customer_id', sa.String(length=40), nullable=True),
+    sa.Column('external_customer_id', sa.String(length=255), nullable=True),
+    sa.Column('success_url', sa.String(length=2048), nullable=False),
+    sa.Column('cancel_url', sa.String(length=2048), nullable=True),
+    sa.Column('expires_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('metadata', tallystick.server.models.types.JsonDocument(), nullable=True),
+    sa.Column('collect_address', sa.Boolean(), nullable=False),
+    sa.Column('collect_phone', sa.Boolean(), nullable=False),
+    sa.Column('single_use', sa.Boolean(), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=True),
+    sa.Column('allowed_currencies', tallystick.server.models.types.JsonDocument(), nullable=False),
+    sa.Column('custom_cards', tallystick.server.models.types.JsonDocument(), nullable=True),
+    sa.Column('payment_provider', sa.String(length=32), nullable=False),
+    sa.Column('order_id', sa.String(length=40), nullable=True),
+    sa.Column('selected_product_id', sa.String(length=40), nullable=True),
+    sa.Column('selected_plan_id', sa.String(length=40), nullable=True),
+    sa.Column('completed_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('archived_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('expired_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_checkouts_customer_id_customers')),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_checkouts_order_id_orders')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_checkouts_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_checkouts'))
+    )
+    with op.batch_alter_table('checkouts', schema=None) as batch_op:
+        batch_op.create_index('ix_checkouts_org_status', ['organization_id', 'status', 'created_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_checkouts_organization_id'), ['organization_id'], unique=False)
+
     op.create_table('credit_benefits',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('product_attribute_id', sa.String(length=40), nullable=True),
@@ -518,6 +623,66 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_credit_benefits_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_credit_benefits_plan_attribute_id'), ['plan_attribute_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_credit_benefits_product_attribute_id'), ['product_attribute_id'], unique=False)
+
+    op.create_table('invoices',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('number', sa.Integer(), nullable=False),
+    sa.Column('display_number', sa.String(length=32), nullable=False),
+    sa.Column('customer_id', sa.String(length=40), nullable=False),
+    sa.Column('order_id', sa.String(length=40), nullable=True),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('payment_status', sa.String(length=16), nullable=False),
+    sa.Column('source', sa.String(length=16), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('start_date', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('end_date', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('issue_date', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('posted_date', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('due_date', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('subtotal', sa.BigInteger(), nullable=False),
+    sa.Column('tax_amount', sa.BigInteger(), nullable=False),
+    sa.Column('total', sa.BigInteger(), nullable=False),
+    sa.Column('amount_paid', sa.BigInteger(), nullable=False),
+    sa.Column('paid_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('metadata', tallystick.server.models.types.JsonDocument(), nullable=True),
+    sa.Column('purchase_order_reference', sa.String(length=255), nullable=True),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_invoices_customer_id_customers')),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_invoices_order_id_orders')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_invoices_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_invoices')),
+    sa.UniqueConstraint('organization_id', 'number', name=op.f('uq_invoices_organization_id_number'))
+    )
+    with op.batch_alter_table('invoices', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_invoices_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_invoices_order_id'), ['order_id'], unique=False)
+        batch_op.create_index('ix_invoices_org_issue_date', ['organization_id', 'issue_date'], unique=False)
+        batch_op.create_index(batch_op.f('ix_invoices_organization_id'), ['organization_id'], unique=False)
+
+    op.create_table('order_lines',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('order_id', sa.String(length=40), nullable=False),
+    sa.Column('product_id', sa.String(length=40), nullable=False),
+    sa.Column('name', sa.String(length=500), nullable=False),
+    sa.Column('description', sa.String(length=5000), nullable=True),
+    sa.Column('line_type', sa.String(length=32), nullable=False),
+    sa.Column('start_date', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('end_date', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('attributes', tallystick.server.models.types.JsonDocument(), nullable=False),
+    sa.Column('position', sa.Integer(), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_order_lines_order_id_orders'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_order_lines_organization_id_organizations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['product_id'], ['products.id'], name=op.f('fk_order_lines_product_id_products')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_order_lines'))
+    )
+    with op.batch_alter_table('order_lines', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_order_lines_order_id'), ['order_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_order_lines_organization_id'), ['organization_id'], unique=False)
 
     op.create_table('signals',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -553,11 +718,80 @@ def upgrade() -> None:
         batch_op.create_index('ix_signals_org_trace_id', ['organization_id', 'trace_id'], unique=False, sqlite_where=sa.text('trace_id IS NOT NULL'), postgresql_where=sa.text('trace_id IS NOT NULL'))
         batch_op.create_index('ix_signals_product_id', ['product_id'], unique=False)
 
+    op.create_table('invoice_lines',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('invoice_id', sa.String(length=40), nullable=False),
+    sa.Column('order_id', sa.String(length=40), nullable=True),
+    sa.Column('order_line_id', sa.String(length=40), nullable=True),
+    sa.Column('product_attribute_id', sa.String(length=40), nullable=True),
+    sa.Column('description', sa.String(length=1000), nullable=False),
+    sa.Column('quantity', sa.Integer(), nullable=False),
+    sa.Column('unit_price', sa.BigInteger(), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('start_date', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('end_date', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('position', sa.Integer(), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['invoice_id'], ['invoices.id'], name=op.f('fk_invoice_lines_invoice_id_invoices'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_invoice_lines_order_id_orders')),
+    sa.ForeignKeyConstraint(['order_line_id'], ['order_lines.id'], name=op.f('fk_invoice_lines_order_line_id_order_lines')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_invoice_lines_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_invoice_lines'))
+    )
+    with op.batch_alter_table('invoice_lines', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_invoice_lines_invoice_id'), ['invoice_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_invoice_lines_organization_id'), ['organization_id'], unique=False)
+
+    op.create_table('payments',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('customer_id', sa.String(length=40), nullable=False),
+    sa.Column('invoice_id', sa.String(length=40), nullable=True),
+    sa.Column('order_id', sa.String(length=40), nullable=True),
+    sa.Column('checkout_id', sa.String(length=40), nullable=True),
+    sa.Column('payment_method_id', sa.String(length=40), nullable=True),
+    sa.Column('provider', sa.String(length=32), nullable=False),
+    sa.Column('provider_payment_id', sa.String(length=255), nullable=False),
+    sa.Column('idempotency_key', sa.String(length=255), nullable=True),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('paid_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_payments_customer_id_customers')),
+    sa.ForeignKeyConstraint(['invoice_id'], ['invoices.id'], name=op.f('fk_payments_invoice_id_invoices')),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_payments_order_id_orders')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_payments_organization_id_organizations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['payment_method_id'], ['payment_methods.id'], name=op.f('fk_payments_payment_method_id_payment_methods')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_payments')),
+    sa.UniqueConstraint('organization_id', 'provider', 'provider_payment_id', name=op.f('uq_payments_organization_id_provider_provider_payment_id'))
+    )
+    with op.batch_alter_table('payments', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_payments_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_payments_invoice_id'), ['invoice_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_payments_organization_id'), ['organization_id'], unique=False)
+        batch_op.create_index('uq_payments_org_idempotency_key', ['organization_id', 'idempotency_key'], unique=True, sqlite_where=sa.text('idempotency_key IS NOT NULL'), postgresql_where=sa.text('idempotency_key IS NOT NULL'))
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('payments', schema=None) as batch_op:
+        batch_op.drop_index('uq_payments_org_idempotency_key', sqlite_where=sa.text('idempotency_key IS NOT NULL'), postgresql_where=sa.text('idempotency_key IS NOT NULL'))
+        batch_op.drop_index(batch_op.f('ix_payments_organization_id'))
+        batch_op.drop_index(batch_op.f('ix_payments_invoice_id'))
+        batch_op.drop_index(batch_op.f('ix_payments_customer_id'))
+
+    op.drop_table('payments')
+    with op.batch_alter_table('invoice_lines', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_invoice_lines_organization_id'))
+        batch_op.drop_index(batch_op.f('ix_invoice_lines_invoice_id'))
+
+    op.drop_table('invoice_lines')
     with op.batch_alter_table('signals', schema=None) as batch_op:
         batch_op.drop_index('ix_signals_product_id')
         batch_op.drop_index('ix_signals_org_trace_id', sqlite_where=sa.text('trace_id IS NOT NULL'), postgresql_where=sa.text('trace_id IS NOT NULL'))
@@ -566,12 +800,29 @@ def downgrade() -> None:
         batch_op.drop_index('ix_signals_customer_occurred_at')
 
     op.drop_table('signals')
+    with op.batch_alter_table('order_lines', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_order_lines_organization_id'))
+        batch_op.drop_index(batch_op.f('ix_order_lines_order_id'))
+
+    op.drop_table('order_lines')
+    with op.batch_alter_table('invoices', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_invoices_organization_id'))
+        batch_op.drop_index('ix_invoices_org_issue_date')
+        batch_op.drop_index(batch_op.f('ix_invoices_order_id'))
+        batch_op.drop_index(batch_op.f('ix_invoices_customer_id'))
+
+    op.drop_table('invoices')
     with op.batch_alter_table('credit_benefits', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_credit_benefits_product_attribute_id'))
         batch_op.drop_index(batch_op.f('ix_credit_benefits_plan_attribute_id'))
         batch_op.drop_index(batch_op.f('ix_credit_benefits_organization_id'))
 
     op.drop_table('credit_benefits')
+    with op.batch_alter_table('checkouts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_checkouts_organization_id'))
+        batch_op.drop_index('ix_checkouts_org_status')
+
+    op.drop_table('checkouts')
     with op.batch_alter_table('webhook_delivery_attempts', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_webhook_delivery_attempts_organization_id'))
         batch_op.drop_index('ix_webhook_delivery_attempts_delivery')
@@ -583,6 +834,14 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_plan_attributes_event_name'))
 
     op.drop_table('plan_attributes')
+    with op.batch_alter_table('orders', schema=None) as batch_op:
+        batch_op.drop_index('uq_orders_org_external_id', sqlite_where=sa.text('external_id IS NOT NULL'), postgresql_where=sa.text('external_id IS NOT NULL'))
+        batch_op.drop_index(batch_op.f('ix_orders_organization_id'))
+        batch_op.drop_index('ix_orders_customer_product')
+        batch_op.drop_index(batch_op.f('ix_orders_customer_id'))
+        batch_op.drop_index(batch_op.f('ix_orders_checkout_id'))
+
+    op.drop_table('orders')
     with op.batch_alter_table('credit_ledger_entries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_credit_ledger_entries_signal_id'))
         batch_op.drop_index(batch_op.f('ix_credit_ledger_entries_organization_id'))
@@ -610,6 +869,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_plans_organization_id'))
 
     op.drop_table('plans')
+    with op.batch_alter_table('payment_methods', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_payment_methods_organization_id'))
+        batch_op.drop_index(batch_op.f('ix_payment_methods_customer_id'))
+
+    op.drop_table('payment_methods')
     with op.batch_alter_table('low_balance_thresholds', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_low_balance_thresholds_organization_id'))
 
