@@ -90,3 +90,26 @@ def test_signal_for_new_customer_leaves_credits_pending(tenant):
     pending = client.customers.list_customer_pending_credit_consumption_by_external_id("newcomer")
     assert pending.pagination.total == 1
     assert pending.data[0].credits_decimal == "1"
+
+
+def test_hold_then_signal_settles_hold(tenant):
+    client = tenant.paid()
+    create_guide_catalog(client)
+    client.customers.create_customer(name="Ada", external_id="ada")
+    client.customers.grant_customer_credits_by_external_id("ada", credit_currency_key="chat_credits", amount=2)
+    placed = tenant.http.post(
+        "/customers/external/ada/credits/holds", json={"creditCurrencyKey": "chat_credits", "amount": 1}
+    )
+    assert placed.status_code == 201, placed.text
+    hold_id = placed.json()["holdId"]
+
+    # paid-python models allow extra keys, so holdId travels as a top-level signal key.
+    response = client.signals.create_signals(signals=[chat_message("ada", holdId=hold_id)])
+
+    assert response.ingested == 1
+    hold = tenant.http.get(f"/credits/holds/{hold_id}").json()
+    assert hold["status"] == "settled"
+    [signal] = client.signals.list_signals().data
+    assert hold["settledSignalId"] == signal.id
+    [balance] = client.customers.get_customer_credit_balances_by_external_id("ada").data
+    assert balance.available == 1
