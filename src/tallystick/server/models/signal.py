@@ -72,9 +72,9 @@ class Signal(Base):
     product_attribute_id: Mapped[str | None] = mapped_column(
         String(40), ForeignKey("product_attributes.id")
     )
-    plan_attribute_id: Mapped[str | None] = mapped_column(
-        String(40), ForeignKey("plan_attributes.id")
-    )
+    # No foreign key: updating a plan replaces its plan attributes, and the signals rated by
+    # the old ones keep their ids.
+    plan_attribute_id: Mapped[str | None] = mapped_column(String(40))
     credit_currency_id: Mapped[str | None] = mapped_column(
         String(40), ForeignKey("credit_currencies.id")
     )

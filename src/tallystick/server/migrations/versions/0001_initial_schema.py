@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 22:19:19.706953
+Create Date: 2026-12-04 22:20:05.773183
 """
 
 from __future__ import annotations
@@ -541,6 +541,39 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_plan_attributes_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_plan_attributes_plan_id'), ['plan_id'], unique=False)
 
+    op.create_table('signals',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('customer_id', sa.String(length=40), nullable=False),
+    sa.Column('product_id', sa.String(length=40), nullable=True),
+    sa.Column('event_name', sa.String(length=255), nullable=False),
+    sa.Column('occurred_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('received_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('data', tallystick.server.models.types.JsonDocument(), nullable=True),
+    sa.Column('idempotency_key', sa.String(length=255), nullable=True),
+    sa.Column('external_customer_unit_id', sa.String(length=255), nullable=True),
+    sa.Column('trace_id', sa.String(length=32), nullable=True),
+    sa.Column('paid_scope_id', sa.BigInteger(), nullable=True),
+    sa.Column('product_attribute_id', sa.String(length=40), nullable=True),
+    sa.Column('plan_attribute_id', sa.String(length=40), nullable=True),
+    sa.Column('credit_currency_id', sa.String(length=40), nullable=True),
+    sa.Column('credits_consumed', tallystick.server.models.types.ScaledDecimal(places=9), nullable=False),
+    sa.Column('credits_pending', tallystick.server.models.types.ScaledDecimal(places=9), nullable=False),
+    sa.ForeignKeyConstraint(['credit_currency_id'], ['credit_currencies.id'], name=op.f('fk_signals_credit_currency_id_credit_currencies')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_signals_customer_id_customers')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_signals_organization_id_organizations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['product_attribute_id'], ['product_attributes.id'], name=op.f('fk_signals_product_attribute_id_product_attributes')),
+    sa.ForeignKeyConstraint(['product_id'], ['products.id'], name=op.f('fk_signals_product_id_products')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_signals')),
+    sa.UniqueConstraint('organization_id', 'idempotency_key', name=op.f('uq_signals_organization_id_idempotency_key'))
+    )
+    with op.batch_alter_table('signals', schema=None) as batch_op:
+        batch_op.create_index('ix_signals_customer_occurred_at', ['customer_id', 'occurred_at'], unique=False)
+        batch_op.create_index('ix_signals_org_occurred_at', ['organization_id', 'occurred_at'], unique=False)
+        batch_op.create_index('ix_signals_org_paid_scope_id', ['organization_id', 'paid_scope_id'], unique=False, sqlite_where=sa.text('paid_scope_id IS NOT NULL'), postgresql_where=sa.text('paid_scope_id IS NOT NULL'))
+        batch_op.create_index('ix_signals_org_trace_id', ['organization_id', 'trace_id'], unique=False, sqlite_where=sa.text('trace_id IS NOT NULL'), postgresql_where=sa.text('trace_id IS NOT NULL'))
+        batch_op.create_index('ix_signals_product_id', ['product_id'], unique=False)
+
     op.create_table('webhook_delivery_attempts',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('delivery_id', sa.String(length=40), nullable=False),
@@ -684,40 +717,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_order_lines_order_id'), ['order_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_order_lines_organization_id'), ['organization_id'], unique=False)
 
-    op.create_table('signals',
-    sa.Column('id', sa.String(length=40), nullable=False),
-    sa.Column('organization_id', sa.String(length=40), nullable=False),
-    sa.Column('customer_id', sa.String(length=40), nullable=False),
-    sa.Column('product_id', sa.String(length=40), nullable=True),
-    sa.Column('event_name', sa.String(length=255), nullable=False),
-    sa.Column('occurred_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
-    sa.Column('received_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
-    sa.Column('data', tallystick.server.models.types.JsonDocument(), nullable=True),
-    sa.Column('idempotency_key', sa.String(length=255), nullable=True),
-    sa.Column('external_customer_unit_id', sa.String(length=255), nullable=True),
-    sa.Column('trace_id', sa.String(length=32), nullable=True),
-    sa.Column('paid_scope_id', sa.BigInteger(), nullable=True),
-    sa.Column('product_attribute_id', sa.String(length=40), nullable=True),
-    sa.Column('plan_attribute_id', sa.String(length=40), nullable=True),
-    sa.Column('credit_currency_id', sa.String(length=40), nullable=True),
-    sa.Column('credits_consumed', tallystick.server.models.types.ScaledDecimal(places=9), nullable=False),
-    sa.Column('credits_pending', tallystick.server.models.types.ScaledDecimal(places=9), nullable=False),
-    sa.ForeignKeyConstraint(['credit_currency_id'], ['credit_currencies.id'], name=op.f('fk_signals_credit_currency_id_credit_currencies')),
-    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_signals_customer_id_customers')),
-    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_signals_organization_id_organizations'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['plan_attribute_id'], ['plan_attributes.id'], name=op.f('fk_signals_plan_attribute_id_plan_attributes')),
-    sa.ForeignKeyConstraint(['product_attribute_id'], ['product_attributes.id'], name=op.f('fk_signals_product_attribute_id_product_attributes')),
-    sa.ForeignKeyConstraint(['product_id'], ['products.id'], name=op.f('fk_signals_product_id_products')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_signals')),
-    sa.UniqueConstraint('organization_id', 'idempotency_key', name=op.f('uq_signals_organization_id_idempotency_key'))
-    )
-    with op.batch_alter_table('signals', schema=None) as batch_op:
-        batch_op.create_index('ix_signals_customer_occurred_at', ['customer_id', 'occurred_at'], unique=False)
-        batch_op.create_index('ix_signals_org_occurred_at', ['organization_id', 'occurred_at'], unique=False)
-        batch_op.create_index('ix_signals_org_paid_scope_id', ['organization_id', 'paid_scope_id'], unique=False, sqlite_where=sa.text('paid_scope_id IS NOT NULL'), postgresql_where=sa.text('paid_scope_id IS NOT NULL'))
-        batch_op.create_index('ix_signals_org_trace_id', ['organization_id', 'trace_id'], unique=False, sqlite_where=sa.text('trace_id IS NOT NULL'), postgresql_where=sa.text('trace_id IS NOT NULL'))
-        batch_op.create_index('ix_signals_product_id', ['product_id'], unique=False)
-
     op.create_table('invoice_lines',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('invoice_id', sa.String(length=40), nullable=False),
@@ -792,14 +791,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_invoice_lines_invoice_id'))
 
     op.drop_table('invoice_lines')
-    with op.batch_alter_table('signals', schema=None) as batch_op:
-        batch_op.drop_index('ix_signals_product_id')
-        batch_op.drop_index('ix_signals_org_trace_id', sqlite_where=sa.text('trace_id IS NOT NULL'), postgresql_where=sa.text('trace_id IS NOT NULL'))
-        batch_op.drop_index('ix_signals_org_paid_scope_id', sqlite_where=sa.text('paid_scope_id IS NOT NULL'), postgresql_where=sa.text('paid_scope_id IS NOT NULL'))
-        batch_op.drop_index('ix_signals_org_occurred_at')
-        batch_op.drop_index('ix_signals_customer_occurred_at')
-
-    op.drop_table('signals')
     with op.batch_alter_table('order_lines', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_order_lines_organization_id'))
         batch_op.drop_index(batch_op.f('ix_order_lines_order_id'))
@@ -828,6 +819,14 @@ def downgrade() -> None:
         batch_op.drop_index('ix_webhook_delivery_attempts_delivery')
 
     op.drop_table('webhook_delivery_attempts')
+    with op.batch_alter_table('signals', schema=None) as batch_op:
+        batch_op.drop_index('ix_signals_product_id')
+        batch_op.drop_index('ix_signals_org_trace_id', sqlite_where=sa.text('trace_id IS NOT NULL'), postgresql_where=sa.text('trace_id IS NOT NULL'))
+        batch_op.drop_index('ix_signals_org_paid_scope_id', sqlite_where=sa.text('paid_scope_id IS NOT NULL'), postgresql_where=sa.text('paid_scope_id IS NOT NULL'))
+        batch_op.drop_index('ix_signals_org_occurred_at')
+        batch_op.drop_index('ix_signals_customer_occurred_at')
+
+    op.drop_table('signals')
     with op.batch_alter_table('plan_attributes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_plan_attributes_plan_id'))
         batch_op.drop_index(batch_op.f('ix_plan_attributes_organization_id'))
