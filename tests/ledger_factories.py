@@ -92,6 +92,7 @@ def available(store, account: Account, at: datetime | None = None) -> Decimal:  
 class LedgerTotals:
     granted: Decimal  # grant and positive adjustment entries in effect by now
     consumed: Decimal  # spend and negative adjustment entries, as a positive number
+    spent: Decimal  # spend entries alone, as a positive number
     expired: Decimal  # expiry entries, as a positive number
     held: Decimal  # reserved by active, unexpired holds
     pending: Decimal  # unsettled pending consumption
@@ -113,6 +114,7 @@ def ledger_totals(store, account: Account, at: datetime) -> LedgerTotals:  # typ
     with store.read_sessions() as session:
         granted = entry_sum(session, LedgerEntry.amount > 0, LedgerEntry.effective_at <= at)
         consumed = -entry_sum(session, LedgerEntry.entry_type.in_(("spend", "adjustment")), LedgerEntry.amount < 0)
+        spent = -entry_sum(session, LedgerEntry.entry_type == "spend")
         expired = -entry_sum(session, LedgerEntry.entry_type == "expiry")
         holds = session.scalars(
             select(CreditHold).where(
@@ -132,6 +134,7 @@ def ledger_totals(store, account: Account, at: datetime) -> LedgerTotals:  # typ
     return LedgerTotals(
         granted=granted,
         consumed=consumed,
+        spent=spent,
         expired=expired,
         held=sum((hold.reserved for hold in holds), Decimal(0)),
         pending=sum((row.remaining for row in pending), Decimal(0)),

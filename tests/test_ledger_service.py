@@ -110,23 +110,25 @@ def test_uncovered_consumption_becomes_pending(store, account):
 
 
 def test_next_grant_settles_pending_oldest_first(store, account):
-    consume(store, account, "2", signal_id="sig_late", occurred_at=START + timedelta(minutes=5))
-    consume(store, account, "3", signal_id="sig_early", occurred_at=START - timedelta(minutes=5))
+    consume(store, account, "3", signal_id="sig_first")
+    advance(seconds=1)
+    # Recorded later, so settled later, even though it happened earlier.
+    consume(store, account, "2", signal_id="sig_backdated", occurred_at=START - timedelta(hours=1))
     assert available(store, account) == 0
 
     grant(store, account, "4")
 
-    early, late = sorted(pending_rows(store, account), key=lambda row: row.occurred_at)
-    assert early.signal_id == "sig_early"
-    assert early.remaining == 0
-    assert early.settled_at is not None
-    assert late.signal_id == "sig_late"
-    assert late.remaining == Decimal(1)
-    assert late.settled_at is None
+    first, backdated = pending_rows(store, account)
+    assert first.signal_id == "sig_first"
+    assert first.remaining == 0
+    assert first.settled_at is not None
+    assert backdated.signal_id == "sig_backdated"
+    assert backdated.remaining == Decimal(1)
+    assert backdated.settled_at is None
     settled = entries(store, account, entry_type="spend")
     assert [(entry.signal_id, entry.amount) for entry in settled] == [
-        ("sig_early", Decimal(-3)),
-        ("sig_late", Decimal(-1)),
+        ("sig_first", Decimal(-3)),
+        ("sig_backdated", Decimal(-1)),
     ]
     assert all(entry.pending_consumption_id is not None for entry in settled)
     assert available(store, account) == 0

@@ -112,12 +112,12 @@ def active_holds(
 def unsettled_pending(
     session: Session, organization_id: str, customer_id: str, currency_id: str
 ) -> list[PendingConsumption]:
-    """Load unsettled pending consumption in settlement order: oldest occurrence first."""
+    """Load unsettled pending consumption in settlement order: first recorded, first settled."""
     statement = (
         select(PendingConsumption)
         .where(*_account_filter(PendingConsumption, organization_id, customer_id, currency_id))
         .where(PendingConsumption.settled_at.is_(None))
-        .order_by(PendingConsumption.occurred_at, PendingConsumption.sequence)
+        .order_by(PendingConsumption.sequence)
         .execution_options(populate_existing=True)
     )
     return list(session.scalars(statement))
@@ -216,9 +216,5 @@ def pending_statement(organization_id: str, customer_id: str) -> Select[tuple[Pe
             PendingConsumption.customer_id == customer_id,
             PendingConsumption.settled_at.is_(None),
         )
-        .order_by(
-            PendingConsumption.occurred_at,
-            PendingConsumption.sequence,
-            PendingConsumption.id,
-        )
+        .order_by(PendingConsumption.created_at, PendingConsumption.sequence, PendingConsumption.id)
     )

@@ -301,8 +301,8 @@ def _pending(session: Session, customer: Customer, page: Page) -> PendingConsump
 
 _PENDING_DOC = """\
 List the customer's unsettled pending consumption: credits that signals consumed while no
-grant could cover them. Listed in settlement order (oldest occurrence first); the next grant
-settles them in this order. `credits`/`creditsDecimal` are the part still unsettled.
+grant could cover them. Listed in settlement order (first recorded first), which is the
+order in which the next grants settle them. `credits`/`creditsDecimal` are the part still unsettled.
 """
 
 

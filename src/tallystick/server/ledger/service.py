@@ -5,7 +5,7 @@ Every write for one (organization, customer, credit currency) first locks that a
 across threads and across server processes sharing one database. Each write then, in order:
 1. sweeps what expired by now: writes an expiry entry for each expired grant's unused remainder,
    ends expired holds, and cuts holds down to what the remaining grants can back;
-2. settles unsettled pending consumption, oldest first, from the available credits;
+2. settles unsettled pending consumption from the available credits, first recorded first;
 3. does its own work (consume, grant, hold, release, adjust).
 Functions here only flush: the caller owns the transaction. Grant eligibility and expiry are
 judged at the clock's now (processing time), never at a signal's `occurred_at`, so a backdated
@@ -321,7 +321,7 @@ class _LockedAccount:
             excess -= cut
 
     def settle_pending(self) -> None:
-        """Draw free credits for unsettled pending consumption, oldest occurrence first."""
+        """Draw free credits for unsettled pending consumption, first recorded first."""
         free = self.available()
         if free <= 0:
             return
@@ -586,6 +586,18 @@ def debit(
         raise bad_request("amount", f"only {free} credits are available to remove", str(amount))
     state.draw(amount, entry_type="adjustment", description=description)
     return state.finish("adjustment")
+
+
+def sweep_account(
+    session: Session, *, organization_id: str, customer_id: str, currency_id: str
+) -> Decimal:
+    """Record expiries due by now, end expired holds and settle pending consumption.
+
+    Every ledger write does this first anyway; calling it alone brings the stored rows up to
+    date for an account that nothing else touches. Returns the available credits.
+    """
+    state = _open_account(session, organization_id, customer_id, currency_id)
+    return state.finish("sweep")
 
 
 def place_hold(

@@ -130,7 +130,8 @@ class PendingConsumption(OrgScopedMixin, Base):
     """Consumption that no grant covered when it was recorded; settled oldest first by new grants.
 
     `remaining` is the part still unsettled (a cache of `amount` minus the spend entries that
-    name this row). Settlement order is `occurred_at`, then `sequence`.
+    name this row). Rows settle first in, first out, by `sequence`: a backdated signal recorded
+    later does not overtake consumption already waiting.
     """
 
     __tablename__ = "credit_pending_consumptions"
