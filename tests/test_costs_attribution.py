@@ -242,3 +242,24 @@ def test_unpriced_cost_makes_status_partial(tenant, store):
 
     (signal,) = _signals(tenant)
     assert signal["cost"] == {"amount": usd(CALL_COST), "currency": "USD", "status": "partial"}
+
+
+def test_concurrent_signal_and_costs_always_link(tenant, store):
+    """Signal spans and their LLM spans sent at the same moment, in separate exports, still link."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _product(tenant)
+    trace_ids = [new_trace_id() for _ in range(12)]
+    jobs = []
+    for trace_id in trace_ids:
+        jobs.append([_signal_span(trace_id)])
+        jobs.append([_llm_span(trace_id)])
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        responses = list(pool.map(lambda spans: send_spans(tenant, *spans), jobs))
+
+    assert all(response.status_code == 200 for response in responses)
+    records = cost_rows(store, tenant.organization_id)
+    assert len(records) == len(trace_ids)
+    assert all(record.signal_id is not None for record in records)
+    assert len({record.signal_id for record in records}) == len(trace_ids)
