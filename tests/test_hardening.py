@@ -104,3 +104,57 @@ def test_readyz_fails_without_database(tmp_path):
         response = httpx.get(running.root + "/readyz")
     assert response.status_code == 503
     assert response.json()["code"] == "not_ready"
+
+
+def metric_value(server, name: str, **labels: str) -> float:  # type: ignore[no-untyped-def]
+    """Read one sample of the server's /metrics page; 0 when the series does not exist yet."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(server.root + "/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(key) == value for key, value in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def test_metrics_count_signals_and_credits(tenant, store, server):
+    from tests.test_signals_api import chat_message, create_catalog, create_customer, grant_credits, send
+
+    catalog = create_catalog(store, tenant.organization_id, credit_cost="1.5")
+    customer_id = create_customer(store, tenant.organization_id, "user-1")
+    grant_credits(store, catalog, customer_id, "10")
+    ingested_before = metric_value(server, "tallystick_signals_ingested_total")
+    failed_before = metric_value(server, "tallystick_signals_failed_total")
+    credits_before = metric_value(server, "tallystick_credits_consumed_total", currency_key="chat_credits")
+
+    first = send(tenant, chat_message(idempotencyKey="m1"), chat_message(idempotencyKey="m2"))
+    repeated = send(tenant, chat_message(idempotencyKey="m1"))
+    invalid = send(tenant, chat_message(attribution={"externalProductId": "no-such-product"}))
+
+    assert first.json()["ingested"] == 2
+    assert repeated.json()["duplicates"] == 1
+    assert invalid.json()["failed"] == 1
+    # Duplicates are not counted; the metric counts signals stored.
+    assert metric_value(server, "tallystick_signals_ingested_total") - ingested_before == 2
+    assert metric_value(server, "tallystick_signals_failed_total") - failed_before == 1
+    consumed = metric_value(server, "tallystick_credits_consumed_total", currency_key="chat_credits")
+    assert consumed - credits_before == 3.0
+
+
+def test_count_after_commit_skips_rolled_back_work(store):
+    from prometheus_client import CollectorRegistry, Counter
+    from sqlalchemy import text
+
+    from tallystick.server.observability import count_after_commit
+
+    counter = Counter("test_rolled_back_total", "A counter for this test.", registry=CollectorRegistry())
+    with store.sessions() as session:
+        session.execute(text("SELECT 1"))
+        count_after_commit(session, counter, 5)
+        session.rollback()
+        with session.begin_nested():
+            count_after_commit(session, counter, 2)
+        assert counter._value.get() == 0
+        session.commit()
+    assert counter._value.get() == 2

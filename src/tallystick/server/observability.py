@@ -10,6 +10,8 @@ import uuid
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from sqlalchemy import event
+from sqlalchemy.orm import Session, SessionTransaction
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -110,6 +112,45 @@ class RequestContextMiddleware:
             HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
             HTTP_LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
             request_id_var.reset(token)
+
+
+_PENDING_COUNTS = "metrics_pending_counts"
+
+
+def count_after_commit(session: Session, counter: Counter, amount: float = 1) -> None:
+    """Add `amount` to `counter` when the session's transaction commits, and never if it rolls back.
+
+    Counting at commit keeps retried transactions (deadlocks, serialization failures) from
+    counting their work twice. Pass a labelled child, such as ``CREDITS_CONSUMED.labels(key)``.
+    Work undone by rolling back a savepoint is still counted once the outer transaction commits.
+    """
+    if amount <= 0:
+        return
+    pending = session.info.get(_PENDING_COUNTS)
+    if pending is None:
+        pending = session.info[_PENDING_COUNTS] = []
+        event.listen(session, "after_commit", _apply_pending_counts)
+        event.listen(session, "after_transaction_end", _drop_pending_counts)
+    pending.append((counter, amount))
+
+
+def _apply_pending_counts(session: Session) -> None:
+    # Releasing a savepoint fires after_commit too; only the outer commit counts.
+    if session.in_nested_transaction():
+        return
+    pending = session.info.get(_PENDING_COUNTS) or []
+    for counter, amount in pending:
+        counter.inc(amount)
+    pending.clear()
+
+
+def _drop_pending_counts(session: Session, transaction: SessionTransaction) -> None:
+    # Runs after _apply_pending_counts on commit; on rollback the counts are dropped unapplied.
+    if transaction.nested or transaction.parent is not None:
+        return
+    pending = session.info.get(_PENDING_COUNTS)
+    if pending:
+        pending.clear()
 
 
 def metrics_response_body() -> tuple[bytes, str]:

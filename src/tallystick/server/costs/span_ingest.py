@@ -36,6 +36,7 @@ from tallystick.server.costs.otlp_decoding import SpanView
 from tallystick.server.costs.pricing import price_usage
 from tallystick.server.costs.records import cost_row
 from tallystick.server.costs.signal_costs import attach_costs_to_signals
+from tallystick.server.observability import SPANS_PRICED, SPANS_UNPRICED, count_after_commit
 from tallystick.server.signals import service as signals
 from tallystick.server.signals.schemas import SignalInput
 
@@ -234,6 +235,10 @@ def _store_costs(
             )
         )
     inserted = repository.insert_cost_rows(session, rows)
+    new_ids = {cost.id for cost in inserted}
+    priced = sum(row["id"] in new_ids and row["cost_status"] == "priced" for row in rows)
+    count_after_commit(session, SPANS_PRICED, priced)
+    count_after_commit(session, SPANS_UNPRICED, len(inserted) - priced)
     result.costs_stored += len(inserted)
     result.costs_duplicate += len(rows) - len(inserted)
     return inserted

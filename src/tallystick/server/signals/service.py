@@ -45,7 +45,13 @@ from tallystick.server.customers.service import get_or_create_by_external_id, li
 from tallystick.server.errors import ApiError
 from tallystick.server.ids import new_id
 from tallystick.server.ledger import service as ledger
-from tallystick.server.models import CreditHold, Customer, Product
+from tallystick.server.observability import (
+    CREDITS_CONSUMED,
+    SIGNALS_FAILED,
+    SIGNALS_INGESTED,
+    count_after_commit,
+)
+from tallystick.server.models import CreditCurrency, CreditHold, Customer, Product
 from tallystick.server.models.signal import Signal
 from tallystick.server.settings import get_settings
 from tallystick.server.signals import queries
@@ -197,6 +203,7 @@ def ingest_signals(
     finished = [outcome for outcome in outcomes if outcome is not None]
     assert len(finished) == len(items), "every signal must get an outcome"
     _log_batch(organization_id, finished)
+    _count_batch(session, finished)
     return finished
 
 
@@ -621,3 +628,23 @@ def _log_batch(organization_id: str, outcomes: list[SignalOutcome]) -> None:
             "failed": counts["failed"],
         },
     )
+
+
+def _count_batch(session: Session, outcomes: list[SignalOutcome]) -> None:
+    """Add the batch to the signal and credit metrics; stored work counts once it commits."""
+    count_after_commit(session, SIGNALS_INGESTED, sum(outcome.status == "ingested" for outcome in outcomes))
+    # Rejections count at once: a batch whose signals all fail is rolled back.
+    SIGNALS_FAILED.inc(sum(outcome.status == "failed" for outcome in outcomes))
+
+    consumed: dict[str, Decimal] = {}
+    for outcome in outcomes:
+        if outcome.credit_currency_id is not None and outcome.credits_consumed > 0:
+            total = consumed.get(outcome.credit_currency_id, Decimal(0))
+            consumed[outcome.credit_currency_id] = total + outcome.credits_consumed
+    if not consumed:
+        return
+    rows = session.execute(select(CreditCurrency.id, CreditCurrency.key).where(CreditCurrency.id.in_(consumed)))
+    keys = {currency_id: key for currency_id, key in rows}
+    for currency_id, amount in consumed.items():
+        # Prometheus counters are floats; the ledger keeps the exact amounts.
+        count_after_commit(session, CREDITS_CONSUMED.labels(keys.get(currency_id, "unknown")), float(amount))

@@ -14,6 +14,7 @@ import httpcore
 
 from tallystick import __version__
 from tallystick.server import clock
+from tallystick.server.observability import WEBHOOK_FAILURES
 from tallystick.server.webhooks.targets import PublicOnlyNetworkBackend
 from tallystick.webhooks import SIGNATURE_HEADER, sign_webhook_payload
 
@@ -125,6 +126,8 @@ class WebhookSender:
         # Once a status arrived it decides the outcome, even if closing the stream failed.
         if status is not None:
             error = None if 200 <= status < 300 else f"receiver responded with HTTP {status}"
+        if error is not None:
+            WEBHOOK_FAILURES.inc()
         return SendResult(
             started_at=started_at,
             response_status=status,
