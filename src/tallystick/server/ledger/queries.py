@@ -82,9 +82,18 @@ def _account_filter(model, organization_id: str, customer_id: str, currency_id: 
 
 
 def open_grants(
-    session: Session, organization_id: str, customer_id: str, currency_id: str
+    session: Session,
+    organization_id: str,
+    customer_id: str,
+    currency_id: str,
+    *,
+    with_credits_only: bool = False,
 ) -> list[CreditGrant]:
-    """Load the account's grants that may still hold credits (not yet swept as expired)."""
+    """Load the account's grants not yet swept as expired.
+
+    `with_credits_only` leaves out grants whose credits are all used, which writes never need;
+    balance reads keep them, since they count in a pool's total and used credits.
+    """
     statement = (
         select(CreditGrant)
         .where(*_account_filter(CreditGrant, organization_id, customer_id, currency_id))
@@ -92,6 +101,8 @@ def open_grants(
         .order_by(CreditGrant.sequence)
         .execution_options(populate_existing=True)
     )
+    if with_credits_only:
+        statement = statement.where(CreditGrant.remaining > 0)
     return list(session.scalars(statement))
 
 

@@ -387,7 +387,9 @@ def _open_account(
         session=session,
         account=account,
         now=clock.now(),
-        grants=queries.open_grants(session, organization_id, customer_id, currency_id),
+        grants=queries.open_grants(
+            session, organization_id, customer_id, currency_id, with_credits_only=True
+        ),
         holds=queries.active_holds(session, organization_id, customer_id, currency_id),
     )
     # What the previous write left, by stored state: expiries not yet swept still count here.

@@ -81,7 +81,8 @@ class CreditGrant(OrgScopedMixin, Base):
     period_start: Mapped[datetime | None]
     period_end: Mapped[datetime | None]
     description: Mapped[str | None] = mapped_column(String(500))
-    # Set when the expiry entry for the unused remainder has been written.
+    # Set to expires_at once the expiry entry for the unused remainder is written. A grant used up
+    # before it expired keeps None, since it has nothing left to expire.
     expired_at: Mapped[datetime | None]
     sequence: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
