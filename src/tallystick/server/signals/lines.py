@@ -1,9 +1,10 @@
-"""Which prepaid-credits pricing line rates a signal.
+"""Selection of the prepaid-credits pricing line that rates each signal.
 
 A signal is rated by the line of its product whose event name equals the signal's, among the
 UsagePrepaidCredits and UsageBracketedPrepaidCredits lines. When the customer has an active
-order for that product, the order's plan line for the event wins over the product's. When a
-product has several such lines for one event name, the first by position is used.
+order for that product, the line the order was sold with (the plan's line, as copied onto the
+order line when the order was created) wins over the product's current line. When several
+lines match one event name, the first by position is used.
 
 A signal without attribution is rated by the organization's line for its event name when
 exactly one line matches among the products that are not archived. That line's product then
@@ -19,8 +20,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tallystick.server.models import Plan, PlanAttribute, Product, ProductAttribute
-from tallystick.server.signals.rating import PREPAID_CREDIT_TYPES, PricingLine
+from tallystick.server.models import Order, OrderLine, Product, ProductAttribute
+from tallystick.server.signals.rating import PREPAID_CREDIT_TYPES, PricingLine, to_decimal
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class LineMatch:
     line: PricingLine | None
     # The signal's product: its attribution, or the product of the one line that matched.
     product_id: str | None
-    # The active order whose plan line rated the signal, if any.
+    # The customer's active order for the product, if any. Its line for the event, when it
+    # has one, is the `line` above.
     order_id: str | None
 
 
@@ -68,7 +70,6 @@ def match_lines(session: Session, organization_id: str, lookups: Sequence[LineLo
         if lookup.customer_id and product_id
     }
     orders = find_active_orders(session, organization_id, pairs) if pairs else {}
-    plan_lines = _plan_lines(session, organization_id, {plan_id for _, plan_id in orders.values()}, event_names)
 
     matches = []
     for lookup, product_id in zip(lookups, product_ids, strict=True):
@@ -80,22 +81,76 @@ def match_lines(session: Session, organization_id: str, lookups: Sequence[LineLo
         if order is None:
             matches.append(LineMatch(product_line, product_id, None))
             continue
-        order_id, plan_id = order
-        plan_line = plan_lines.get((plan_id, lookup.event_name))
-        matches.append(LineMatch(plan_line or product_line, product_id, order_id))
+        order_line = order.lines.get(lookup.event_name)
+        matches.append(LineMatch(order_line or product_line, product_id, order.order_id))
     return matches
+
+
+@dataclass(frozen=True)
+class ActiveOrder:
+    order_id: str
+    # The prepaid-credits lines the order was sold with, by event name.
+    lines: dict[str, PricingLine]
 
 
 def find_active_orders(
     session: Session, organization_id: str, pairs: set[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[str, str]]:
-    """Return (order id, plan id) of the active order of each (customer id, product id) pair.
+) -> dict[tuple[str, str], ActiveOrder]:
+    """Return the active order of each (customer id, product id) pair that has one.
 
-    This is the seam between rating and orders: the plan lines of a customer's active order
-    rate its signals before the product's lines do.
+    When a customer has several active orders for one product, the one that started last wins.
     """
-    # TODO: look up active orders here once the orders package stores them.
-    return {}
+    customer_ids = {customer_id for customer_id, _ in pairs}
+    product_ids = {product_id for _, product_id in pairs}
+    rows = session.execute(
+        select(Order.id, Order.customer_id, OrderLine.product_id, OrderLine.attributes)
+        .join(OrderLine, OrderLine.order_id == Order.id)
+        .where(
+            Order.organization_id == organization_id,
+            Order.status == "active",
+            Order.customer_id.in_(customer_ids),
+            OrderLine.product_id.in_(product_ids),
+        )
+        .order_by(Order.start_date.desc(), Order.id, OrderLine.position)
+    )
+
+    orders: dict[tuple[str, str], ActiveOrder] = {}
+    for order_id, customer_id, product_id, attributes in rows:
+        key = (customer_id, product_id)
+        if key not in pairs:
+            continue
+        order = orders.setdefault(key, ActiveOrder(order_id, {}))
+        if order.order_id != order_id:
+            continue
+        for attribute in attributes or []:
+            line = _sold_line(product_id, attribute)
+            if line is not None:
+                order.lines.setdefault(line.event_name, line)
+    return orders
+
+
+def _sold_line(product_id: str, attribute: Any) -> PricingLine | None:
+    """Build the pricing line from one attribute of an order line, if it spends credits.
+
+    The copy keeps the wire pricing object, whose creditCost is a JSON number.
+    """
+    pricing = attribute.get("pricing") if isinstance(attribute, dict) else None
+    if not isinstance(pricing, dict) or pricing.get("pricingType") not in PREPAID_CREDIT_TYPES:
+        return None
+    event_name = pricing.get("eventName")
+    if not isinstance(event_name, str):
+        return None
+    credit_cost = pricing.get("creditCost")
+    return PricingLine(
+        product_id=product_id,
+        product_attribute_id=attribute.get("productAttributeId"),
+        plan_attribute_id=attribute.get("planAttributeId"),
+        event_name=event_name,
+        pricing_type=pricing["pricingType"],
+        currency_id=pricing.get("creditsCurrencyId"),
+        credit_cost=to_decimal(credit_cost) if credit_cost is not None else None,
+        pricing=pricing,
+    )
 
 
 _LINE_COLUMNS = (
@@ -109,13 +164,12 @@ _LINE_COLUMNS = (
 )
 
 
-def _prepaid_filter(
-    model: type[ProductAttribute] | type[PlanAttribute], organization_id: str, event_names: set[str]
-) -> list[Any]:
+def _prepaid_filter(organization_id: str, event_names: set[str]) -> list[Any]:
     return [
-        model.organization_id == organization_id,
-        model.event_name.in_(event_names),
-        model.pricing_type.in_(PREPAID_CREDIT_TYPES),
+        ProductAttribute.organization_id == organization_id,
+        ProductAttribute.event_name.in_(event_names),
+        ProductAttribute.pricing_type.in_(PREPAID_CREDIT_TYPES),
+        ProductAttribute.active.is_(True),
     ]
 
 
@@ -128,9 +182,8 @@ def _product_lines(
     rows = session.execute(
         select(*_LINE_COLUMNS)
         .where(
-            *_prepaid_filter(ProductAttribute, organization_id, event_names),
+            *_prepaid_filter(organization_id, event_names),
             ProductAttribute.product_id.in_(product_ids),
-            ProductAttribute.active.is_(True),
         )
         .order_by(ProductAttribute.position, ProductAttribute.id)
     )
@@ -147,8 +200,7 @@ def _lines_by_event_name(session: Session, organization_id: str, event_names: se
         select(*_LINE_COLUMNS)
         .join(Product, Product.id == ProductAttribute.product_id)
         .where(
-            *_prepaid_filter(ProductAttribute, organization_id, event_names),
-            ProductAttribute.active.is_(True),
+            *_prepaid_filter(organization_id, event_names),
             Product.archived_at.is_(None),
         )
         .order_by(ProductAttribute.position, ProductAttribute.id)
@@ -157,47 +209,6 @@ def _lines_by_event_name(session: Session, organization_id: str, event_names: se
     for row in rows:
         line = _product_line(row)
         lines.setdefault(line.event_name, []).append(line)
-    return lines
-
-
-def _plan_lines(
-    session: Session, organization_id: str, plan_ids: set[str], event_names: set[str]
-) -> dict[tuple[str, str], PricingLine]:
-    """Return the first prepaid line by position per (plan id, event name)."""
-    if not plan_ids:
-        return {}
-    rows = session.execute(
-        select(
-            PlanAttribute.id,
-            PlanAttribute.plan_id,
-            PlanAttribute.product_attribute_id,
-            Plan.product_id,
-            PlanAttribute.event_name,
-            PlanAttribute.pricing_type,
-            PlanAttribute.credits_currency_id,
-            PlanAttribute.credit_cost,
-            PlanAttribute.pricing,
-        )
-        .join(Plan, Plan.id == PlanAttribute.plan_id)
-        .where(
-            *_prepaid_filter(PlanAttribute, organization_id, event_names),
-            PlanAttribute.plan_id.in_(plan_ids),
-        )
-        .order_by(PlanAttribute.position, PlanAttribute.id)
-    )
-    lines: dict[tuple[str, str], PricingLine] = {}
-    for row in rows:
-        line = PricingLine(
-            product_id=row.product_id,
-            product_attribute_id=row.product_attribute_id,
-            plan_attribute_id=row.id,
-            event_name=row.event_name or "",
-            pricing_type=row.pricing_type or "",
-            currency_id=row.credits_currency_id,
-            credit_cost=row.credit_cost,
-            pricing=row.pricing or {},
-        )
-        lines.setdefault((row.plan_id, line.event_name), line)
     return lines
 
 

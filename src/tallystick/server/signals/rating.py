@@ -120,7 +120,7 @@ def signal_quantity(line: PricingLine, data: dict[str, Any] | None) -> Decimal:
         return Decimal(1)
 
     field = "data." + ".".join(path)
-    quantity = _to_decimal(value)
+    quantity = to_decimal(value)
     if quantity is None:
         raise RatingError("invalid_quantity", "must be a finite number", field, value)
     if quantity < 0:
@@ -143,7 +143,7 @@ def _quantity_path(line: PricingLine) -> list[str] | None:
     return [part for part in path.split(".") if part]
 
 
-def _to_decimal(value: Any) -> Decimal | None:
+def to_decimal(value: Any) -> Decimal | None:
     """Convert a JSON number, or a string holding one, to an exact finite Decimal."""
     if isinstance(value, bool):
         return None
@@ -207,10 +207,10 @@ def _brackets(line: PricingLine) -> list[_Bracket]:
 
     brackets = []
     for item in raw:
-        up_to = _to_decimal(item.get("upTo")) if isinstance(item, dict) else None
-        units = _to_decimal(item.get("creditUnits")) if isinstance(item, dict) else None
+        up_to = to_decimal(item.get("upTo")) if isinstance(item, dict) else None
+        units = to_decimal(item.get("creditUnits")) if isinstance(item, dict) else None
         per_unit_raw = item.get("creditUnitsPerUnit") if isinstance(item, dict) else None
-        per_unit = _to_decimal(per_unit_raw) if per_unit_raw is not None else None
+        per_unit = to_decimal(per_unit_raw) if per_unit_raw is not None else None
         if units is None or (per_unit_raw is not None and per_unit is None):
             raise RatingError(
                 "pricing_invalid", f"Pricing line {line.line_id} has a malformed credit bracket {item!r}"

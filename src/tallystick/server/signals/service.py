@@ -45,14 +45,14 @@ from tallystick.server.customers.service import get_or_create_by_external_id, li
 from tallystick.server.errors import ApiError
 from tallystick.server.ids import new_id
 from tallystick.server.ledger import service as ledger
+from tallystick.server.models import CreditCurrency, CreditHold, Customer, Product
+from tallystick.server.models.signal import Signal
 from tallystick.server.observability import (
     CREDITS_CONSUMED,
     SIGNALS_FAILED,
     SIGNALS_INGESTED,
     count_after_commit,
 )
-from tallystick.server.models import CreditCurrency, CreditHold, Customer, Product
-from tallystick.server.models.signal import Signal
 from tallystick.server.settings import get_settings
 from tallystick.server.signals import queries
 from tallystick.server.signals.lines import LineLookup, match_lines
