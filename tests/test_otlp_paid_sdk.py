@@ -138,14 +138,14 @@ def run_chatbot(root: str, api_key: str) -> None:
 
 
 def test_chatbot_events_carry_exact_cost_and_margin(tenant, store, repo_root):
+    from tests.checkout_helpers import create_checkout, hosted_page
     from tests.guide import create_guide_catalog
 
     catalog = create_guide_catalog(tenant.paid())
-    assert tenant.http.post("/customers/", json={"name": "User 1", "externalId": "user-1"}).status_code == 201
-    grant = tenant.http.post(
-        "/customers/external/user-1/credits/grants", json={"creditCurrencyKey": "chat_credits", "amount": 10}
-    )
-    assert grant.status_code == 201, grant.text
+    # user-1 buys the Pro plan: $79 a month for 2,000 Chat Credits, so a credit is worth $0.0395.
+    checkout = create_checkout(tenant, products=[{"id": catalog.product_id}], externalCustomerId="user-1")
+    bought = hosted_page(checkout).pay(catalog.plan_ids["pro"])
+    assert bought.status_code in (200, 303), bought.text
 
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("PAID_", "OTEL_"))}
     child = subprocess.run(
@@ -165,13 +165,19 @@ def test_chatbot_events_carry_exact_cost_and_margin(tenant, store, repo_root):
     assert span_signal["traceId"] is not None
     assert span_signal["cost"] == {"amount": f"{EVENT_ONE_COST:.12f}", "currency": "USD", "status": "priced"}
     assert rest_signal["cost"] == {"amount": f"{EVENT_TWO_COST:.12f}", "currency": "USD", "status": "priced"}
-    # Each chat message drew one credit from a manual grant, which carries no unit value, so
-    # revenue is 0 and the margin is minus the cost.
+    # Each chat message drew one credit of the Pro plan's grant: revenue $79 / 2,000.
+    credit_value = Decimal(79) / 2000
     for item, cost in ((span_signal, EVENT_ONE_COST), (rest_signal, EVENT_TWO_COST)):
         assert item["creditsConsumed"] == "1"
         assert item["creditCurrencyId"] == catalog.currency_id
-        assert Decimal(item["revenue"]["amount"]) == 0
-        assert Decimal(item["margin"]["amount"]) == -cost
+        assert item["revenue"] == {"amount": f"{credit_value:.12f}", "currency": "USD"}
+        assert item["margin"] == {"amount": f"{credit_value - cost:.12f}", "currency": "USD"}
+
+    day = tenant.http.get("/costs/aggregates", params={"groupBy": "customer"}).json()["data"]
+    (user_one,) = [item for item in day if item["externalCustomerId"] == "user-1"]
+    assert user_one["signals"] == 2
+    assert Decimal(user_one["cost"]["amount"]) == EVENT_ONE_COST + EVENT_TWO_COST
+    assert Decimal(user_one["revenue"]["amount"]) == 2 * credit_value
 
     traces = tenant.http.get("/traces", params={"externalCustomerId": "user-1"}).json()
     assert traces["meta"]["total"] == 4

@@ -5,7 +5,7 @@
   the signal has no cost records.
 - revenue: the money value of the credits the signal drew from grants (its spend ledger
   entries, including later settlements of its pending consumption), each credit valued at its
-  grant's unit value.
+  grant's unit value (see `credit_unit_values`).
 - margin: revenue minus cost.
 
 All amounts are exact USD decimals.
@@ -15,14 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import Decimal
+from datetime import datetime
+from decimal import Decimal, localcontext
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from tallystick.server.costs.money_schemas import CostSummaryOut, MoneyOut
 from tallystick.server.costs.pricing import round_cost
-from tallystick.server.models import LedgerEntry
+from tallystick.server.models import CreditGrant, LedgerEntry, Order
+from tallystick.server.orders.periods import add_months
 from tallystick.server.models.cost import CostRecord
 
 ZERO = Decimal(0)
@@ -125,9 +127,66 @@ def _revenue_by_signal(session: Session, organization_id: str, ids: list[str]) -
 def credit_unit_values(session: Session, organization_id: str, grant_ids: set[str]) -> dict[str, Decimal]:
     """Return the USD value of one credit of each grant.
 
-    NOTE: the ledger does not yet record what a credit was sold for. A grant from an order's
-    billing period should be worth the period's price divided by the credits it grants. A
-    manual grant should be worth the unit value given with it. Until grants and orders carry
-    those prices, every credit is valued at 0, so revenue is 0.
+    A grant from an order's billing period is worth the share of the period price that it
+    covers, divided by its credits. A monthly plan granting 2,000 credits for $79 values a credit
+    at $0.0395. A monthly grant of a three-month order covers a third of the period price. When
+    an order grants several credit currencies, its price is split equally between them, because
+    the catalog does not state what each is worth. Each currency's grants over a period then
+    add up to an equal share of the price.
+
+    NOTE: manual grants are worth 0, because the ledger does not yet store the unit value a
+    grant was given with. Orders in a currency other than USD are worth 0 too, because costs
+    are USD and there is no exchange rate to convert with.
     """
-    return {grant_id: ZERO for grant_id in grant_ids}
+    if not grant_ids:
+        return {}
+    grants = session.execute(
+        select(
+            CreditGrant.id,
+            CreditGrant.order_id,
+            CreditGrant.amount,
+            CreditGrant.period_start,
+            CreditGrant.period_end,
+        ).where(CreditGrant.organization_id == organization_id, CreditGrant.id.in_(grant_ids))
+    ).all()
+    values = {grant_id: ZERO for grant_id in grant_ids}
+    order_ids = {row.order_id for row in grants if row.order_id is not None}
+    if not order_ids:
+        return values
+
+    orders = {
+        order.id: order
+        for order in session.scalars(
+            select(Order).where(Order.organization_id == organization_id, Order.id.in_(order_ids))
+        )
+    }
+    currencies = dict(
+        session.execute(
+            select(CreditGrant.order_id, func.count(func.distinct(CreditGrant.credits_currency_id)))
+            .where(CreditGrant.organization_id == organization_id, CreditGrant.order_id.in_(order_ids))
+            .group_by(CreditGrant.order_id)
+        ).all()
+    )
+    for row in grants:
+        order = orders.get(row.order_id) if row.order_id is not None else None
+        if order is None or order.currency.upper() != "USD" or row.amount <= 0:
+            continue
+        period_months = max(order.billing_period_months, 1)
+        covered_months = _months_between(row.period_start, row.period_end, period_months)
+        with localcontext() as context:
+            # Enough digits that a repeating quotient such as 7900 / 3 stays exact far below
+            # the twelve places that amounts are shown with.
+            context.prec = 40
+            share = Decimal(order.period_amount) / 100 * covered_months / period_months
+            values[row.id] = share / max(currencies.get(row.order_id, 1), 1) / row.amount
+    return values
+
+
+def _months_between(start: datetime | None, end: datetime | None, limit: int) -> int:
+    """Count whole months from `start` to `end` with the billing periods' month-end clamping."""
+    if start is None or end is None:
+        return 1
+    months = 1
+    while months < limit and add_months(start, months + 1) <= end:
+        months += 1
+    return months
