@@ -328,16 +328,3 @@ def create_chatbot(client: Any) -> Chatbot:
     )
     return Chatbot(currency_id=currency["id"], product_id=product["id"])
 
-
-def signal_items_have_cost(api_root: str) -> bool:
-    """Tell whether the server's signal items carry the `cost` field (from its OpenAPI)."""
-    import httpx
-
-    schemas = (
-        httpx.get(api_root + "/openapi.json", timeout=10).json().get("components", {}).get("schemas", {})
-    )
-    for schema in schemas.values():
-        properties = schema.get("properties", {})
-        if "creditsConsumed" in properties and "name" in properties:
-            return "cost" in properties
-    return False
