@@ -15,14 +15,25 @@ from decimal import Decimal
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 from sqlalchemy import func, select
 
 from tallystick.server import clock
 from tallystick.server.ids import new_id
 from tallystick.server.ledger import service
 from tallystick.server.models import LedgerEntry, PendingConsumption
-from tests.ledger_factories import available, create_account, grants_match_entries, ledger_totals
+from tests.ledger_factories import (
+    available,
+    create_account,
+    grants_match_entries,
+    ledger_totals,
+)
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 

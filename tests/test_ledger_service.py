@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -11,7 +12,12 @@ from sqlalchemy import select
 from tallystick.server import clock
 from tallystick.server.errors import ApiError
 from tallystick.server.ledger import service
-from tallystick.server.models import CreditHold, LedgerEntry, OutboxEvent, PendingConsumption
+from tallystick.server.models import (
+    CreditHold,
+    LedgerEntry,
+    OutboxEvent,
+    PendingConsumption,
+)
 from tests.ledger_factories import (
     available,
     consume,
@@ -87,10 +93,10 @@ def test_consume_draws_priority_then_expiry_then_oldest(store, account):
     assert result.pending == 0
     spends = entries(store, account, entry_type="spend")
     assert [(entry.grant_id, entry.amount) for entry in spends] == [
-        (first.id, Decimal("-2")),
-        (soon.id, Decimal("-5")),
-        (late.id, Decimal("-5")),
-        (older_never.id, Decimal("-5")),
+        (first.id, Decimal(-2)),
+        (soon.id, Decimal(-5)),
+        (late.id, Decimal(-5)),
+        (older_never.id, Decimal(-5)),
         (newer_never.id, Decimal("-1.5")),
     ]
     assert all(entry.signal_id == "sig_a" for entry in spends)
@@ -305,3 +311,45 @@ def test_debit_adjustment_limited_to_free_credits(store, account):
     assert raised.value.status == 400
     [adjustment] = entries(store, account, entry_type="adjustment")
     assert adjustment.amount == Decimal(-2)
+
+
+def run_in_parallel(count: int, action) -> list:  # type: ignore[no-untyped-def]
+    """Run `action` in `count` threads released together; return results, raise the first error."""
+    results: list = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(count)
+
+    def run() -> None:
+        start.wait()
+        try:
+            results.append(action())
+        except BaseException as error:  # noqa: BLE001 - re-raised below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_parallel_consumption_covers_exactly_balance(store, account):
+    grant(store, account, "5")
+
+    results = run_in_parallel(12, lambda: consume(store, account, "1"))
+
+    assert sum(result.covered for result in results) == 5
+    assert sum(result.pending for result in results) == 7
+    assert max(result.available_after for result in results) == 4
+    assert available(store, account) == 0
+    assert grants_match_entries(store, account) == []
+
+
+def test_parallel_first_consumption_creates_one_account(store, account):
+    results = run_in_parallel(12, lambda: consume(store, account, "1"))
+
+    assert sum(result.pending for result in results) == 12
+    assert len(pending_rows(store, account)) == 12

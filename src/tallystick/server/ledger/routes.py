@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
@@ -16,8 +16,17 @@ from sqlalchemy.orm import Session
 
 from tallystick.server import clock
 from tallystick.server.customers import service as customers
-from tallystick.server.deps import CurrentPrincipal, DbSession, ReadSession, authenticate
-from tallystick.server.errors import ApiError, bad_request, validation_error_to_api_error
+from tallystick.server.deps import (
+    CurrentPrincipal,
+    DbSession,
+    ReadSession,
+    authenticate,
+)
+from tallystick.server.errors import (
+    ApiError,
+    bad_request,
+    validation_error_to_api_error,
+)
 from tallystick.server.filters import parse_choice_filter, parse_date_filter
 from tallystick.server.ledger import queries, service
 from tallystick.server.ledger.schemas import (
@@ -41,7 +50,14 @@ from tallystick.server.ledger.schemas import (
     ProductRef,
     credits_text,
 )
-from tallystick.server.models import CreditCurrency, CreditGrant, CreditHold, Customer, LedgerEntry, Product
+from tallystick.server.models import (
+    CreditCurrency,
+    CreditGrant,
+    CreditHold,
+    Customer,
+    LedgerEntry,
+    Product,
+)
 from tallystick.server.pagination import Page, paginate
 from tallystick.server.routing import Router
 from tallystick.server.schemas import ERROR_RESPONSES, decimal_to_number
