@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: demo test serve migration clean
 
@@ -15,15 +16,21 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## demo: start the server on the embedded SQLite default (tallystick.db here)
-demo: $(STAMP)
+$(DEMO_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $(DEMO_STAMP)
+
+## demo: run the integration guide end to end on SQLite, then keep serving until Ctrl-C
+demo: $(DEMO_STAMP)
+	$(BIN)/tallystick demo $(DEMO_ARGS)
+
+## serve: start the server on the embedded SQLite default (tallystick.db here)
+serve: $(DEMO_STAMP)
 	$(BIN)/tallystick serve
 
 ## test: run the whole test suite on SQLite and PostgreSQL
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-
-serve: demo
 
 ## migration: rewrite the initial migration after a model change (before the first release)
 migration: $(STAMP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -193,6 +194,28 @@ def api_keys_revoke(
     console.print(f"Revoked API key {key_id}.")
 
 
+@app.command()
+def demo(
+    messages: Annotated[int, typer.Option(help="Chat messages to send.", min=1, max=10_000)] = 40,
+    port: Annotated[int, typer.Option(help="TCP port of the tallystick server.")] = 8000,
+    database: Annotated[
+        Path, typer.Option(help="SQLite file for the demo; it is recreated on every run.")
+    ] = Path("tallystick-demo.db"),
+    no_serve: Annotated[
+        bool, typer.Option("--no-serve", help="Exit after the summary instead of serving until Ctrl-C.")
+    ] = False,
+) -> None:
+    """Run the integration guide end to end: catalog, checkout, traced chat, signals, summary."""
+    from tallystick.demo.run import DemoError, run_demo
+
+    _configure_logging("warning")
+    try:
+        run_demo(messages=messages, port=port, database=database, console=console, serve=not no_serve)
+    except DemoError as error:
+        error_console.print(f"[red]Error:[/red] {error}")
+        raise typer.Exit(code=1) from None
+
+
 app.command()(apply)
 app.command()(export)
 resources.register(app)
@@ -201,3 +224,7 @@ app.add_typer(import_app, name="import")
 
 def run() -> None:
     app()
+
+
+if __name__ == "__main__":
+    run()

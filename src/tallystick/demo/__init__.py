@@ -1,0 +1,1 @@
+"""The `tallystick demo`: the integration guide end to end on one machine, with no internet."""
