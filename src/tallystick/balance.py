@@ -59,7 +59,7 @@ def _unavailable(error: Exception) -> bool:
 def available_credits(customer: str, currency_key: str, *, client: Client | None = None) -> Decimal:
     """Return the credits of `currency_key` available to the customer (0 for an unknown customer).
 
-    Raises ApiConnectionError or ApiError when the server cannot answer.
+    Raises ApiConnectionError or ApiError when the server cannot respond.
     """
     client = client or _default_client()
     try:
@@ -105,7 +105,7 @@ def has_credits(
 
 @dataclass
 class Hold:
-    """A reservation of credits. `allowed` says whether the work may go ahead.
+    """A reservation of credits; `allowed` tells whether the work may go ahead.
 
     `hold_id` is None when the hold was denied, or when the server could not be reached and
     `allowed` came from `if_unreachable`; settling then sends a plain signal.

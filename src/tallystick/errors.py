@@ -36,7 +36,7 @@ class ApiError(TallystickError):
 
 
 class ApiConnectionError(TallystickError, httpx.TransportError):
-    """The server could not be reached, or did not answer in time, after every retry.
+    """The server could not be reached, or did not respond in time, after every retry.
 
     It is also an httpx.TransportError, so code that catches httpx errors keeps working.
     """

@@ -214,7 +214,7 @@ class Credits(Resource):
         external_customer_id: str | None = None,
         ttl_seconds: int | None = None,
     ) -> HoldPlaced:
-        """Reserve `amount` credits if that many are available; `allowed` says whether it was.
+        """Reserve `amount` credits if that many are available; `allowed` tells whether it was.
 
         Not retried after a 5xx, since placing a hold has no idempotency key: a replay could
         reserve twice. A hold that is never settled or released expires after `ttl_seconds`.

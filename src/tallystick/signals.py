@@ -2,7 +2,7 @@
 
 A signal is sent to ``POST /api/v2/signals/bulk`` in the caller's thread with a short timeout
 (``initialize_tracing(signal_timeout=...)``, 2 s by default), so a balance read right after it
-reflects it. When the server cannot be reached, times out, or answers 408, 429 or 5xx, the
+reflects it. When the server cannot be reached, times out, or responds with 408, 429 or 5xx, the
 signal goes to a bounded in-memory buffer that a background thread resends with backoff. Every
 signal carries an idempotency key (generated when the caller gives none) and the time of the
 `signal()` call, so a resent signal is counted once and keeps its event time. A signal the
@@ -48,9 +48,12 @@ SignalStatus = Literal["sent", "duplicate", "buffered", "rejected", "dropped"]
 class SignalReceipt:
     """What became of one `signal()` call.
 
-    `status` is "sent" (stored now), "duplicate" (the key was already used, so nothing changed),
-    "buffered" (the server was unavailable; it will be resent), "rejected" (the server refused
-    it as invalid; `message` says why) or "dropped" (the buffer was full).
+    `status` is one of:
+    - "sent": stored now;
+    - "duplicate": the idempotency key was already used, so nothing changed;
+    - "buffered": the server was unavailable, and the signal will be resent;
+    - "rejected": the server rejected it as invalid, and `message` gives the reason;
+    - "dropped": the buffer was full.
     """
 
     idempotency_key: str

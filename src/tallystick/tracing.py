@@ -103,8 +103,10 @@ ScopeAttributeValue = (
 
 @dataclass
 class TraceScope:
-    """What the current `tracing` context stamps on spans. `scope_id` changes after each
-    cost-traced signal, so later spans belong to the next signal."""
+    """Attributes that the current `tracing` context stamps on spans.
+
+    `scope_id` changes after each cost-traced signal, so later spans belong to the next signal.
+    """
 
     external_customer_id: str
     external_product_id: str | None
@@ -138,8 +140,9 @@ def flatten_metadata(
 ) -> dict[str, ScopeAttributeValue]:
     """Turn nested metadata into ``metadata.a.b`` span attributes with OpenTelemetry types.
 
-    Scalars keep their type; lists of one scalar type become arrays, other lists arrays of
-    strings; None values are left out (OpenTelemetry has no null); anything else becomes str().
+    Scalars keep their type. Lists of one scalar type become arrays, and other lists become
+    arrays of strings. None values are left out because OpenTelemetry has no null, and any other
+    value becomes str().
     """
     flat: dict[str, ScopeAttributeValue] = {}
     for key, value in (metadata or {}).items():
@@ -402,7 +405,7 @@ def initialize_tracing(
 
     The key comes from `api_key` or TALLYSTICK_API_KEY, the server root from `api_url` or
     TALLYSTICK_API_URL; spans go to `collector_endpoint`, by default ``<root>/v1/traces``.
-    Without a key nothing is exported and None is returned (logged, never raised). Calling it
+    Without a key it logs an error and returns None, and nothing is exported. Calling it
     again with other settings reconfigures the same provider: later spans and signals use the
     new server, and spans still waiting for the old one are dropped and counted.
 
@@ -484,11 +487,20 @@ def tracer_provider() -> TracerProvider | None:
     return _runtime.provider if _runtime is not None else None
 
 
+_tracers: dict[tuple[int, str], trace.Tracer] = {}
+
+
 def get_tracer(name: str = TRACER_NAME) -> trace.Tracer:
+    """Return a tracer of the SDK's provider (a no-op tracer before `initialize_tracing`)."""
     provider = tracer_provider()
     if provider is None:
         return trace.NoOpTracer()
-    return provider.get_tracer(name, __version__)
+    # Cached because building a Tracer on every `tracing(...)` entry costs measurable time.
+    key = (id(provider), name)
+    tracer = _tracers.get(key)
+    if tracer is None:
+        tracer = _tracers[key] = provider.get_tracer(name, __version__)
+    return tracer
 
 
 def add_exit_hook(hook: Callable[[float], None]) -> None:
