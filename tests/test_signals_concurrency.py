@@ -1,8 +1,8 @@
 """Concurrent signals for one customer through two server processes sharing one database.
 
-200 signals of 1 credit each for a customer with 50 credits, sent from 20 threads, each signal
-sent to both processes with the same idempotency key: exactly 50 credits are consumed, 150
-become pending consumption, and 200 signals are stored.
+A customer with 50 credits gets 200 signals of 1 credit each, from 20 threads, and each signal
+goes to both processes with the same idempotency key. Exactly 50 credits must be consumed, 150
+must become pending consumption, and 200 signals must be stored.
 """
 
 from __future__ import annotations
