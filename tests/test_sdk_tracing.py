@@ -317,3 +317,31 @@ def test_full_backlog_drops_oldest_and_counts(collector: Collector):
         tallystick.initialize_tracing(
             api_key="sk_test", api_url="http://127.0.0.1:9", collector_endpoint=collector.url
         )
+
+
+def test_one_context_shared_by_threads(collector: Collector):
+    from concurrent.futures import ThreadPoolExecutor
+
+    shared = tallystick.tracing("acme")
+
+    def work(index: int) -> None:
+        with shared:
+            with get_tracer().start_as_current_span(f"thread-work-{index}"):
+                time.sleep(0.01)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(work, range(8)))
+    wait_for_spans(collector, 16)
+
+    roots = {span.span_id: span for span in collector.named("tallystick.trace")}
+    children = [span for span in collector.spans if span.name.startswith("thread-work-")]
+    assert len(roots) == 8
+    assert len(children) == 8
+    assert all(child.parent_span_id in roots for child in children)
+
+
+def test_unserializable_signal_data_rejected(collector: Collector):
+    with tallystick.tracing("acme") as context:
+        with pytest.raises(ValueError, match="JSON"):
+            tallystick.signal("chat_message", data={"when": object()}, enable_cost_tracing=True)
+    assert context.external_customer_id == "acme"

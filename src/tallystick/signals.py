@@ -319,7 +319,6 @@ def signal(
             )
         scope_id = scope.scope_id
         payload["paid"] = {**dict(payload.get("paid") or {}), "paid_scope_id": scope_id}
-        scope.scope_id = tracing_module.new_scope_id()
 
     body = signal_body(
         event_name,
@@ -330,7 +329,14 @@ def signal(
         timestamp=datetime.now(UTC),
         hold_id=hold_id,
     )
+    try:
+        encode_json(body)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"signal data for {event_name!r} is not JSON-serializable: {error}") from None
     key = body["idempotencyKey"]
+    if scope is not None and scope_id is not None:
+        # Spans started from now on belong to the next cost-traced signal.
+        scope.scope_id = tracing_module.new_scope_id()
     target = _Target(settings.api_url, settings.api_key)
 
     outcome = _post_signals(target, [body], settings.signal_timeout)

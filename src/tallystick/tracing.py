@@ -575,6 +575,11 @@ class _Opened:
     context_token: Any
 
 
+# Scopes opened by `with tracing(...)` blocks, per thread and task, as (instance id, opened):
+# one instance may be entered in several threads or tasks at once.
+_open_frames: ContextVar[tuple[tuple[int, _Opened], ...]] = ContextVar("tallystick_open_frames", default=())
+
+
 class tracing:  # noqa: N801 - named like a function because it is used like one
     """Attribute everything inside to a customer (and product): a context manager or decorator.
 
@@ -606,7 +611,6 @@ class tracing:  # noqa: N801 - named like a function because it is used like one
         self.external_product_id = external_product_id
         self.metadata_attributes = flatten_metadata(metadata)
         self.trace_id = _trace_id_of(tracing_token) if tracing_token is not None else None
-        self._opened: list[_Opened] = []
 
     def _open(self) -> _Opened:
         current_settings()
@@ -644,11 +648,16 @@ class tracing:  # noqa: N801 - named like a function because it is used like one
         _current_scope.reset(opened.scope_token)
 
     def __enter__(self) -> tracing:
-        self._opened.append(self._open())
+        opened = self._open()
+        _open_frames.set((*_open_frames.get(), (id(self), opened)))
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        self._close(self._opened.pop(), exc)
+        frames = _open_frames.get()
+        # The innermost frame this instance opened in the current thread or task.
+        index = max(position for position, (owner, _) in enumerate(frames) if owner == id(self))
+        _open_frames.set(frames[:index] + frames[index + 1 :])
+        self._close(frames[index][1], exc)
 
     async def __aenter__(self) -> tracing:
         return self.__enter__()
