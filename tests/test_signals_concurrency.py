@@ -158,3 +158,35 @@ def test_two_processes_consume_exactly_once(store, two_servers):
     assert Decimal(spent) == -Decimal(CREDITS)
     assert available_credits(store, catalog, customer_id) == Decimal(0)
     assert pending_credits(store, catalog, customer_id) == Decimal(SIGNALS) - Decimal(CREDITS)
+
+
+def test_concurrent_signals_create_one_customer(tenant, store):
+    from sqlalchemy import select
+
+    from tallystick.server.models import Customer
+    from tests.test_signals_api import chat_message
+
+    create_catalog(store, tenant.organization_id)
+
+    def send_one(index: int) -> int:
+        signal = chat_message("brand-new", idempotencyKey=f"n{index}")
+        with httpx.Client(base_url=tenant.server.api_url, headers=tenant.http.headers, timeout=60) as client:
+            response = client.post("/signals/bulk", json={"signals": [signal]})
+        assert response.status_code == 200, response.text
+        return response.json()["ingested"]
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        ingested = sum(pool.map(send_one, range(10)))
+
+    assert ingested == 10
+    with store.read_sessions() as session:
+        customers = session.scalars(
+            select(Customer.id).where(
+                Customer.organization_id == tenant.organization_id, Customer.external_id == "brand-new"
+            )
+        ).all()
+        stored = session.scalar(
+            select(func.count()).select_from(Signal).where(Signal.organization_id == tenant.organization_id)
+        )
+    assert len(customers) == 1
+    assert stored == 10
