@@ -695,3 +695,16 @@ def test_unstorable_values_are_400(tenant, store):
     assert not_a_number.status_code == 400
     assert "NaN" in not_a_number.json()["error"]
     assert stored_signals(store, tenant.organization_id) == []
+
+
+def test_non_object_signal_fails_alone(tenant, store):
+    create_catalog(store, tenant.organization_id)
+
+    response = send(tenant, "not a signal", chat_message())  # type: ignore[arg-type]
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ingested"] == 1
+    [error] = body["errors"]
+    assert error["field"] == "signals[0]"
+    assert error["message"] == "Invalid signals[0] 'not a signal': must be a JSON object"

@@ -222,6 +222,9 @@ def _validation_error(error: ValidationError, index: int) -> SignalError:
 
 
 def _reason(problem: dict[str, Any]) -> str:
+    # pydantic's text for these names the Python class, which means nothing to a client.
+    if problem.get("type") in ("model_type", "dict_type"):
+        return "must be a JSON object"
     text = str(problem.get("msg", "invalid"))
     # pydantic prefixes the text of ValueErrors raised by validators.
     return text.removeprefix("Value error, ")
