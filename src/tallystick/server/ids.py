@@ -37,6 +37,8 @@ PREFIXES = {
     "low_balance_threshold": "lowbal",
     "cost_record": "cost",
     "price_override": "cpo",
+    "value_model_version": "vmod",
+    "value_receipt": "vrec",
 }
 
 

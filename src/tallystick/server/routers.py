@@ -14,13 +14,15 @@ def all_routers() -> list[APIRouter]:
     from tallystick.server.ledger.routes import router as ledger_router
     from tallystick.server.orders.routes import invoices_router, orders_router
     from tallystick.server.signals.routes import router as signals_router
+    from tallystick.server.value.routes import router as value_router
     from tallystick.server.webhooks.routes import router as webhooks_router
 
-    return [currencies_router, products_router, plans_router, customers_router, ledger_router, signals_router, costs_router, webhooks_router, checkouts_router, orders_router, invoices_router]
+    return [currencies_router, products_router, plans_router, customers_router, ledger_router, signals_router, costs_router, webhooks_router, checkouts_router, orders_router, invoices_router, value_router]
 
 
 def page_routers() -> list[APIRouter]:
     """Routers of the server-rendered pages, mounted at the server root."""
     from tallystick.server.checkout.pages import router as checkout_pages_router
+    from tallystick.server.value.pages import router as value_pages_router
 
-    return [checkout_pages_router]
+    return [checkout_pages_router, value_pages_router]

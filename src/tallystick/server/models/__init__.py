@@ -30,6 +30,13 @@ from tallystick.server.models.order import (
 )
 from tallystick.server.models.organization import ApiKey, Organization
 from tallystick.server.models.signal import Signal
+from tallystick.server.models.value import (
+    SignalValue,
+    SignalValueEvaluation,
+    ValueModelVersion,
+    ValueReceipt,
+    ValueReceiptLine,
+)
 from tallystick.server.models.webhook import (
     LowBalanceThreshold,
     WebhookDelivery,
@@ -66,6 +73,11 @@ __all__ = [
     "Product",
     "ProductAttribute",
     "Signal",
+    "SignalValue",
+    "SignalValueEvaluation",
+    "ValueModelVersion",
+    "ValueReceipt",
+    "ValueReceiptLine",
     "LowBalanceThreshold",
     "WebhookDelivery",
     "WebhookDeliveryAttempt",

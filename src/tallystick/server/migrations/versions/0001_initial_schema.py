@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 22:20:05.773183
+Create Date: 2026-12-04 22:27:50.639335
 """
 
 from __future__ import annotations
@@ -153,6 +153,24 @@ def upgrade() -> None:
     with op.batch_alter_table('products', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_products_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index('uq_products_org_external_id', ['organization_id', 'external_id'], unique=True, sqlite_where=sa.text('external_id IS NOT NULL'), postgresql_where=sa.text('external_id IS NOT NULL'))
+
+    op.create_table('value_model_versions',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('content', tallystick.server.models.types.JsonDocument(), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('activated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('archived_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('effective_from', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('effective_to', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_value_model_versions_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_value_model_versions')),
+    sa.UniqueConstraint('organization_id', 'version', name=op.f('uq_value_model_versions_organization_id_version'))
+    )
+    with op.batch_alter_table('value_model_versions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_value_model_versions_organization_id'), ['organization_id'], unique=False)
 
     op.create_table('webhook_endpoints',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -717,6 +735,79 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_order_lines_order_id'), ['order_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_order_lines_organization_id'), ['organization_id'], unique=False)
 
+    op.create_table('signal_value_evaluations',
+    sa.Column('signal_id', sa.String(length=40), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('value_model_version_id', sa.String(length=40), nullable=False),
+    sa.Column('evaluated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_signal_value_evaluations_organization_id_organizations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['signal_id'], ['signals.id'], name=op.f('fk_signal_value_evaluations_signal_id_signals'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['value_model_version_id'], ['value_model_versions.id'], name=op.f('fk_signal_value_evaluations_value_model_version_id_value_model_versions'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('signal_id', name=op.f('pk_signal_value_evaluations'))
+    )
+    with op.batch_alter_table('signal_value_evaluations', schema=None) as batch_op:
+        batch_op.create_index('ix_signal_value_evaluations_org_version', ['organization_id', 'value_model_version_id'], unique=False)
+
+    op.create_table('signal_values',
+    sa.Column('signal_id', sa.String(length=40), nullable=False),
+    sa.Column('value_type_slug', sa.String(length=64), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('customer_id', sa.String(length=40), nullable=False),
+    sa.Column('product_id', sa.String(length=40), nullable=True),
+    sa.Column('event_name', sa.String(length=255), nullable=False),
+    sa.Column('occurred_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('value_model_version_id', sa.String(length=40), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('quantity', tallystick.server.models.types.ScaledDecimal(places=9), nullable=True),
+    sa.Column('money', tallystick.server.models.types.ScaledDecimal(places=6), nullable=True),
+    sa.Column('reason_code', sa.String(length=64), nullable=True),
+    sa.Column('reason', sa.String(length=500), nullable=True),
+    sa.Column('inputs', tallystick.server.models.types.JsonDocument(), nullable=True),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_signal_values_organization_id_organizations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['signal_id'], ['signals.id'], name=op.f('fk_signal_values_signal_id_signals'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['value_model_version_id'], ['value_model_versions.id'], name=op.f('fk_signal_values_value_model_version_id_value_model_versions'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('signal_id', 'value_type_slug', name=op.f('pk_signal_values'))
+    )
+    with op.batch_alter_table('signal_values', schema=None) as batch_op:
+        batch_op.create_index('ix_signal_values_org_customer_occurred_at', ['organization_id', 'customer_id', 'occurred_at'], unique=False)
+        batch_op.create_index('ix_signal_values_org_version', ['organization_id', 'value_model_version_id'], unique=False)
+
+    op.create_table('value_receipts',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('customer_id', sa.String(length=40), nullable=False),
+    sa.Column('product_id', sa.String(length=40), nullable=True),
+    sa.Column('order_id', sa.String(length=40), nullable=True),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('start_date', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('end_date', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('sealed_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('public_url_token', sa.String(length=64), nullable=False),
+    sa.Column('is_published', sa.Boolean(), nullable=False),
+    sa.Column('published_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('publish_expires_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('archived_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('generated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('value_model_version_id', sa.String(length=40), nullable=True),
+    sa.Column('value_model_version', sa.Integer(), nullable=True),
+    sa.Column('total_delivered_value', sa.BigInteger(), nullable=False),
+    sa.Column('sync_key', sa.String(length=255), nullable=True),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_value_receipts_customer_id_customers')),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_value_receipts_order_id_orders')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_value_receipts_organization_id_organizations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['product_id'], ['products.id'], name=op.f('fk_value_receipts_product_id_products')),
+    sa.ForeignKeyConstraint(['value_model_version_id'], ['value_model_versions.id'], name=op.f('fk_value_receipts_value_model_version_id_value_model_versions')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_value_receipts')),
+    sa.UniqueConstraint('public_url_token', name=op.f('uq_value_receipts_public_url_token'))
+    )
+    with op.batch_alter_table('value_receipts', schema=None) as batch_op:
+        batch_op.create_index('ix_value_receipts_org_customer', ['organization_id', 'customer_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_value_receipts_organization_id'), ['organization_id'], unique=False)
+        batch_op.create_index('uq_value_receipts_org_sync_key', ['organization_id', 'sync_key'], unique=True, sqlite_where=sa.text('sync_key IS NOT NULL'), postgresql_where=sa.text('sync_key IS NOT NULL'))
+
     op.create_table('invoice_lines',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('invoice_id', sa.String(length=40), nullable=False),
@@ -774,11 +865,37 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_payments_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index('uq_payments_org_idempotency_key', ['organization_id', 'idempotency_key'], unique=True, sqlite_where=sa.text('idempotency_key IS NOT NULL'), postgresql_where=sa.text('idempotency_key IS NOT NULL'))
 
+    op.create_table('value_receipt_lines',
+    sa.Column('receipt_id', sa.String(length=40), nullable=False),
+    sa.Column('value_type_slug', sa.String(length=64), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('position', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('description', sa.String(length=2000), nullable=True),
+    sa.Column('unit', tallystick.server.models.types.JsonDocument(), nullable=False),
+    sa.Column('aggregation', sa.String(length=16), nullable=False),
+    sa.Column('quantity', tallystick.server.models.types.ScaledDecimal(places=9), nullable=False),
+    sa.Column('money', sa.BigInteger(), nullable=True),
+    sa.Column('signal_count', sa.Integer(), nullable=False),
+    sa.Column('unknown_count', sa.Integer(), nullable=False),
+    sa.Column('unknown_reasons', tallystick.server.models.types.JsonDocument(), nullable=False),
+    sa.Column('inputs', tallystick.server.models.types.JsonDocument(), nullable=False),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_value_receipt_lines_organization_id_organizations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['receipt_id'], ['value_receipts.id'], name=op.f('fk_value_receipt_lines_receipt_id_value_receipts'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('receipt_id', 'value_type_slug', name=op.f('pk_value_receipt_lines'))
+    )
+    with op.batch_alter_table('value_receipt_lines', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_value_receipt_lines_organization_id'), ['organization_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('value_receipt_lines', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_value_receipt_lines_organization_id'))
+
+    op.drop_table('value_receipt_lines')
     with op.batch_alter_table('payments', schema=None) as batch_op:
         batch_op.drop_index('uq_payments_org_idempotency_key', sqlite_where=sa.text('idempotency_key IS NOT NULL'), postgresql_where=sa.text('idempotency_key IS NOT NULL'))
         batch_op.drop_index(batch_op.f('ix_payments_organization_id'))
@@ -791,6 +908,21 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_invoice_lines_invoice_id'))
 
     op.drop_table('invoice_lines')
+    with op.batch_alter_table('value_receipts', schema=None) as batch_op:
+        batch_op.drop_index('uq_value_receipts_org_sync_key', sqlite_where=sa.text('sync_key IS NOT NULL'), postgresql_where=sa.text('sync_key IS NOT NULL'))
+        batch_op.drop_index(batch_op.f('ix_value_receipts_organization_id'))
+        batch_op.drop_index('ix_value_receipts_org_customer')
+
+    op.drop_table('value_receipts')
+    with op.batch_alter_table('signal_values', schema=None) as batch_op:
+        batch_op.drop_index('ix_signal_values_org_version')
+        batch_op.drop_index('ix_signal_values_org_customer_occurred_at')
+
+    op.drop_table('signal_values')
+    with op.batch_alter_table('signal_value_evaluations', schema=None) as batch_op:
+        batch_op.drop_index('ix_signal_value_evaluations_org_version')
+
+    op.drop_table('signal_value_evaluations')
     with op.batch_alter_table('order_lines', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_order_lines_organization_id'))
         batch_op.drop_index(batch_op.f('ix_order_lines_order_id'))
@@ -909,6 +1041,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_webhook_endpoints_organization_id'))
 
     op.drop_table('webhook_endpoints')
+    with op.batch_alter_table('value_model_versions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_value_model_versions_organization_id'))
+
+    op.drop_table('value_model_versions')
     with op.batch_alter_table('products', schema=None) as batch_op:
         batch_op.drop_index('uq_products_org_external_id', sqlite_where=sa.text('external_id IS NOT NULL'), postgresql_where=sa.text('external_id IS NOT NULL'))
         batch_op.drop_index(batch_op.f('ix_products_organization_id'))
