@@ -18,7 +18,9 @@ from tallystick.server.value.calculations import (
     round_line_money,
     value_from_data,
 )
-from tallystick.server.value.definitions import ContentError, compile_content, prepare_content
+from tallystick.server.value.compiler import compile_content
+from tallystick.server.value.content import prepare_content
+from tallystick.server.value.definitions import ContentError
 from tallystick.server.value.evaluation import SignalFacts, ValueResult, evaluate_signal
 from tallystick.server.value.formulas import FormulaSyntaxError, UnknownValue, parse_formula
 from tallystick.server.value.schemas import ValueModelContentIn

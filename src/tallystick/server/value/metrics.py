@@ -20,7 +20,8 @@ from tallystick.server.models import ProductAttribute, Signal
 from tallystick.server.schemas import decimal_to_number
 from tallystick.server.value import service
 from tallystick.server.value.calculations import to_decimal
-from tallystick.server.value.definitions import ContentError, prepare_content
+from tallystick.server.value.content import prepare_content
+from tallystick.server.value.definitions import ContentError
 from tallystick.server.value.schemas import (
     ValueMetricCreate,
     ValueMetricMonetaryConversionIn,

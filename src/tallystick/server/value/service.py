@@ -20,7 +20,8 @@ from tallystick.server.errors import ApiError, bad_request, not_found
 from tallystick.server.ids import new_id
 from tallystick.server.models.value import ValueModelVersion
 from tallystick.server.value import receipts
-from tallystick.server.value.definitions import ContentError, prepare_content
+from tallystick.server.value.content import prepare_content
+from tallystick.server.value.definitions import ContentError
 from tallystick.server.value.schemas import ValueModelContentIn
 from tallystick.server.value.signal_values import (
     DeliveredValueSummary,

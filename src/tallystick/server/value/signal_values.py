@@ -29,7 +29,8 @@ from tallystick.server import clock
 from tallystick.server.models import Customer, Signal
 from tallystick.server.models.value import SignalValue, SignalValueEvaluation, ValueModelVersion
 from tallystick.server.value.calculations import round_line_money, round_signal_quantity
-from tallystick.server.value.definitions import ContentError, Unit, ValueModelDefinition, ValueType, compile_content
+from tallystick.server.value.compiler import compile_content
+from tallystick.server.value.definitions import ContentError, Unit, ValueModelDefinition, ValueType
 from tallystick.server.value.evaluation import SignalFacts, ValueResult, evaluate_signal
 
 log = logging.getLogger(__name__)
