@@ -158,3 +158,25 @@ def test_count_after_commit_skips_rolled_back_work(store):
         assert counter._value.get() == 0
         session.commit()
     assert counter._value.get() == 2
+
+
+def test_unhandled_error_keeps_connection(store, database_url):
+    from fastapi import APIRouter
+
+    from tallystick.server.app import create_app
+    from tallystick.server.settings import Settings
+
+    app = create_app(Settings(database_url=database_url), store=store)
+    broken = APIRouter()
+
+    @broken.get("/broken")
+    def fail() -> None:
+        raise RuntimeError("boom")
+
+    app.include_router(broken)
+    with serve_app(app, database_url) as running, httpx.Client(base_url=running.root) as http:
+        first = http.get("/broken")
+        assert first.status_code == 500
+        assert first.json() == {"error": "Internal server error", "code": "internal_error"}
+        # The same pooled connection still works.
+        assert http.get("/healthz").status_code == 200

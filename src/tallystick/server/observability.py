@@ -14,6 +14,8 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+log = logging.getLogger(__name__)
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 # Metrics are per server process: with several workers, scrape each one or aggregate them.
@@ -94,17 +96,26 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
+        status_started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                status_started = True
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Answer here instead of letting Starlette's outermost handler re-raise, which makes
+            # the server drop the connection and the client's next pooled request fail.
+            log.exception("request.failed", extra={"method": scope["method"], "path": scope["path"]})
+            if status_started:
+                raise
+            await _send_internal_error(send_with_id)
         finally:
             route = scope.get("route")
             # The route template keeps label values few; unmatched paths share one label.
@@ -151,6 +162,18 @@ def _drop_pending_counts(session: Session, transaction: SessionTransaction) -> N
     pending = session.info.get(_PENDING_COUNTS)
     if pending:
         pending.clear()
+
+
+async def _send_internal_error(send: Send) -> None:
+    body = json.dumps({"error": "Internal server error", "code": "internal_error"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def metrics_response_body() -> tuple[bytes, str]:
