@@ -1,122 +1,151 @@
 """Measure what the tallystick SDK adds to one LLM call answered locally.
 
-Runs, in one process: N OpenAI chat completions (and N Anthropic messages) through the real
-client libraries with their HTTP answered in-process, first without the SDK, then with
-`initialize_tracing` + `autoinstrument` and each call inside `tracing(...)`, exporting spans to
-a loopback OTLP collector. Prints the median and mean time per call and the difference.
+One run of this script measures both sides. Each case is the same call through the real openai
+and anthropic client libraries with their HTTP answered in-process: bare, and with
+`initialize_tracing` + `autoinstrument` and the call inside `tracing(...)`, exporting spans to a
+loopback OTLP collector. Bare and instrumented calls run in alternating child processes (the
+instrumentors patch the libraries for the whole process), several rounds each, so a change in
+the machine's load during the run hits both sides alike. It prints the median over rounds of
+each round's median time per call.
 
-    .venv/bin/python bench/sdk_overhead.py [--calls 2000]
-
-Optionally also times `signal()` against a running server (--server URL --api-key KEY).
+    .venv/bin/python bench/sdk_overhead.py [--calls 1000] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.sdk_fakes import anthropic_clients, openai_clients, start_collector  # noqa: E402
-
+ROOT = Path(__file__).resolve().parent.parent
 MESSAGES = [{"role": "user", "content": "How do I reset my password?"}]
+WARMUP_CALLS = 50
 
 
-def time_calls(call: Callable[[], object], count: int, warmup: int = 50) -> list[float]:
-    for _ in range(warmup):
+def time_calls(call: Callable[[], object], count: int) -> float:
+    """Return the median seconds per call over `count` calls, after a warm-up."""
+    for _ in range(WARMUP_CALLS):
         call()
     durations = []
     for _ in range(count):
         started = time.perf_counter()
         call()
         durations.append(time.perf_counter() - started)
-    return durations
+    return statistics.median(durations)
 
 
-def micros(values: list[float]) -> tuple[float, float]:
-    return statistics.median(values) * 1e6, statistics.fmean(values) * 1e6
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=2000, help="Calls per measurement (default 2000).")
-    parser.add_argument("--server", help="Root URL of a running tallystick server, to time signal() too.")
-    parser.add_argument("--api-key", help="API key for --server.")
-    args = parser.parse_args()
+def measure(mode: str, count: int) -> dict[str, float]:
+    """Time every case in this process, bare or with the SDK; return median seconds per case."""
+    sys.path.insert(0, str(ROOT))
     warnings.simplefilter("ignore", DeprecationWarning)
+    from tests.sdk_fakes import anthropic_clients, openai_clients
+
+    wrap: Callable[[Callable[[], object]], Callable[[], object]] = lambda call: call  # noqa: E731
+    if mode == "sdk":
+        import tallystick
+
+        # The collector runs in its own process, so decoding spans does not compete with the
+        # measured calls for this process's GIL.
+        collector = subprocess.Popen(
+            [sys.executable, __file__, "--mode", "collector"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert collector.stdout is not None
+        collector_url = collector.stdout.readline().strip()
+        tallystick.initialize_tracing(api_key="bench", api_url="http://127.0.0.1:9", collector_endpoint=collector_url)
+        tallystick.autoinstrument(["openai", "anthropic"])
+
+        def wrap(call: Callable[[], object]) -> Callable[[], object]:
+            def traced() -> object:
+                with tallystick.tracing("bench-customer", external_product_id="chatbot"):
+                    return call()
+
+            return traced
 
     openai_sync, _ = openai_clients()
     anthropic_sync, _ = anthropic_clients()
-
-    def openai_call() -> object:
-        return openai_sync.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-
-    def openai_stream() -> object:
-        return list(openai_sync.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
-
-    def anthropic_call() -> object:
-        return anthropic_sync.messages.create(
-            model="claude-3-5-haiku-20241022", max_tokens=100, messages=MESSAGES
-        )
-
     cases = {
-        "openai chat": openai_call,
-        "openai chat, streamed": openai_stream,
-        "anthropic messages": anthropic_call,
+        "openai chat completion": lambda: openai_sync.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES),
+        "openai chat completion, streamed": lambda: list(
+            openai_sync.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+        ),
+        "anthropic message": lambda: anthropic_sync.messages.create(
+            model="claude-3-5-haiku-20241022", max_tokens=100, messages=MESSAGES
+        ),
     }
-    baseline = {name: time_calls(call, args.calls) for name, call in cases.items()}
+    results = {name: time_calls(wrap(call), count) for name, call in cases.items()}
 
-    import tallystick
-    from tallystick.tracing import flush, stats
+    if mode == "sdk":
+        from tallystick.tracing import flush, stats
 
-    collector, _server = start_collector()
-    tallystick.initialize_tracing(
-        api_key="bench", api_url="http://127.0.0.1:9", collector_endpoint=collector.url
-    )
-    tallystick.autoinstrument(["openai", "anthropic"])
+        flush()
+        results["spans exported"] = stats()["spans_exported"]
+        received, _ = collector.communicate(timeout=60)
+        results["spans received"] = int(received.strip().splitlines()[-1])
+    return results
 
-    def traced(call: Callable[[], object]) -> Callable[[], object]:
-        def run() -> object:
-            with tallystick.tracing("bench-customer", external_product_id="chatbot"):
-                return call()
 
-        return run
+def serve_collector() -> None:
+    """Run a loopback OTLP collector: print its URL, then the spans received once stdin closes."""
+    sys.path.insert(0, str(ROOT))
+    from tests.sdk_fakes import start_collector
 
-    instrumented = {name: time_calls(traced(call), args.calls) for name, call in cases.items()}
-    flush()
+    collector, server = start_collector()
+    print(collector.url, flush=True)
+    sys.stdin.read()
+    server.shutdown()
+    print(len(collector.spans), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1000, help="Calls per case in each round (default 1000).")
+    parser.add_argument("--rounds", type=int, default=5, help="Rounds of bare and SDK processes (default 5).")
+    parser.add_argument("--mode", choices=["bare", "sdk", "collector"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.mode == "collector":
+        serve_collector()
+        return
+    if args.mode:
+        print(json.dumps(measure(args.mode, args.calls)))
+        return
+
+    rounds: dict[str, list[dict[str, float]]] = {"bare": [], "sdk": []}
+    load_before = os.getloadavg()
+    for round_number in range(args.rounds):
+        # Alternate which side goes first, so neither always runs on a warmer or quieter machine.
+        order = ["bare", "sdk"] if round_number % 2 == 0 else ["sdk", "bare"]
+        for mode in order:
+            output = subprocess.run(
+                [sys.executable, __file__, "--mode", mode, "--calls", str(args.calls)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            rounds[mode].append(json.loads(output.strip().splitlines()[-1]))
+    load_after = os.getloadavg()
 
     print(
-        f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; {args.calls} calls each"
+        f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average {load_before[0]:.1f} -> {load_after[0]:.1f}; "
+        f"{args.rounds} rounds x {args.calls} calls per case and side"
     )
-    print(f"{'call':<24}{'without SDK (µs)':>20}{'with SDK (µs)':>18}{'overhead (µs)':>16}")
-    for name in cases:
-        base_median, base_mean = micros(baseline[name])
-        with_median, with_mean = micros(instrumented[name])
-        print(
-            f"{name:<24}{base_median:>11.0f} / {base_mean:<6.0f}{with_median:>10.0f} / {with_mean:<6.0f}"
-            f"{with_median - base_median:>9.0f} / {with_mean - base_mean:<6.0f}"
-        )
-    print("(median / mean per call)")
-    print(f"spans exported: {stats()['spans_exported']}, received by the collector: {len(collector.spans)}")
-
-    if args.server and args.api_key:
-        tallystick.initialize_tracing(
-            api_key=args.api_key, api_url=args.server, collector_endpoint=collector.url
-        )
-
-        def send_signal() -> object:
-            with tallystick.tracing("bench-customer"):
-                return tallystick.signal("bench_event")
-
-        median, mean = micros(time_calls(send_signal, min(args.calls, 500), warmup=10))
-        print(f"signal() to {args.server}: {median:.0f} / {mean:.0f} µs")
+    print(f"{'call':<36}{'bare (µs)':>12}{'with SDK (µs)':>16}{'overhead (µs)':>16}")
+    for name in rounds["bare"][0]:
+        bare = statistics.median(result[name] for result in rounds["bare"]) * 1e6
+        with_sdk = statistics.median(result[name] for result in rounds["sdk"]) * 1e6
+        print(f"{name:<36}{bare:>12.0f}{with_sdk:>16.0f}{with_sdk - bare:>16.0f}")
+    exported = sum(result["spans exported"] for result in rounds["sdk"])
+    received = sum(result["spans received"] for result in rounds["sdk"])
+    print(f"spans exported: {exported:.0f}, received by the collector: {received:.0f}")
 
 
 if __name__ == "__main__":
