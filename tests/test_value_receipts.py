@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from paid.core.api_error import ApiError as PaidApiError
 from paid.types import (
+    CreateOrderLineRequest,
     CustomerByExternalId,
     ProductByExternalId,
     Signal,
@@ -443,3 +444,31 @@ def test_percentage_is_averaged_and_count_summed(tenant):
     page = tenant.http.get(created.public_url).text
     assert "88.33 %" in page
     assert "2 tickets deflected" in page
+
+
+def test_receipt_scoped_to_order(tenant):
+    client = guide_setup(tenant)
+    client.value_models.update_value_model(content=guide_value_model())
+    send_march_signals(client)
+    ada = client.customers.get_customer_by_external_id("ada")
+    product = client.products.get_product_by_external_id("chatbot")
+    order = client.orders.create_order(
+        customer_id=ada.id, name="ChatBot Pro", lines=[CreateOrderLineRequest(product_id=product.id)]
+    )
+
+    created = client.value_receipts.create_value_receipt(
+        customer_id=ada.id, start_date=MARCH, end_date=APRIL, order_id=order.id
+    )
+    detail = receipt_detail(tenant, created.id)
+    # The order covers the chatbot product, so only the 3 chat messages count.
+    assert detail["orderId"] == order.id
+    assert detail["totalDeliveredValue"] == 1200
+    assert [summary.id for summary in client.value_receipts.list_value_receipts(order_id=order.id).data] == [created.id]
+
+    bob = client.customers.create_customer(name="Bob", external_id="bob")
+    response = tenant.http.post(
+        "/value-receipts/",
+        json={"customerId": bob.id, "orderId": order.id, "startDate": "2026-03-01", "endDate": "2026-04-01"},
+    )
+    assert response.status_code == 400
+    assert response.json()["fields"][0]["field"] == "orderId"

@@ -87,9 +87,11 @@ def resolve_target(session: Session, organization_id: str, body: ValueReceiptReq
         product_id = _find_product(session, organization_id, body.product.product_id).id
         currency = body.product.currency.upper() if body.product.currency else None
     if body.order_id is not None:
-        order = session.scalar(
-            select(Order).where(Order.organization_id == organization_id, Order.id == body.order_id)
-        )
+        order = session.execute(
+            select(Order.id, Order.customer_id, Order.product_id).where(
+                Order.organization_id == organization_id, Order.id == body.order_id
+            )
+        ).first()
         if order is None:
             raise not_found("Order", "id", body.order_id)
         if order.customer_id != customer.id:
