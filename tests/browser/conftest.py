@@ -36,7 +36,9 @@ def _browser_problem() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API keeps an event loop running in the main thread while it
+# is open, and tests elsewhere that call asyncio.run() fail if it outlives the browser tests.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
     problem = _browser_problem()
     if problem is not None:
