@@ -328,3 +328,19 @@ def create_chatbot(client: Any) -> Chatbot:
     )
     return Chatbot(currency_id=currency["id"], product_id=product["id"])
 
+
+
+def run_async(coroutine: Any) -> Any:
+    """Run a coroutine to completion in a fresh event loop on a worker thread.
+
+    asyncio.run() cannot start while another event loop runs in the calling thread, as the
+    Playwright browser fixtures leave one running for the whole session. The worker gets a copy
+    of the caller's context, so an enclosing `tracing(...)` scope still applies.
+    """
+    import asyncio
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    context = contextvars.copy_context()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(context.run, asyncio.run, coroutine).result()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from decimal import Decimal
 
@@ -10,7 +9,7 @@ import httpx
 import pytest
 
 from tallystick import ApiConnectionError, ApiError, AsyncClient, Client
-from tests.sdk_fakes import create_chatbot
+from tests.sdk_fakes import create_chatbot, run_async
 
 
 @pytest.fixture
@@ -115,7 +114,7 @@ def test_async_client_same_requests(tenant):  # type: ignore[no-untyped-def]
             fetched = await client.customers.get(created["id"])
             return created, fetched
 
-    created, fetched = asyncio.run(scenario())
+    created, fetched = run_async(scenario())
 
     assert fetched["id"] == created["id"]
     assert fetched["externalId"] == "acme"
@@ -127,7 +126,7 @@ def test_async_client_not_found(tenant):  # type: ignore[no-untyped-def]
             await client.products.get_by_external_id("missing")
 
     with pytest.raises(ApiError) as raised:
-        asyncio.run(scenario())
+        run_async(scenario())
 
     assert raised.value.status == 404
 

@@ -13,7 +13,6 @@ Expected costs come from the published per-token prices (USD per million tokens)
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -24,7 +23,7 @@ import pytest
 import tallystick
 from tallystick import Client
 from tallystick.tracing import flush, stats
-from tests.sdk_fakes import anthropic_clients, create_chatbot, openai_clients
+from tests.sdk_fakes import anthropic_clients, create_chatbot, openai_clients, run_async
 
 OPENAI_CALL_COST = Decimal("0.000285")
 ANTHROPIC_CALL_COST = Decimal("0.000924")
@@ -98,7 +97,7 @@ def test_openai_async_stream_cost_attributed(client: Client):
             receipt = await tallystick.asignal("chat_message", enable_cost_tracing=True)
             return text, receipt
 
-    text, receipt = asyncio.run(chat())
+    text, receipt = run_async(chat())
 
     assert text == "Hello there!"
     assert receipt.status == "sent"
@@ -129,7 +128,7 @@ def test_anthropic_async_stream_cost_attributed(client: Client):
                 assert "".join([text async for text in stream.text_stream]) == "Hello there!"
             return await tallystick.asignal("chat_message", enable_cost_tracing=True)
 
-    receipt = asyncio.run(chat())
+    receipt = run_async(chat())
 
     item = settled_cost(client, receipt.idempotency_key)
     assert Decimal(item["cost"]["amount"]) == ANTHROPIC_CALL_COST

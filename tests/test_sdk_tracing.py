@@ -7,7 +7,6 @@ their HTTP answered in-process.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 
@@ -22,6 +21,7 @@ from tests.sdk_fakes import (
     Collector,
     anthropic_clients,
     openai_clients,
+    run_async,
     start_collector,
 )
 
@@ -158,7 +158,7 @@ def test_openai_async_stream_usage(collector: Collector):
             )
             return [chunk async for chunk in stream]
 
-    chunks = asyncio.run(scenario())
+    chunks = run_async(scenario())
     wait_for_spans(collector, 2)
 
     assert calls[0]["stream_options"] == {"include_usage": True}
@@ -209,7 +209,7 @@ def test_anthropic_stream_helper_traced(collector: Collector):
     with tallystick.tracing("acme"):
         with anthropic_sync.messages.stream(**request) as stream:
             sync_text = "".join(stream.text_stream)
-        async_text = asyncio.run(stream_async())
+        async_text = run_async(stream_async())
     wait_for_spans(collector, 3)
 
     assert sync_text == async_text == "".join(STREAM_WORDS)
@@ -251,7 +251,7 @@ def test_decorator_sync_async_and_errors(collector: Collector):
         raise RuntimeError("boom")
 
     assert sync_work(21) == 42
-    assert asyncio.run(async_work()) == "done"
+    assert run_async(async_work()) == "done"
     with pytest.raises(RuntimeError):
         failing()
     wait_for_spans(collector, 3)
