@@ -201,6 +201,8 @@ def test_value_model_endpoints(tenant):
     with pytest.raises(PaidApiError) as raised:
         client.value_models.get_value_model_version(9)
     assert raised.value.status_code == 404
+    assert tenant.http.get("/value-models/versions/32589158477190044731").status_code == 400
+    assert tenant.http.get("/value-models/versions/0").status_code == 400
 
 
 def test_value_receipt_endpoints(tenant):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Query, Request, Response
+from fastapi import Depends, Path, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -45,6 +45,8 @@ from tallystick.server.value.calculations import decimal_text
 router = Router(dependencies=[Depends(authenticate)], responses=ERROR_RESPONSES)
 
 CONFLICT = {409: {"description": "The value model or receipt changed in a way that forbids this request."}}
+# Largest version number a path accepts: the column is a 32-bit integer.
+MAX_VERSION = 2**31 - 1
 
 
 # Value metrics
@@ -164,7 +166,9 @@ def list_value_model_versions(principal: CurrentPrincipal, session: ReadSession,
 
 
 @router.get("/value-models/versions/{version}", response_model=ValueModelDetailOut, tags=["value models"])
-def get_value_model_version(version: int, principal: CurrentPrincipal, session: ReadSession) -> ValueModelDetailOut:
+def get_value_model_version(
+    version: Annotated[int, Path(ge=1, le=MAX_VERSION)], principal: CurrentPrincipal, session: ReadSession
+) -> ValueModelDetailOut:
     """Return one version, active or archived, with its content."""
     return version_out(service.get_version(session, principal.organization_id, version))
 
@@ -308,7 +312,12 @@ def list_value_receipts(
     )
 
 
-@router.post("/value-receipts/sync", response_model=ValueReceiptSyncOut, tags=["value receipts"])
+@router.post(
+    "/value-receipts/sync",
+    response_model=ValueReceiptSyncOut,
+    tags=["value receipts"],
+    responses={201: {"model": ValueReceiptSyncOut, "description": "No receipt existed; this one was created."}},
+)
 def sync_value_receipt(
     body: ValueReceiptRequest, principal: CurrentPrincipal, session: DbSession, request: Request, response: Response
 ) -> ValueReceiptSyncOut:
