@@ -1,7 +1,7 @@
 """Measure what the tallystick SDK adds to one LLM call answered locally.
 
 One run of this script measures both sides. Each case is the same call through the real openai
-and anthropic client libraries with their HTTP answered in-process: bare, and with
+and anthropic client libraries with their HTTP served in-process: bare, and with
 `initialize_tracing` + `autoinstrument` and the call inside `tracing(...)`, exporting spans to a
 loopback OTLP collector. Bare and instrumented calls run in alternating child processes (the
 instrumentors patch the libraries for the whole process), several rounds each, so a change in

@@ -1,6 +1,6 @@
 """Network-edge fakes for the SDK tests: LLM vendor APIs and a loopback OTLP collector.
 
-The OpenAI and Anthropic fakes answer the real client libraries through their http_client
+The OpenAI and Anthropic fakes serve the real client libraries through their http_client
 (openai uses httpx2, anthropic uses httpx) with realistic bodies, including usage with cached
 tokens. The collector decodes the OTLP protobuf the SDK exports, so tests can read the span
 attributes exactly as a server receives them.
@@ -43,7 +43,7 @@ STREAM_WORDS = ["Hello", " there", "!"]
 def openai_chat_handler(
     request: Any, *, calls: list[dict[str, Any]] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
-    """Answer POST /v1/chat/completions like the OpenAI API (JSON or server-sent events)."""
+    """Respond to POST /v1/chat/completions like the OpenAI API (JSON or server-sent events)."""
     body = json.loads(request.content or b"{}")
     if calls is not None:
         calls.append(body)
@@ -118,7 +118,7 @@ def anthropic_usage_json() -> dict[str, Any]:
 
 
 def anthropic_messages_handler(request: Any) -> tuple[int, dict[str, str], bytes]:
-    """Answer POST /v1/messages like the Anthropic API (JSON or server-sent events)."""
+    """Respond to POST /v1/messages like the Anthropic API (JSON or server-sent events)."""
     body = json.loads(request.content or b"{}")
     message = {
         "id": "msg_fake1",

@@ -135,7 +135,7 @@ def test_async_client_not_found(tenant):  # type: ignore[no-untyped-def]
 
 
 def scripted(responses: list[int | Exception]) -> tuple[httpx.MockTransport, list[httpx.Request]]:
-    """A transport answering each request with the next status (or raising the next error)."""
+    """A transport that returns the next status for each request, or raises the next error."""
     seen: list[httpx.Request] = []
 
     def handle(request: httpx.Request) -> httpx.Response:

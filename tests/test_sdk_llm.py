@@ -1,5 +1,5 @@
 """The integration guide with the SDK against the live server: real openai and anthropic
-clients (their HTTP answered in-process), traced costs attributed to chat_message signals,
+clients (their HTTP served in-process), traced costs attributed to chat_message signals,
 credits consumed, balance checks and holds.
 
 Expected costs come from the published per-token prices (USD per million tokens):
@@ -237,3 +237,13 @@ def test_signal_needs_a_customer(client: Client):
         tallystick.signal("chat_message")
     with pytest.raises(ValueError, match="tracing"):
         tallystick.signal("chat_message", external_customer_id="acme", enable_cost_tracing=True)
+
+
+def test_repeated_signal_key_counts_once(client: Client):
+    with tallystick.tracing("acme", external_product_id="chatbot"):
+        first = tallystick.signal("chat_message", idempotency_key="message-7")
+        repeated = tallystick.signal("chat_message", idempotency_key="message-7")
+
+    assert first.status == "sent"
+    assert repeated.status == "duplicate"
+    assert available(client) == 9

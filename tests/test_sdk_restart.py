@@ -1,4 +1,4 @@
-"""The server dies mid-run: the application keeps answering, and its signals arrive once.
+"""The server dies mid-run: the application keeps serving, and its signals arrive once.
 
 A real `tallystick serve` process (the CLI, a SQLite file, a loopback port) is killed with
 SIGKILL while the application keeps handling chat messages, then restarted on the same port.
@@ -165,7 +165,7 @@ def test_signals_survive_server_restart(server_process: tuple[ServerProcess, str
 
 @pytest.fixture
 def silent_server() -> Iterator[str]:
-    """A loopback socket that accepts connections and never answers: a server that hangs."""
+    """A loopback socket that accepts connections and never responds, like a hung server."""
     import socket
 
     listener = socket.socket()
