@@ -345,3 +345,17 @@ def test_unserializable_signal_data_rejected(collector: Collector):
         with pytest.raises(ValueError, match="JSON"):
             tallystick.signal("chat_message", data={"when": object()}, enable_cost_tracing=True)
     assert context.external_customer_id == "acme"
+
+
+def test_raw_response_stream_left_alone(collector: Collector):
+    calls: list[dict] = []
+    openai_sync, _ = openai_clients(calls)
+
+    with tallystick.tracing("acme"):
+        raw = openai_sync.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        chunks = list(raw.parse())
+
+    assert "stream_options" not in calls[0]
+    assert len(chunks) == len(STREAM_WORDS) + 1

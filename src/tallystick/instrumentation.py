@@ -216,6 +216,11 @@ def _ask_for_usage(kwargs: dict[str, Any]) -> bool:
     """Add include_usage to a streamed request that does not set it; return True if added."""
     if kwargs.get("stream") is not True:
         return False
+    # with_raw_response and with_streaming_response hand the caller the raw HTTP response, where
+    # the usage chunk could not be hidden, so those calls stay as the caller made them.
+    headers = kwargs.get("extra_headers") or {}
+    if any(str(name).lower() == "x-stainless-raw-response" for name in headers):
+        return False
     options = kwargs.get("stream_options")
     if isinstance(options, dict):
         if "include_usage" in options:
