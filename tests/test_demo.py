@@ -50,6 +50,9 @@ def test_demo_summary_matches_api(tmp_path: Path):
     assert _field(output, "Credits left") == f"{PRO_CREDITS - MESSAGES} chat_credits"
     assert _field(output, "Signals with priced cost") == str(MESSAGES)
     assert _field(output, "Value delivered") == f"0 h {4 * MESSAGES} min of support time saved"
+    # Four minutes a message at $60 an hour is $4 a message.
+    assert _field(output, "Money saved") == f"${4 * MESSAGES}.00 at $60/hour"
+    receipt_url = _field(output, "Receipt:")
     revenue = _dollars(_field(output, "Revenue"))
     cost = _dollars(_field(output, "AI cost"))
     margin = _dollars(_field(output, "Margin"))
@@ -77,6 +80,10 @@ def test_demo_summary_matches_api(tmp_path: Path):
         assert all(item["cost"]["status"] == "priced" for item in signals)
         checkouts = http.get("/checkouts/").json()["data"]
         assert [item["status"] for item in checkouts] == ["completed"]
+        receipt_path = receipt_url.split("/", 3)[3]
+        page = httpx.get(f"{running.root}/{receipt_path}")
+        assert page.status_code == 200
+        assert "Time saved" in page.text
 
 
 def test_demo_catalog_matches_example(repo_root: Path):

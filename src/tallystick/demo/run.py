@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from tallystick.demo import servers
 from tallystick.demo.chatbot import CURRENCY_KEY, PRODUCT_ID, QUESTIONS, ChatBot
 from tallystick.demo.checkout_flow import buy_plan
 from tallystick.demo.llm_stub import create_llm_app
+from tallystick.demo.value import HOURLY_RATE_CENTS, configure_value_model, publish_receipt
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,9 @@ class DemoSummary:
     ai_cost: Decimal
     revenue: Decimal
     margin: Decimal
-    minutes_saved: int
+    minutes_saved: Decimal
+    money_saved_cents: int
+    receipt_url: str
     priced_signals: int
 
 
@@ -82,12 +86,15 @@ def run_demo(
         key = create_api_key(session, ORGANIZATION, "demo").secret
     api = Client(root, key)
 
-    console.print("[bold]2.[/bold] Applying the chatbot catalog (Chat Credits, ChatBot, three plans)")
+    console.print(
+        "[bold]2.[/bold] Applying the chatbot catalog (Chat Credits, ChatBot, three plans) and a value model"
+    )
     catalog = load_catalog_file(CATALOG_FILE)
     state = read_state(api)
     for change in plan_changes(api, catalog.spec, state):
         if change.apply is not None:
             change.apply()
+    configure_value_model(api)
     product = api.get(f"/products/external/{PRODUCT_ID}")
     plan = api.get(f"/plans/external/{PLAN_ID}")
 
@@ -110,7 +117,8 @@ def run_demo(
     )
     answered = _chat(api, key, root, llm.root, messages, console)
 
-    summary = _summarize(api, messages, answered)
+    started_at = datetime.now(UTC) - timedelta(hours=1)
+    summary = _summarize(api, messages, answered, started_at)
     _print_summary(console, summary, root, key, api)
     llm.stop()
 
@@ -167,7 +175,7 @@ def _signals_of_customer(api: Client) -> list[dict[str, Any]]:
         offset += len(page["data"])
 
 
-def _summarize(api: Client, sent: int, answered: int) -> DemoSummary:
+def _summarize(api: Client, sent: int, answered: int, started_at: datetime) -> DemoSummary:
     # Spans are exported in the background; wait until every signal has its cost attached.
     deadline = time.monotonic() + _COST_WAIT_SECONDS
     while True:
@@ -180,6 +188,9 @@ def _summarize(api: Client, sent: int, answered: int) -> DemoSummary:
     balances = api.get(f"/customers/external/{CUSTOMER_ID}/credits/balances")["data"]
     balance = next(item for item in balances if item["currencyKey"] == CURRENCY_KEY)
 
+    receipt = publish_receipt(api, CUSTOMER_ID, started_at)
+    lines = {line["valueTypeSlug"]: line for line in receipt.get("lines", [])}
+
     def total(field: str) -> Decimal:
         return sum((Decimal(str((item.get(field) or {}).get("amount", "0"))) for item in signals), Decimal(0))
 
@@ -191,7 +202,9 @@ def _summarize(api: Client, sent: int, answered: int) -> DemoSummary:
         ai_cost=total("cost"),
         revenue=total("revenue"),
         margin=total("margin"),
-        minutes_saved=sum(int((item.get("data") or {}).get("minutes_saved", 0)) for item in signals),
+        minutes_saved=Decimal(lines["time_saved"]["quantity"]) if "time_saved" in lines else Decimal(0),
+        money_saved_cents=int(lines["money_saved"].get("money") or 0) if "money_saved" in lines else 0,
+        receipt_url=receipt["publicUrl"],
         priced_signals=len(priced),
     )
 
@@ -201,7 +214,7 @@ def _usd(amount: Decimal) -> str:
 
 
 def _print_summary(console: Console, summary: DemoSummary, root: str, key: str, api: Client) -> None:
-    hours, minutes = divmod(summary.minutes_saved, 60)
+    hours, minutes = divmod(int(summary.minutes_saved), 60)
     console.print("\n[bold]Summary[/bold]")
     rows = [
         ("Messages answered", f"{summary.messages_answered} of {summary.messages_sent}"),
@@ -211,6 +224,7 @@ def _print_summary(console: Console, summary: DemoSummary, root: str, key: str, 
         ("Revenue", _usd(summary.revenue)),
         ("Margin", _usd(summary.margin)),
         ("Value delivered", f"{hours} h {minutes} min of support time saved"),
+        ("Money saved", f"${Decimal(summary.money_saved_cents) / 100:.2f} at ${HOURLY_RATE_CENTS // 100}/hour"),
         ("Signals with priced cost", str(summary.priced_signals)),
     ]
     for label, value in rows:
@@ -219,6 +233,7 @@ def _print_summary(console: Console, summary: DemoSummary, root: str, key: str, 
     console.print(f"  API key:    {key}", soft_wrap=True)
     console.print(f"  API docs:   {root}/docs", soft_wrap=True)
     console.print(f"  Dashboard:  {root}/dashboard", soft_wrap=True)
+    console.print(f"  Receipt:    {summary.receipt_url}", soft_wrap=True)
     try:
         portal = api.post("/customer-portals/", {"externalCustomerId": CUSTOMER_ID})
         console.print(f"  Portal:     {portal.get('url')}", soft_wrap=True)
