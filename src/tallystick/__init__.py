@@ -12,6 +12,7 @@ from tallystick.errors import ApiConnectionError, ApiError, TallystickError
 from tallystick.instrumentation import autoinstrument
 from tallystick.signals import SignalReceipt, asignal, signal
 from tallystick.tracing import generate_tracing_token, initialize_tracing, tracing
+from tallystick.webhooks import WebhookSignatureError, verify_webhook_signature
 
 __all__ = [
     "ApiConnectionError",
@@ -21,6 +22,7 @@ __all__ = [
     "Hold",
     "SignalReceipt",
     "TallystickError",
+    "WebhookSignatureError",
     "__version__",
     "asignal",
     "autoinstrument",
@@ -32,4 +34,5 @@ __all__ = [
     "reserve_credits",
     "signal",
     "tracing",
+    "verify_webhook_signature",
 ]
