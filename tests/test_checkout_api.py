@@ -166,20 +166,6 @@ def test_create_rejects_plan_of_another_product(tenant):
     assert "products[0].plans[0].id" in response.json()["error"]
 
 
-def test_create_rejects_customer_with_active_order(tenant):
-    catalog = create_guide_catalog(tenant.paid())
-    first = create_checkout(tenant, products=[{"id": catalog.product_id}], externalCustomerId="user-5")
-    hosted_page(first).pay(catalog.plan_ids["starter"])
-
-    response = tenant.http.post(
-        "/checkouts/",
-        json={"products": [{"id": catalog.product_id}], "successUrl": SUCCESS_URL, "externalCustomerId": "user-5"},
-    )
-
-    assert response.status_code == 400
-    assert "already has the active order" in response.json()["error"]
-
-
 def test_other_organization_cannot_see_or_use_checkout(tenant, other_tenant):
     catalog = create_guide_catalog(tenant.paid())
     checkout = create_checkout(tenant, products=[{"id": catalog.product_id}])

@@ -43,10 +43,18 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         log.info("server.started", extra={"database": store.engine.url.get_backend_name()})
+        from tallystick.server.billing.worker import start_billing_worker
         from tallystick.server.webhooks.worker import start_webhook_worker
 
+        if settings.secret_key is None:
+            from tallystick.server.server_secrets import SECRET_KEY_NAME, shared_secret
+
+            app.state.secret_key = shared_secret(store, SECRET_KEY_NAME)
         webhook_worker = start_webhook_worker(store, settings)
+        billing_worker = start_billing_worker(store, settings)
         yield
+        if billing_worker is not None:
+            await billing_worker.stop()
         if webhook_worker is not None:
             await webhook_worker.stop()
         if owns_store:
@@ -120,8 +128,8 @@ def _install_pages(app: FastAPI, settings: Settings) -> None:
     if settings.secret_key is not None:
         app.state.secret_key = settings.secret_key.get_secret_value()
     else:
+        # Replaced at startup by the key shared through the database (see server_secrets).
         app.state.secret_key = secrets.token_urlsafe(32)
-        log.warning("settings.secret_key_missing", extra={"setting": "TALLYSTICK_SECRET_KEY"})
     for router in page_routers():
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 
 def all_routers() -> list[APIRouter]:
     # Imported here so that importing the app module does not load every domain.
+    from tallystick.server.billing.routes import router as billing_router
     from tallystick.server.catalog.routes import currencies_router, plans_router, products_router
     from tallystick.server.checkout.routes import router as checkouts_router
     from tallystick.server.costs.routes import router as costs_router
@@ -17,12 +18,13 @@ def all_routers() -> list[APIRouter]:
     from tallystick.server.value.routes import router as value_router
     from tallystick.server.webhooks.routes import router as webhooks_router
 
-    return [currencies_router, products_router, plans_router, customers_router, ledger_router, signals_router, costs_router, webhooks_router, checkouts_router, orders_router, invoices_router, value_router]
+    return [currencies_router, products_router, plans_router, customers_router, ledger_router, signals_router, costs_router, webhooks_router, checkouts_router, orders_router, invoices_router, value_router, billing_router]
 
 
 def page_routers() -> list[APIRouter]:
     """Routers of the server-rendered pages, mounted at the server root."""
     from tallystick.server.checkout.pages import router as checkout_pages_router
+    from tallystick.server.checkout.providers.stripe_webhooks import router as stripe_webhooks_router
     from tallystick.server.value.pages import router as value_pages_router
 
-    return [checkout_pages_router, value_pages_router]
+    return [checkout_pages_router, value_pages_router, stripe_webhooks_router]

@@ -23,9 +23,9 @@ class Settings(BaseSettings):
     # Largest page a list endpoint returns, whatever `limit` the caller sends.
     max_page_size: int = 1000
     default_page_size: int = 50
-    # Secret that signs the hosted pages' form tokens. Every server process sharing a database
-    # needs the same value; when it is unset, each process draws a random one at start, so a
-    # form only works on the process that rendered it and until that process restarts.
+    # Secret that signs the hosted pages' form tokens and public links. Every server process
+    # sharing a database needs the same value; when it is unset, the first process generates
+    # one and stores it in the database, where the others read it.
     secret_key: SecretStr | None = None
     # Root URL at which buyers reach this server, such as https://billing.example.com; hosted
     # page links start with it. Default: the root URL of the request that creates the link.
@@ -61,6 +61,19 @@ class Settings(BaseSettings):
     webhook_retry_base_seconds: float = Field(default=30.0, gt=0)
     webhook_retry_max_delay_seconds: float = Field(default=6 * 3600.0, gt=0)
     webhook_retry_window_seconds: float = Field(default=3 * 86400.0, gt=0)
+
+    # Billing. Whether this process runs the background task that renews orders, retries
+    # declined renewal charges and expires checkouts, and how many seconds it sleeps when it
+    # finds no work.
+    billing_worker_enabled: bool = True
+    billing_poll_interval_seconds: float = Field(default=30.0, gt=0)
+    # Hours to wait before each retry of a declined renewal charge, as a JSON list; after the
+    # last one the invoice is marked overdue.
+    renewal_payment_retry_hours: list[float] = Field(default_factory=lambda: [24.0, 72.0, 120.0])
+    # Stripe: the API root the stripe library calls (change it only to point at a local
+    # stand-in in tests), and seconds one Stripe request may take.
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_timeout_seconds: float = Field(default=20.0, gt=0)
 
     @model_validator(mode="after")
     def _check_webhook_claim(self) -> Settings:

@@ -9,6 +9,7 @@ and returns its order. A declined card writes only a billing-payment-failed even
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,19 +19,26 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tallystick.server import events
+from tallystick.server.billing import changes
+from tallystick.server.billing import invoices as billing_invoices
+from tallystick.server.billing.renewals import lock_order
 from tallystick.server.checkout import service
 from tallystick.server.checkout.offers import Offer, OfferError, load_offers
 from tallystick.server.checkout.providers import (
     PaymentDeclined,
     PaymentProvider,
+    PaymentRedirect,
     PaymentRequest,
     PaymentSucceeded,
+    PaymentUnanswered,
     SavedMethod,
 )
+from tallystick.server.checkout.schemas import CHECKOUT_ID_PLACEHOLDER
 from tallystick.server.customers.schemas import BillingAddress, CustomerCreate
 from tallystick.server.customers.service import (
     create_customer,
     find_customer,
+    find_customer_by_external_id,
     get_or_create_by_external_id,
 )
 from tallystick.server.ids import new_id
@@ -81,7 +89,15 @@ class InvalidChoice:
     message: str
 
 
-PayResult = Completed | Declined | NotPayable | InvalidChoice
+@dataclass(frozen=True)
+class Redirected:
+    """The buyer pays on the provider's page at `url`; its webhook completes the checkout."""
+
+    checkout: Checkout
+    url: str
+
+
+PayResult = Completed | Declined | NotPayable | InvalidChoice | Redirected
 
 
 def form_idempotency_key(checkout_id: str, attempt: str) -> str:
@@ -130,16 +146,39 @@ def pay_checkout(
         return choice
     offer, terms = choice
 
+    # Buying another plan of a product the customer subscribes to changes that order: an
+    # upgrade costs the prorated difference now, a downgrade nothing until the period ends.
+    amount = terms.first_invoice_amount
+    existing = existing_order(session, checkout, offer.product.id)
+    if existing is not None:
+        try:
+            amount = changes.quote_change(existing, terms, now).amount_due
+        except changes.ChangeError as error:
+            return InvalidChoice(checkout, str(error))
+
     idempotency_key = form_idempotency_key(checkout.id, attempt)
     request = PaymentRequest(
         organization_id=checkout.organization_id,
         checkout_id=checkout.id,
-        amount=terms.first_invoice_amount,
+        amount=amount,
         currency=terms.currency,
         description=terms.name,
         idempotency_key=idempotency_key,
+        metadata=_payment_metadata(checkout, attempt, offer_key, currency, buyer),
+        success_url=checkout.success_url.replace(CHECKOUT_ID_PLACEHOLDER, checkout.id),
+        cancel_url=checkout.url,
+        customer_email=buyer.email,
     )
-    outcome = provider.collect(request, payment_details)
+    if existing is not None and amount == 0:
+        outcome: Any = PaymentSucceeded(provider=provider.name, provider_payment_id=f"nopay_{idempotency_key}", method=None)
+    else:
+        outcome = provider.collect(request, payment_details)
+    if isinstance(outcome, PaymentRedirect):
+        log.info("checkout.redirected", extra={"checkout_id": checkout.id, "provider": provider.name})
+        return Redirected(checkout=checkout, url=outcome.url)
+    if isinstance(outcome, PaymentUnanswered):
+        log.warning("checkout.provider_unanswered", extra={"checkout_id": checkout.id, "provider": provider.name})
+        return Declined(checkout=checkout, message="The payment service did not respond. Nothing was charged; try again.")
     if isinstance(outcome, PaymentDeclined):
         _record_decline(session, checkout, request, outcome, provider.name)
         return Declined(checkout=checkout, message=outcome.message)
@@ -187,28 +226,48 @@ def complete_checkout(
 
     customer = _resolve_customer(session, checkout, buyer, now)
     method = _save_payment_method(session, customer, payment.provider, payment.method)
-    order = orders.create_order(
-        session,
-        customer=customer,
-        terms=terms,
-        start=now,
-        checkout_id=checkout.id,
-        payment_method_id=method.id if method is not None else None,
-    )
-    orders.activate_order(session, order, now)
-    invoice = orders.issue_first_invoice(session, order, now)
-    orders.post_invoice(session, invoice, order, now)
-    orders.record_payment(
-        session,
-        invoice=invoice,
-        order=order,
-        provider=payment.provider,
-        provider_payment_id=payment.provider_payment_id,
-        payment_method=method,
-        paid_at=now,
-        checkout_id=checkout.id,
-        idempotency_key=idempotency_key,
-    )
+    existing = existing_order(session, checkout, offer.product.id, customer_id=customer.id)
+    if existing is not None:
+        order = lock_order(session, existing.id) or existing
+        try:
+            changes.change_plan(
+                session,
+                order,
+                terms,
+                now,
+                payment=changes.ChangePayment(
+                    provider=payment.provider,
+                    provider_payment_id=payment.provider_payment_id,
+                    method=method,
+                    checkout_id=checkout.id,
+                    idempotency_key=idempotency_key,
+                ),
+            )
+        except changes.ChangeError as error:
+            # NOTE: a provider that confirms payments later has taken the money by now; the
+            # operator must refund it. Pages check the same rules before charging.
+            log.error("checkout.change_rejected", extra={"checkout_id": checkout.id, "reason": str(error)})
+            return NotPayable(checkout=checkout, status=service.effective_status(checkout, now))
+        if method is not None:
+            order.payment_method_id = method.id
+    else:
+        order = orders.create_order(session, customer=customer, terms=terms, start=now, checkout_id=checkout.id)
+        # The order has no payment method while it activates, so the first invoice is not
+        # charged again: the buyer has just paid it here.
+        invoice = orders.activate_order(session, order, now)
+        assert invoice is not None  # an order starting now has a first period
+        billing_invoices.record_payment(
+            session,
+            invoice=invoice,
+            order=order,
+            provider=payment.provider,
+            provider_payment_id=payment.provider_payment_id,
+            payment_method=method,
+            paid_at=now,
+            checkout_id=checkout.id,
+            idempotency_key=idempotency_key,
+        )
+        order.payment_method_id = method.id if method is not None else None
 
     checkout.order_id = order.id
     checkout.selected_product_id = offer.product.id
@@ -237,6 +296,78 @@ def complete_checkout(
         },
     )
     return Completed(checkout=checkout, order=order, repeated=False)
+
+
+def complete_provider_payment(
+    session: Session,
+    *,
+    checkout_id: str,
+    attempt: str,
+    offer_key: str,
+    currency: str,
+    buyer: Buyer,
+    payment: PaymentSucceeded,
+    now: datetime,
+) -> PayResult | None:
+    """Complete a checkout from a provider's later report of a payment (its webhook).
+
+    Locks the checkout first, like a form submission. Returns None for an unknown checkout.
+    """
+    checkout = service.lock_checkout(session, checkout_id)
+    if checkout is None:
+        return None
+    choice = _choose(session, checkout, offer_key, currency)
+    if isinstance(choice, InvalidChoice):
+        return choice
+    offer, terms = choice
+    return complete_checkout(
+        session,
+        checkout=checkout,
+        offer=offer,
+        terms=terms,
+        buyer=buyer,
+        payment=payment,
+        idempotency_key=form_idempotency_key(checkout.id, attempt),
+        now=now,
+    )
+
+
+def existing_order(
+    session: Session, checkout: Checkout, product_id: str, *, customer_id: str | None = None
+) -> Order | None:
+    """Return the active order of the checkout's customer for `product_id`, if there is one."""
+    if customer_id is None:
+        customer_id = checkout.customer_id
+        if customer_id is None and checkout.external_customer_id is not None:
+            customer = find_customer_by_external_id(session, checkout.organization_id, checkout.external_customer_id)
+            customer_id = customer.id if customer is not None else None
+    if customer_id is None:
+        return None
+    return session.scalars(
+        select(Order)
+        .where(
+            Order.organization_id == checkout.organization_id,
+            Order.customer_id == customer_id,
+            Order.product_id == product_id,
+            Order.status == "active",
+        )
+        .order_by(Order.start_date.desc(), Order.id)
+    ).first()
+
+
+def _payment_metadata(checkout: Checkout, attempt: str, offer_key: str, currency: str, buyer: Buyer) -> dict[str, str]:
+    """Return what a provider's webhook needs to complete the checkout later, as strings."""
+    metadata = {
+        "tallystick_checkout_id": checkout.id,
+        "tallystick_attempt": attempt,
+        "tallystick_offer": offer_key,
+        "tallystick_currency": currency,
+    }
+    details = {"name": buyer.name, "email": buyer.email, "phone": buyer.phone}
+    metadata.update({f"tallystick_buyer_{key}": value for key, value in details.items() if value})
+    if buyer.address:
+        metadata["tallystick_buyer_address"] = json.dumps(buyer.address, separators=(",", ":"))[:500]
+    return metadata
 
 
 def _choose(
@@ -350,6 +481,7 @@ def _save_payment_method(
         customer_id=customer.id,
         provider=provider,
         provider_method_id=saved.provider_method_id,
+        provider_customer_id=saved.provider_customer_id,
         type="card",
         brand=saved.brand,
         last4=saved.last4,
@@ -379,7 +511,7 @@ def _record_decline(
             "paymentMethod": {"brand": declined.brand, "last4": declined.last4},
         }
     }
-    events.record_event(session, checkout.organization_id, orders.PAYMENT_FAILED, payload)
+    events.record_event(session, checkout.organization_id, events.PAYMENT_FAILED, payload)
     log.info(
         "payment.declined",
         extra={

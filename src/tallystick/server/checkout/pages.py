@@ -13,17 +13,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tallystick.server import clock
+from tallystick.server.billing.changes import ChangeError, quote_change
 from tallystick.server.checkout import forms, service
 from tallystick.server.checkout.completion import (
     Completed,
     Declined,
     InvalidChoice,
     NotPayable,
+    Redirected,
     begin_payment,
+    existing_order,
     pay_checkout,
 )
 from tallystick.server.checkout.offers import OfferError, load_offers
-from tallystick.server.checkout.providers import get_provider
+from tallystick.server.checkout.providers import provider_for
 from tallystick.server.checkout.schemas import CHECKOUT_ID_PLACEHOLDER
 from tallystick.server.deps import DbSession, ReadSession
 from tallystick.server.models import Checkout, CreditCurrency
@@ -49,6 +52,8 @@ class OptionView:
     price: str
     frequency: str
     one_time: str | None
+    # For a customer changing plans: what the change costs now, or when it takes effect.
+    change_note: str | None
     credits: list[str]
     features: list[str]
 
@@ -126,7 +131,7 @@ def submit_checkout(request: Request, checkout_id: str, session: DbSession, form
         return _message_page(request, started.status, started.checkout)
     checkout = started
 
-    provider = get_provider(checkout.payment_provider)
+    provider = provider_for(session, checkout.organization_id, checkout.payment_provider)
     buyer_form = forms.read_buyer(
         form,
         ask_name_email=_asks_name_and_email(checkout),
@@ -154,6 +159,8 @@ def submit_checkout(request: Request, checkout_id: str, session: DbSession, form
     )
     if isinstance(result, Completed):
         return _redirect_to_success(result.checkout)
+    if isinstance(result, Redirected):
+        return RedirectResponse(result.url, status_code=303, headers={"Cache-Control": "no-store"})
     if isinstance(result, NotPayable):
         return _message_page(request, result.status, result.checkout)
     if isinstance(result, Declined):
@@ -190,7 +197,7 @@ def _render_form(
     request: Request, session: Session, checkout: Checkout, state: PageState, *, status_code: int
 ) -> Response:
     options = _option_views(session, checkout, state.currency)
-    provider = get_provider(checkout.payment_provider)
+    provider = provider_for(session, checkout.organization_id, checkout.payment_provider)
     browser_id = request.cookies.get(forms.BROWSER_COOKIE) or forms.new_browser_id()
     selected = state.values.get("option") or (options[0].key if options else "")
 
@@ -289,6 +296,7 @@ def _option_views(session: Session, checkout: Checkout, currency: str) -> list[O
             select(CreditCurrency).where(CreditCurrency.organization_id == checkout.organization_id)
         )
     }
+    now = clock.now()
     views = []
     for offer in offers:
         try:
@@ -296,6 +304,20 @@ def _option_views(session: Session, checkout: Checkout, currency: str) -> list[O
         except TermsError:
             continue
         one_time = terms.first_invoice_amount - terms.period_amount
+        change_note = None
+        current = existing_order(session, checkout, offer.product.id)
+        if current is not None:
+            one_time = 0
+            try:
+                quote = quote_change(current, terms, now)
+            except ChangeError as error:
+                change_note = str(error)
+            else:
+                change_note = (
+                    f"{format_money(quote.amount_due, currency)} due today for the rest of this period"
+                    if quote.kind == "upgrade"
+                    else f"Starts {quote.effective_at:%B} {quote.effective_at.day}, {quote.effective_at.year}; nothing due today"
+                )
         views.append(
             OptionView(
                 key=offer.key,
@@ -304,6 +326,7 @@ def _option_views(session: Session, checkout: Checkout, currency: str) -> list[O
                 price=format_money(terms.period_amount, currency),
                 frequency=_per_period(terms.period_months),
                 one_time=format_money(one_time, currency) if one_time else None,
+                change_note=change_note,
                 credits=_credit_lines(terms, currency_names),
                 features=list(offer.features),
             )

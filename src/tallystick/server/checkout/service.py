@@ -144,29 +144,13 @@ def _allowed_currencies(offers: list[Offer], currency: str | None) -> list[str]:
 def _check_existing_orders(
     session: Session, organization_id: str, customer_id: str | None, offers: list[Offer], allowed: list[str]
 ) -> None:
-    """Reject a checkout for a product the customer already subscribes to.
+    """Reject a checkout the customer could not pay in the currency of its active orders.
 
-    Buying a second plan of a subscribed product is an upgrade, which needs proration.
-    TODO: support upgrades; until then the buyer must end the current order first.
+    A checkout for a product the customer already subscribes to is a plan change: completing
+    it upgrades that order or schedules its downgrade (see `billing.changes`).
     """
     if customer_id is None:
         return
-    product_ids = {offer.product.id for offer in offers}
-    existing = session.scalars(
-        select(Order).where(
-            Order.organization_id == organization_id,
-            Order.customer_id == customer_id,
-            Order.status == "active",
-            Order.product_id.in_(product_ids),
-        )
-    ).first()
-    if existing is not None:
-        raise bad_request(
-            "products",
-            f"the customer already has the active order {existing.id} for product {existing.product_id}; "
-            "upgrades through checkout are not supported yet",
-            existing.product_id,
-        )
     currencies = set(
         session.scalars(
             select(Order.currency).where(
@@ -272,9 +256,9 @@ def mark_expired(session: Session, checkout: Checkout, now: datetime) -> None:
 def expire_due_checkouts(session: Session, now: datetime, *, limit: int = 500) -> int:
     """Store the expiry of up to `limit` active checkouts past their `expires_at`; return how many.
 
-    NOTE: nothing runs this on a schedule yet. Until something does, a checkout's expiry and
-    its billing-checkout-expired event are stored when someone next tries to pay it. Reads
-    report the checkout as expired from its `expires_at` either way.
+    The billing task of every server process runs this each poll, so the billing-checkout-
+    expired event goes out soon after the expiry. Reads report the checkout as expired from
+    its `expires_at` either way.
     """
     due = list(
         session.scalars(

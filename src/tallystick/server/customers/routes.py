@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Query
 
-from tallystick.server import clock
+from tallystick.server.billing.customer_state import open_checkout_links, state_orders
+from tallystick.server.billing.renewals import refresh_in_session
 from tallystick.server.customers import service
 from tallystick.server.customers.schemas import (
     CREATION_STATES,
@@ -22,7 +23,12 @@ from tallystick.server.customers.schemas import (
     CustomerStateSeats,
     CustomerUpdate,
 )
-from tallystick.server.deps import CurrentPrincipal, DbSession, ReadSession, authenticate
+from tallystick.server.deps import (
+    CurrentPrincipal,
+    DbSession,
+    ReadSession,
+    authenticate,
+)
 from tallystick.server.filters import parse_choice_filter, parse_date_filter
 from tallystick.server.ledger.service import customer_balances
 from tallystick.server.models import Customer
@@ -152,8 +158,9 @@ def get_customer_state(customer_id: str, principal: CurrentPrincipal, session: D
 
 
 def customer_state(session, customer: Customer) -> CustomerStateOut:  # type: ignore[no-untyped-def]
-    # TODO: fill orders and checkout links once orders and checkouts exist.
-    now = clock.now()
+    # Billing periods that started since the last renewal are granted first, so the state
+    # never shows a stale period.
+    now = refresh_in_session(session, customer.organization_id, customer.id)
     balances = [
         CustomerStateCreditBalance(
             credits_currency_id=currency.id,
@@ -172,9 +179,9 @@ def customer_state(session, customer: Customer) -> CustomerStateOut:  # type: ig
             billing_address=BillingAddressOut.model_validate(address) if address else None,
         ),
         default_currency=customer.default_currency,
-        orders=[],
+        orders=state_orders(session, customer),
         seats=CustomerStateSeats(),
-        checkout_links=[],
+        checkout_links=open_checkout_links(session, customer, now),
         credits=CustomerStateCredits(balances=balances),
         timestamp=now,
     )

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tallystick.server import clock
+from tallystick.server.billing.renewals import refresh_for_read
 from tallystick.server.customers import service as customers
 from tallystick.server.deps import (
     CurrentPrincipal,
@@ -135,9 +136,12 @@ def _currency_by_key(session: Session, organization_id: str, key: str) -> Credit
 # Balances
 
 
-def _balances(session: Session, customer: Customer) -> CreditBalanceListOut:
+def _balances(request: Request, session: Session, customer: Customer) -> CreditBalanceListOut:
+    # Billing periods that started since the last renewal are granted first, so a read never
+    # shows a stale period.
+    now = refresh_for_read(request.app.state.store, session, customer.organization_id, customer.id)
     balances = []
-    for currency, view in service.customer_balances(session, customer.organization_id, customer.id, clock.now()):
+    for currency, view in service.customer_balances(session, customer.organization_id, customer.id, now):
         grants = [
             CreditGrantOut(
                 id=item.grant.id,
@@ -182,15 +186,17 @@ def _balances(session: Session, customer: Customer) -> CreditBalanceListOut:
 
 @router.get("/customers/external/{external_id}/credits/balances", response_model=CreditBalanceListOut)
 def get_balances_by_external_id(
-    external_id: str, principal: CurrentPrincipal, session: ReadSession
+    external_id: str, request: Request, principal: CurrentPrincipal, session: ReadSession
 ) -> CreditBalanceListOut:
     """List the customer's credit balance in each credit currency, with its active grants."""
     customer = customers.get_customer_by_external_id(session, principal.organization_id, external_id)
-    return _balances(session, customer)
+    return _balances(request, session, customer)
 
 
 @router.get("/customers/{customer_id}/credits/balances", response_model=CreditBalanceListOut)
-def get_balances(customer_id: str, principal: CurrentPrincipal, session: ReadSession) -> CreditBalanceListOut:
+def get_balances(
+    customer_id: str, request: Request, principal: CurrentPrincipal, session: ReadSession
+) -> CreditBalanceListOut:
     """List the customer's credit balance in each credit currency, with its active grants.
 
     `available` is what the customer can spend now: active grants' remaining credits minus
@@ -198,7 +204,7 @@ def get_balances(customer_id: str, principal: CurrentPrincipal, session: ReadSes
     its share after holds and pending consumption are assigned to grants in draw order.
     """
     customer = customers.get_customer(session, principal.organization_id, customer_id)
-    return _balances(session, customer)
+    return _balances(request, session, customer)
 
 
 # Grants

@@ -21,14 +21,20 @@ from tallystick.server.models.ledger import (
     PendingConsumption,
 )
 from tallystick.server.models.order import (
+    BillingPeriod,
+    CreditAllocation,
     Invoice,
     InvoiceLine,
     Order,
     OrderLine,
     Payment,
     PaymentMethod,
+    PaymentSettings,
+    TestClock,
+    TestClockCustomer,
 )
 from tallystick.server.models.organization import ApiKey, Organization
+from tallystick.server.models.server import ServerSecret
 from tallystick.server.models.signal import Signal
 from tallystick.server.models.value import (
     SignalValue,
@@ -57,6 +63,8 @@ __all__ = [
     "CreditGrant",
     "CreditHold",
     "Customer",
+    "BillingPeriod",
+    "CreditAllocation",
     "Invoice",
     "InvoiceLine",
     "LedgerEntry",
@@ -66,6 +74,10 @@ __all__ = [
     "OutboxEvent",
     "Payment",
     "PaymentMethod",
+    "PaymentSettings",
+    "ServerSecret",
+    "TestClock",
+    "TestClockCustomer",
     "PendingConsumption",
     "Plan",
     "PlanAttribute",

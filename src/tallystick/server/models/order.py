@@ -1,4 +1,5 @@
-"""Orders and what they bill: order lines, invoices, invoice lines, payments, payment methods.
+"""Orders and what they bill: order lines, billing periods, credit allocations, invoices,
+invoice lines, payments, payment methods and each organization's payment settings.
 
 Money columns hold integer minor units (cents for USD) of the row's `currency`, an ISO 4217
 code. An order line keeps a copy of the pricing lines and credit benefits it was sold with, so
@@ -8,21 +9,33 @@ later edits to the plan change neither the order's price nor the credits it gran
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tallystick.server import clock
 from tallystick.server.models.base import Base, OrgScopedMixin, TimestampMixin
-from tallystick.server.models.types import JsonObject
+from tallystick.server.models.types import Credits, JsonObject
 
 
 class Order(OrgScopedMixin, TimestampMixin, Base):
     """A customer's subscription to one product, optionally on one plan.
 
     Billing periods start at `start_date` and last `billing_period_months` each; `billing_anchor`
-    is the day of the month (1-31) on which later periods start.
+    is the day of the month (1-31) on which later periods start. `billing_due_at` is the earliest
+    instant at which the order has billing work to do (a period to start, a month's credits to
+    allocate, a payment to retry, an end to record); the renewal task and balance reads look
+    orders up by it.
     """
 
     __tablename__ = "orders"
@@ -37,6 +50,8 @@ class Order(OrgScopedMixin, TimestampMixin, Base):
             postgresql_where=text("external_id IS NOT NULL"),
         ),
         Index("ix_orders_customer_product", "organization_id", "customer_id", "product_id", "status"),
+        Index("ix_orders_billing_due_at", "billing_due_at"),
+        Index("ix_orders_customer_billing_due_at", "organization_id", "customer_id", "billing_due_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -61,6 +76,9 @@ class Order(OrgScopedMixin, TimestampMixin, Base):
     # The wire billing frequency: monthly, quarterly, semiAnnually, annual or custom.
     billing_frequency: Mapped[str] = mapped_column(String(16), default="monthly")
     billing_period_months: Mapped[int] = mapped_column(Integer, default=1)
+    # The wire billingFrequencyOverride ({frequency, customMonths}) a sales-led order was sold with.
+    billing_frequency_override: Mapped[dict[str, Any] | None] = mapped_column(JsonObject)
+    billing_contact_ids: Mapped[list[str] | None] = mapped_column(JsonObject)
     subscription_terms: Mapped[int | None] = mapped_column(Integer)
     payment_terms: Mapped[str | None] = mapped_column(String(64))
     # The price of one billing period in minor units, before tax.
@@ -75,6 +93,17 @@ class Order(OrgScopedMixin, TimestampMixin, Base):
     auto_send_billing_emails: Mapped[bool] = mapped_column(default=False)
     auto_send_payment_emails: Mapped[bool] = mapped_column(default=False)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # The billing period in progress: its number (from 1; 0 before the first) and bounds.
+    period_number: Mapped[int] = mapped_column(Integer, default=0)
+    period_start: Mapped[datetime | None]
+    period_end: Mapped[datetime | None]
+    # Billing events up to this instant have been processed; None before the first period.
+    billing_cursor: Mapped[datetime | None]
+    billing_due_at: Mapped[datetime | None]
+    # A plan change that takes effect when the current period ends: {planId, name, currency,
+    # billingFrequency, periodMonths, periodAmount, attributes, requestedAt}.
+    scheduled_change: Mapped[dict[str, Any] | None] = mapped_column(JsonObject)
+    ended_at: Mapped[datetime | None]
 
     lines: Mapped[list[OrderLine]] = relationship(
         back_populates="order", order_by="OrderLine.position", lazy="selectin"
@@ -85,8 +114,10 @@ class OrderLine(OrgScopedMixin, TimestampMixin, Base):
     """One product of an order, with a copy of its pricing lines as sold.
 
     `attributes` is a list of objects with the keys productAttributeId, planAttributeId (or
-    null), name, pricing (the wire pricing object) and creditBenefits (each with id,
-    creditsCurrencyId, amount as a decimal string, allocationCadence and creditGrantTiming).
+    null), name, pricing (the wire pricing object), unitPrice, recurring and creditBenefits
+    (each with id, creditsCurrencyId, amount as a decimal string, allocationCadence,
+    creditGrantTiming and the rollover fields). A plan change ends the line (`end_date`) and
+    adds a line with the new plan's copy; a line bills and grants only while it has not ended.
     """
 
     __tablename__ = "order_lines"
@@ -108,8 +139,66 @@ class OrderLine(OrgScopedMixin, TimestampMixin, Base):
     order: Mapped[Order] = relationship(back_populates="lines")
 
 
+class BillingPeriod(OrgScopedMixin, Base):
+    """One started billing period of an order. The row is the period's claim: (order, number)
+    is unique, so a period is started, invoiced and charged once, whoever gets there first."""
+
+    __tablename__ = "billing_periods"
+    __table_args__ = (UniqueConstraint("order_id", "number"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(40), ForeignKey("orders.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    start_date: Mapped[datetime]
+    end_date: Mapped[datetime]
+    invoice_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("invoices.id"))
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class CreditAllocation(OrgScopedMixin, Base):
+    """Credits one benefit of an order line granted for one slot of one billing period.
+
+    A slot is the whole period for an upfront benefit, or one month of it for a monthly one.
+    The unique key (order, period, order line, benefit, slot) makes each allocation happen
+    once. `kind` is allowance, or upgrade for the difference granted when a plan change raised
+    the allowance mid-slot. When the benefit keeps a rollover amount, `rolled_over_at` records
+    that the unused credits were carried over (`rollover_grant_id`, None when nothing was left).
+    """
+
+    __tablename__ = "credit_allocations"
+    __table_args__ = (
+        UniqueConstraint("order_id", "period_number", "order_line_id", "credit_benefit_id", "slot"),
+        Index("ix_credit_allocations_rollover_due", "order_id", "rolled_over_at", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(40), ForeignKey("orders.id", ondelete="CASCADE"))
+    order_line_id: Mapped[str] = mapped_column(String(40), ForeignKey("order_lines.id"))
+    period_number: Mapped[int] = mapped_column(Integer)
+    credit_benefit_id: Mapped[str] = mapped_column(String(40))
+    slot: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16), default="allowance")
+    credits_currency_id: Mapped[str] = mapped_column(String(40), ForeignKey("credit_currencies.id"))
+    amount: Mapped[Decimal] = mapped_column(Credits())
+    starts_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    grant_id: Mapped[str] = mapped_column(String(40), ForeignKey("credit_grants.id"))
+    # Most unused credits carried past `expires_at`, and until when; None when nothing rolls over.
+    rollover_amount: Mapped[Decimal | None] = mapped_column(Credits())
+    rollover_until: Mapped[datetime | None]
+    rolled_over_at: Mapped[datetime | None]
+    rollover_grant_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("credit_grants.id"))
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
 class Invoice(OrgScopedMixin, TimestampMixin, Base):
-    """A bill for one billing period of an order; amounts in minor units of `currency`."""
+    """A bill for one billing period of an order, or for a mid-period upgrade; amounts in minor
+    units of `currency`.
+
+    Renewal invoices are charged to the order's saved payment method. A declined charge is
+    retried on a fixed schedule: `payment_attempts` counts the charges tried and
+    `next_payment_attempt_at` is the next one, None once paid or out of retries.
+    """
 
     __tablename__ = "invoices"
     __table_args__ = (
@@ -143,6 +232,16 @@ class Invoice(OrgScopedMixin, TimestampMixin, Base):
     paid_at: Mapped[datetime | None]
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JsonObject)
     purchase_order_reference: Mapped[str | None] = mapped_column(String(255))
+    # period (a billing period's charge) or upgrade (the prorated difference of a plan change).
+    billing_reason: Mapped[str] = mapped_column(String(16), default="period")
+    # The billing period the invoice belongs to, when it is an order's.
+    period_number: Mapped[int | None] = mapped_column(Integer)
+    payment_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_payment_attempt_at: Mapped[datetime | None]
+    # The idempotency key of a charge that got no final answer; the next attempt reuses it, so
+    # a charge that went through is not made twice.
+    payment_idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    last_payment_error: Mapped[str | None] = mapped_column(String(500))
 
     lines: Mapped[list[InvoiceLine]] = relationship(
         back_populates="invoice", order_by="InvoiceLine.position", lazy="selectin"
@@ -188,6 +287,8 @@ class PaymentMethod(OrgScopedMixin, TimestampMixin, Base):
     customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"), index=True)
     provider: Mapped[str] = mapped_column(String(32))
     provider_method_id: Mapped[str] = mapped_column(String(255))
+    # The provider's customer the method is attached to, for providers that need one (Stripe).
+    provider_customer_id: Mapped[str | None] = mapped_column(String(255))
     type: Mapped[str] = mapped_column(String(16), default="card")
     brand: Mapped[str | None] = mapped_column(String(32))
     last4: Mapped[str | None] = mapped_column(String(4))
@@ -232,4 +333,52 @@ class Payment(OrgScopedMixin, Base):
     # succeeded or refunded.
     status: Mapped[str] = mapped_column(String(16), default="succeeded")
     paid_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class PaymentSettings(Base):
+    """How one organization takes payments: its provider and that provider's credentials.
+
+    `provider` is "test" (the embedded test mode) or "stripe". The Stripe keys are stored as
+    given, so the database must be protected like the Stripe dashboard; they are never
+    returned by the API.
+    """
+
+    __tablename__ = "payment_settings"
+
+    organization_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    provider: Mapped[str] = mapped_column(String(32), default="test")
+    stripe_secret_key: Mapped[str | None] = mapped_column(String(255))
+    stripe_webhook_secret: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
+
+
+class TestClock(OrgScopedMixin, TimestampMixin, Base):
+    """A clock for test mode: its customers' billing runs at `frozen_time`, which moves only when
+    the clock is advanced, so renewals, expiries and retries can be tried without waiting."""
+
+    __test__ = False  # not a pytest test class, despite its name
+    __tablename__ = "test_clocks"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    frozen_time: Mapped[datetime]
+    # ready, or advancing while an advance runs.
+    status: Mapped[str] = mapped_column(String(16), default="ready")
+    deleted_at: Mapped[datetime | None]
+
+
+class TestClockCustomer(OrgScopedMixin, Base):
+    """A customer whose time is a test clock's; a customer belongs to at most one clock."""
+
+    __test__ = False
+    __tablename__ = "test_clock_customers"
+
+    customer_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    test_clock_id: Mapped[str] = mapped_column(String(40), ForeignKey("test_clocks.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=clock.now)

@@ -1,14 +1,25 @@
-"""HTTP routes to read orders, order lines, invoices and invoice lines."""
+"""HTTP routes of orders (create, read, update, delete, activate, cancel), order lines,
+invoices and invoice lines."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Query
 
-from tallystick.server.deps import CurrentPrincipal, ReadSession, authenticate
+from tallystick.server import clock
+from tallystick.server.billing import invoices as billing_invoices
+from tallystick.server.billing.renewals import lock_order
+from tallystick.server.deps import (
+    CurrentPrincipal,
+    DbSession,
+    ReadSession,
+    authenticate,
+)
+from tallystick.server.errors import bad_request
 from tallystick.server.filters import parse_choice_filter, parse_date_filter
-from tallystick.server.orders import queries
+from tallystick.server.models import Order
+from tallystick.server.orders import queries, service
 from tallystick.server.orders.schemas import (
     CREATION_STATES,
     INVOICE_STATUSES,
@@ -17,9 +28,11 @@ from tallystick.server.orders.schemas import (
     InvoiceLinesOut,
     InvoiceListOut,
     InvoiceOut,
+    OrderCreate,
     OrderLinesOut,
     OrderListOut,
     OrderOut,
+    OrderUpdate,
     invoice_line_out,
     invoice_out,
     order_line_out,
@@ -27,7 +40,7 @@ from tallystick.server.orders.schemas import (
 )
 from tallystick.server.pagination import Page, paginate
 from tallystick.server.routing import Router
-from tallystick.server.schemas import ERROR_RESPONSES
+from tallystick.server.schemas import ERROR_RESPONSES, EmptyResponse, RequestModel
 
 _common = {"dependencies": [Depends(authenticate)], "responses": ERROR_RESPONSES}
 orders_router = Router(tags=["orders"], **_common)
@@ -70,11 +83,82 @@ def list_orders(
     return OrderListOut.model_validate({"data": data, "pagination": pagination})
 
 
+def _order_response(session: Any, order: Order) -> OrderOut:
+    totals = queries.billed_totals(session, [order.id])
+    return order_out(order, *totals.get(order.id, (0, 0)))
+
+
+def _locked_order(session: Any, organization_id: str, order_id: str) -> Order:
+    """Return the organization's order with its row locked until the request's transaction ends."""
+    order = queries.get_order(session, organization_id, order_id)
+    locked = lock_order(session, order.id)
+    assert locked is not None
+    return locked
+
+
+@orders_router.post("/orders/", status_code=201, response_model=OrderOut)
+def create_order(body: OrderCreate, principal: CurrentPrincipal, session: DbSession) -> OrderOut:
+    """Create a sales-led order for a customer, as a draft or (creationState active) activated.
+
+    Each line sells a product at its default plan, or at its own pricing when it has none;
+    a line's `attributes` replace the pricing of the product's pricing lines with the same
+    name. Amounts are in minor units. `billingAnchor` (1-31) is the day of the month periods
+    start on, by default the start date's; `subscriptionTerms` counts billing periods and sets
+    `endDate` when none is sent. An order activated with a start date in the past is billed
+    from its start: see `POST /orders/{id}/activate`.
+    """
+    order = service.create_sales_order(session, principal.organization_id, body, clock.now())
+    return _order_response(session, order)
+
+
 @orders_router.get("/orders/{order_id}", response_model=OrderOut)
 def get_order(order_id: str, principal: CurrentPrincipal, session: ReadSession) -> OrderOut:
     order = queries.get_order(session, principal.organization_id, order_id)
-    totals = queries.billed_totals(session, [order.id])
-    return order_out(order, *totals.get(order.id, (0, 0)))
+    return _order_response(session, order)
+
+
+@orders_router.put("/orders/{order_id}", response_model=OrderOut)
+def update_order(order_id: str, body: OrderUpdate, principal: CurrentPrincipal, session: DbSession) -> OrderOut:
+    """Update an order. startDate, billingAnchor and subscriptionTerms change only on drafts;
+    endDate on an active order schedules its end. creationState active activates a draft."""
+    order = _locked_order(session, principal.organization_id, order_id)
+    service.update_order(session, order, body, clock.now())
+    return _order_response(session, order)
+
+
+@orders_router.delete("/orders/{order_id}", response_model=EmptyResponse)
+def delete_order(order_id: str, principal: CurrentPrincipal, session: DbSession) -> EmptyResponse:
+    """Delete a draft order. Active and ended orders cannot be deleted; cancel them instead."""
+    order = _locked_order(session, principal.organization_id, order_id)
+    service.delete_order(session, order)
+    return EmptyResponse()
+
+
+@orders_router.post("/orders/{order_id}/activate", response_model=OrderOut)
+def activate_order(order_id: str, principal: CurrentPrincipal, session: DbSession) -> OrderOut:
+    """Activate a draft order. No request body.
+
+    An order whose start date is in the past is backdated: every billing period since the
+    start is started in order with its credits (each allocation as of its own start), the
+    invoices of elapsed periods stay drafts and the current one is posted, and the customer's
+    unrated signals for the order's products since the start date are rated against the new
+    grants in time order. on_payment credits wait until their invoice is paid.
+    """
+    order = _locked_order(session, principal.organization_id, order_id)
+    service.activate_order(session, order, clock.now())
+    return _order_response(session, order)
+
+
+@orders_router.post("/orders/{order_id}/cancel", response_model=OrderOut)
+def cancel_order(order_id: str, principal: CurrentPrincipal, session: DbSession) -> OrderOut:
+    """End an active order when its current billing period ends. Not part of the Paid API.
+
+    Nothing is refunded; granted credits stay usable until they expire. Setting `endDate`
+    again (or to null) with `PUT /orders/{id}` before then undoes the cancellation.
+    """
+    order = _locked_order(session, principal.organization_id, order_id)
+    service.cancel_order(session, order, clock.now())
+    return _order_response(session, order)
 
 
 @orders_router.get("/orders/{order_id}/lines", response_model=OrderLinesOut)
@@ -134,6 +218,63 @@ def list_invoices(
 @invoices_router.get("/invoices/{invoice_id}", response_model=InvoiceOut)
 def get_invoice(invoice_id: str, principal: CurrentPrincipal, session: ReadSession) -> InvoiceOut:
     return invoice_out(queries.get_invoice(session, principal.organization_id, invoice_id))
+
+
+class InvoiceUpdate(RequestModel):
+    metadata: dict[str, Any] | None = None
+
+
+@invoices_router.put("/invoices/{invoice_id}", response_model=InvoiceOut)
+def update_invoice(invoice_id: str, body: InvoiceUpdate, principal: CurrentPrincipal, session: DbSession) -> InvoiceOut:
+    """Replace an invoice's metadata, the only field clients may change."""
+    invoice = queries.get_invoice(session, principal.organization_id, invoice_id)
+    if "metadata" in body.provided():
+        invoice.metadata_ = body.metadata
+        invoice.updated_at = clock.now()
+        session.flush()
+    return invoice_out(invoice)
+
+
+@invoices_router.post("/invoices/{invoice_id}/post", response_model=InvoiceOut)
+def post_invoice(invoice_id: str, principal: CurrentPrincipal, session: DbSession) -> InvoiceOut:
+    """Post a draft invoice, such as an elapsed period's after backdated activation, and grant
+    its on_invoice_posted credits. Not part of the Paid API."""
+    invoice = queries.get_invoice(session, principal.organization_id, invoice_id)
+    if invoice.status != "draft":
+        raise bad_request("id", f"only a draft invoice can be posted; this one is {invoice.status}", invoice.id)
+    now = clock.now()
+    order = _locked_order(session, principal.organization_id, invoice.order_id) if invoice.order_id else None
+    billing_invoices.post_invoice(session, invoice, now)
+    if order is not None and order.status == "active" and invoice.period_number is not None:
+        from tallystick.server.billing.allocations import allocate_due
+
+        allocate_due(session, order, invoice.period_number, now)
+    return invoice_out(invoice)
+
+
+@invoices_router.post("/invoices/{invoice_id}/mark-paid", response_model=InvoiceOut)
+def mark_invoice_paid(invoice_id: str, principal: CurrentPrincipal, session: DbSession) -> InvoiceOut:
+    """Record that a posted invoice was paid outside tallystick (such as by bank transfer), and
+    grant its on_payment credits. Not part of the Paid API."""
+    invoice = queries.get_invoice(session, principal.organization_id, invoice_id)
+    if invoice.status != "posted":
+        raise bad_request("id", f"only a posted invoice can be paid; this one is {invoice.status}", invoice.id)
+    if invoice.payment_status == "paid":
+        return invoice_out(invoice)
+    if invoice.order_id is None:
+        raise bad_request("id", "only invoices of orders can be marked paid", invoice.id)
+    now = clock.now()
+    order = _locked_order(session, principal.organization_id, invoice.order_id)
+    billing_invoices.record_payment(
+        session,
+        invoice=invoice,
+        order=order,
+        provider="manual",
+        provider_payment_id=f"manual_{invoice.id}",
+        payment_method=None,
+        paid_at=now,
+    )
+    return invoice_out(invoice)
 
 
 @invoices_router.get("/invoices/{invoice_id}/lines", response_model=InvoiceLinesOut)

@@ -7,14 +7,106 @@ same unit as catalog prices.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from tallystick.server.models import Invoice, InvoiceLine, Order, OrderLine
-from tallystick.server.schemas import PaginationOut, ResponseModel
+from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
 
 ORDER_STATUSES = ("draft", "paused", "active", "ended")
+BillingFrequency = Literal["monthly", "quarterly", "semiAnnually", "annual", "custom"]
+# Months in one billing period, by the order's wire billing frequency; custom reads a count.
+FREQUENCY_MONTHS = {"monthly": 1, "quarterly": 3, "semiAnnually": 6, "annual": 12}
+
+
+class PricePointsIn(RequestModel):
+    currency: str | None = Field(default=None, min_length=3, max_length=3)
+    unit_price: int = Field(ge=0, description="Minor units, such as cents.")
+    min_quantity: int | None = None
+    included_quantity: int | None = None
+    tiers: list[dict[str, Any]] | None = None
+
+
+class OrderCreditBenefitIn(RequestModel):
+    id: str = Field(min_length=1, max_length=40)
+    credits_currency_id: str | None = None
+    recipient: Literal["organization", "seat"] | None = None
+    amount: Decimal = Field(gt=0, max_digits=28, decimal_places=9)
+    rollover_amount: Decimal | None = Field(default=None, ge=0, max_digits=28, decimal_places=9)
+    rollover_duration: int | None = Field(default=None, ge=0)
+    rollover_duration_unit: Literal["days", "months"] | None = None
+    allocation_cadence: Literal["upfront", "monthly"] | None = None
+    credit_grant_timing: Literal["on_order_activation", "on_payment", "on_invoice_posted"] | None = None
+
+
+class OrderLinePricingIn(RequestModel):
+    event_name: str | None = Field(default=None, max_length=255)
+    charge_type: Literal["usage", "recurring", "oneTime", "seatBased"]
+    price_points: PricePointsIn
+    pricing_model: Literal[
+        "perUnit", "volumePricing", "graduatedPricing", "prepaidCredits", "bracketedPrepaidCredits", "flat"
+    ]
+    billing_frequency: BillingFrequency | None = None
+    billing_frequency_custom_months: int | None = Field(default=None, ge=1, le=120)
+    billing_type: Literal["advance", "arrears"] | None = None
+    signal_type: Literal["activity", "outcome"] | None = None
+    credits_currency_id: str | None = None
+    credit_cost: Decimal | None = Field(default=None, ge=0, max_digits=28, decimal_places=9)
+    overage_unit_price: int | None = None
+    credit_rollover_amount: Decimal | None = None
+    credit_benefits: list[OrderCreditBenefitIn] | None = None
+    pricing_input: dict[str, Any] | None = None
+    credit_unit_brackets: list[dict[str, Any]] | None = None
+
+
+class OrderLineAttributeIn(RequestModel):
+    name: str = Field(min_length=1, max_length=500)
+    quantity: int | None = Field(default=None, ge=1, le=1_000_000)
+    pricing: OrderLinePricingIn
+
+
+class OrderLineIn(RequestModel):
+    product_id: str
+    name: str | None = Field(default=None, max_length=500)
+    description: str | None = Field(default=None, max_length=5000)
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    attributes: list[OrderLineAttributeIn] | None = None
+    line_type: Literal["STANDARD", "CREDIT"] | None = None
+
+
+class BillingFrequencyOverrideIn(RequestModel):
+    frequency: BillingFrequency
+    custom_months: int | None = Field(default=None, ge=1, le=120)
+
+
+class OrderUpdate(RequestModel):
+    """Fields an order update may send. Dates, anchor and terms change only on draft orders."""
+
+    name: str | None = Field(default=None, max_length=500)
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    subscription_terms: int | None = Field(default=None, ge=1, le=1200)
+    creation_state: Literal["draft", "active"] | None = None
+    billing_anchor: int | None = Field(default=None, ge=1, le=31)
+    payment_terms: str | None = Field(default=None, max_length=64)
+    external_id: str | None = Field(default=None, min_length=1, max_length=255)
+    metadata: dict[str, Any] | None = None
+    billing_customer_id: str | None = None
+    billing_contact_ids: list[str] | None = None
+    auto_post_invoices: bool | None = None
+    auto_send_billing_emails: bool | None = None
+    auto_send_payment_emails: bool | None = None
+    purchase_order_reference: str | None = Field(default=None, max_length=255)
+
+
+class OrderCreate(OrderUpdate):
+    customer_id: str
+    currency: str | None = Field(default=None, min_length=3, max_length=3)
+    lines: list[OrderLineIn] | None = None
+    billing_frequency_override: BillingFrequencyOverrideIn | None = None
 CREATION_STATES = ("draft", "active")
 INVOICE_STATUSES = ("building", "draft", "pending", "posted", "voided", "canceled", "error")
 PAYMENT_STATUSES = ("pending", "paid", "partiallyPaid", "overdue", "error")
@@ -48,6 +140,7 @@ class OrderOut(ResponseModel):
     version: int
     billing_frequency_overridden: bool = False
     purchase_order_reference: str | None = None
+    billing_frequency_override: dict[str, Any] | None = None
     # Fields beyond the Paid wire model.
     status: str = Field(description="draft, active, paused or ended.")
     external_id: str | None = None
@@ -58,6 +151,15 @@ class OrderOut(ResponseModel):
     billing_anchor: int = Field(description="Day of the month (1-31) on which periods start.")
     billing_frequency: str
     payment_method_id: str | None = None
+    period_number: int = Field(description="The billing period in progress, from 1; 0 before the first.")
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    next_billing_at: datetime | None = Field(default=None, description="When billing work is next due.")
+    scheduled_change: dict[str, Any] | None = Field(
+        default=None, description="A plan change taking effect at periodEnd: planId, name, periodAmount."
+    )
+    activated_at: datetime | None = None
+    ended_at: datetime | None = None
 
 
 class OrderListOut(ResponseModel):
@@ -117,6 +219,11 @@ class InvoiceOut(ResponseModel):
     purchase_order_reference: str | None = None
     number: int
     paid_at: datetime | None = None
+    billing_reason: str = Field(description="period, or upgrade for a mid-period plan change.")
+    period_number: int | None = None
+    payment_attempts: int = 0
+    next_payment_attempt_at: datetime | None = None
+    last_payment_error: str | None = None
 
 
 class InvoiceListOut(ResponseModel):
@@ -178,6 +285,9 @@ def order_out(order: Order, billed: int = 0, unpaid: int = 0) -> OrderOut:
         auto_send_billing_emails=order.auto_send_billing_emails,
         auto_send_payment_emails=order.auto_send_payment_emails,
         version=order.version,
+        billing_contact_ids=list(order.billing_contact_ids or []),
+        billing_frequency_overridden=order.billing_frequency_override is not None,
+        billing_frequency_override=order.billing_frequency_override,
         purchase_order_reference=order.purchase_order_reference,
         status=order.status,
         external_id=order.external_id,
@@ -188,6 +298,17 @@ def order_out(order: Order, billed: int = 0, unpaid: int = 0) -> OrderOut:
         billing_anchor=order.billing_anchor,
         billing_frequency=order.billing_frequency,
         payment_method_id=order.payment_method_id,
+        period_number=order.period_number,
+        period_start=order.period_start,
+        period_end=order.period_end,
+        next_billing_at=order.billing_due_at,
+        scheduled_change=(
+            {key: order.scheduled_change.get(key) for key in ("planId", "name", "periodAmount")}
+            if order.scheduled_change
+            else None
+        ),
+        activated_at=order.activated_at,
+        ended_at=order.ended_at,
     )
 
 
@@ -234,6 +355,11 @@ def invoice_out(invoice: Invoice) -> InvoiceOut:
         purchase_order_reference=invoice.purchase_order_reference,
         number=invoice.number,
         paid_at=invoice.paid_at,
+        billing_reason=invoice.billing_reason,
+        period_number=invoice.period_number,
+        payment_attempts=invoice.payment_attempts,
+        next_payment_attempt_at=invoice.next_payment_attempt_at,
+        last_payment_error=invoice.last_payment_error,
     )
 
 

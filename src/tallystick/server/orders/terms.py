@@ -7,8 +7,8 @@ currency, in minor units, for a quantity of one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from dataclasses import dataclass, replace
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from tallystick.server.models import CreditBenefit, Plan, Product
@@ -51,32 +51,46 @@ class MissingPriceError(TermsError):
 
 @dataclass(frozen=True)
 class BenefitTerms:
-    """Credits a pricing line grants: `amount` per billing period of the order."""
+    """Credits a pricing line grants: `amount` per billing period of the order.
+
+    Unused credits expire when their allocation ends, except up to `rollover_amount`, which
+    stays usable for `rollover_duration` more days or months (`rollover_duration_unit`).
+    """
 
     benefit_id: str
     credits_currency_id: str
     amount: Decimal
     allocation_cadence: str  # upfront or monthly
     credit_grant_timing: str  # on_order_activation, on_payment or on_invoice_posted
+    rollover_amount: Decimal | None = None
+    rollover_duration: int | None = None
+    rollover_duration_unit: str | None = None  # days or months
 
     def snapshot(self) -> dict[str, Any]:
-        """Return the JSON an order line keeps, with the amount as an exact decimal string."""
+        """Return the JSON an order line keeps, with amounts as exact decimal strings."""
         return {
             "id": self.benefit_id,
             "creditsCurrencyId": self.credits_currency_id,
             "amount": str(self.amount),
             "allocationCadence": self.allocation_cadence,
             "creditGrantTiming": self.credit_grant_timing,
+            "rolloverAmount": str(self.rollover_amount) if self.rollover_amount is not None else None,
+            "rolloverDuration": self.rollover_duration,
+            "rolloverDurationUnit": self.rollover_duration_unit,
         }
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> BenefitTerms:
+        rollover_amount = data.get("rolloverAmount")
         return cls(
             benefit_id=data["id"],
             credits_currency_id=data["creditsCurrencyId"],
-            amount=Decimal(data["amount"]),
-            allocation_cadence=data["allocationCadence"],
-            credit_grant_timing=data["creditGrantTiming"],
+            amount=Decimal(str(data["amount"])),
+            allocation_cadence=data.get("allocationCadence") or "monthly",
+            credit_grant_timing=data.get("creditGrantTiming") or "on_order_activation",
+            rollover_amount=Decimal(str(rollover_amount)) if rollover_amount is not None else None,
+            rollover_duration=data.get("rolloverDuration"),
+            rollover_duration_unit=data.get("rolloverDurationUnit"),
         )
 
 
@@ -89,10 +103,17 @@ class LineTerms:
     name: str
     pricing: dict[str, Any]
     pricing_type: str
-    # Minor units charged each period (recurring) or once (one-time); None for usage lines.
+    # Minor units charged per unit each period (recurring) or once (one-time); None for usage lines.
     charge: int | None
     recurring: bool
     benefits: tuple[BenefitTerms, ...]
+    # Units sold, such as seats; the line charges `charge` x `quantity`.
+    quantity: int = 1
+
+    @property
+    def amount(self) -> int:
+        """Minor units this line charges: unit price times quantity (0 for usage lines)."""
+        return (self.charge or 0) * self.quantity
 
     def snapshot(self) -> dict[str, Any]:
         """Return the JSON an order line keeps for this pricing line."""
@@ -102,9 +123,19 @@ class LineTerms:
             "name": self.name,
             "pricing": self.pricing,
             "unitPrice": self.charge,
+            "quantity": self.quantity,
             "recurring": self.recurring,
             "creditBenefits": [benefit.snapshot() for benefit in self.benefits],
         }
+
+
+@dataclass(frozen=True)
+class CustomLine:
+    """A sales-led order's own pricing for one pricing line, replacing the catalog's."""
+
+    pricing: dict[str, Any]
+    benefits: tuple[BenefitTerms, ...] | None  # None keeps the catalog line's benefits
+    quantity: int = 1
 
 
 @dataclass(frozen=True)
@@ -127,12 +158,12 @@ class PlanTerms:
     @property
     def period_amount(self) -> int:
         """Minor units charged at the start of every billing period."""
-        return sum(line.charge or 0 for line in self.lines if line.recurring)
+        return sum(line.amount for line in self.lines if line.recurring)
 
     @property
     def first_invoice_amount(self) -> int:
         """Minor units of the first invoice: one period plus every one-time charge."""
-        return sum(line.charge or 0 for line in self.lines)
+        return sum(line.amount for line in self.lines)
 
     @property
     def benefits(self) -> list[BenefitTerms]:
@@ -150,13 +181,25 @@ def monthly_allowance(benefit: BenefitTerms, period_months: int) -> Decimal:
     return share.quantize(Decimal(1).scaleb(-CREDIT_PLACES), rounding=ROUND_DOWN)
 
 
-def price_terms(product: Product, plan: Plan | None, currency: str) -> PlanTerms:
+def price_terms(
+    product: Product,
+    plan: Plan | None,
+    currency: str,
+    *,
+    custom: dict[str, CustomLine] | None = None,
+    frequency_override: tuple[str, int] | None = None,
+) -> PlanTerms:
     """Return what `plan` (or the product's own pricing when None) sells in `currency`.
+
+    `custom` replaces the pricing of lines by name, as a sales-led order's line attributes do.
+    `frequency_override` (wire frequency, months) bills every recurring line at that
+    frequency, its price scaled from its own frequency and rounded half up to a minor unit.
 
     Raises TermsError when a charged line has no price in `currency`, uses a pricing type the
     checkout cannot charge yet, or when the recurring lines bill at different frequencies.
     """
     currency = currency.upper()
+    custom = custom or {}
     overrides = {attribute.product_attribute_id: attribute for attribute in plan.attributes} if plan else {}
 
     lines = []
@@ -165,25 +208,35 @@ def price_terms(product: Product, plan: Plan | None, currency: str) -> PlanTerms
             continue
         override = overrides.get(product_line.id)
         source = override if override is not None else product_line
+        own = custom.get(product_line.name)
         lines.append(
             _line_terms(
                 product_attribute_id=product_line.id,
-                plan_attribute_id=override.id if override is not None else None,
+                plan_attribute_id=override.id if override is not None and own is None else None,
                 name=product_line.name,
-                pricing=source.pricing or {},
-                benefits=source.credit_benefits,
+                pricing=own.pricing if own is not None else (source.pricing or {}),
+                benefits=(
+                    own.benefits
+                    if own is not None and own.benefits is not None
+                    else tuple(_benefit_terms(benefit) for benefit in source.credit_benefits)
+                ),
                 currency=currency,
+                quantity=own.quantity if own is not None else 1,
             )
         )
 
-    frequencies = {_billing_months(line) for line in lines if line.recurring}
-    if len(frequencies) > 1:
-        raise TermsError("its recurring pricing lines bill at different frequencies")
-    if frequencies:
-        [(frequency, months)] = frequencies
+    if frequency_override is not None:
+        frequency, months = frequency_override
+        lines = [_rescaled(line, months) for line in lines]
     else:
-        # Nothing recurs, so nothing renews: credits are still allocated for a first month.
-        frequency, months = "monthly", 1
+        frequencies = {_billing_months(line) for line in lines if line.recurring}
+        if len(frequencies) > 1:
+            raise TermsError("its recurring pricing lines bill at different frequencies")
+        if frequencies:
+            [(frequency, months)] = frequencies
+        else:
+            # Nothing recurs, so nothing renews: credits are still allocated for a first month.
+            frequency, months = "monthly", 1
 
     return PlanTerms(
         product=product,
@@ -195,14 +248,39 @@ def price_terms(product: Product, plan: Plan | None, currency: str) -> PlanTerms
     )
 
 
+def _rescaled(line: LineTerms, months: int) -> LineTerms:
+    """Return `line` priced for a period of `months`, scaled from its own billing frequency."""
+    if not line.recurring or line.charge is None:
+        return line
+    _, own_months = _billing_months(line)
+    if own_months == months:
+        return line
+    scaled = (Decimal(line.charge) * months / own_months).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    return replace(line, charge=int(scaled))
+
+
+def _benefit_terms(benefit: CreditBenefit) -> BenefitTerms:
+    return BenefitTerms(
+        benefit_id=benefit.id,
+        credits_currency_id=benefit.credits_currency_id,
+        amount=benefit.amount,
+        allocation_cadence=benefit.allocation_cadence,
+        credit_grant_timing=benefit.credit_grant_timing,
+        rollover_amount=benefit.rollover_amount,
+        rollover_duration=benefit.rollover_duration,
+        rollover_duration_unit=benefit.rollover_duration_unit,
+    )
+
+
 def _line_terms(
     *,
     product_attribute_id: str,
     plan_attribute_id: str | None,
     name: str,
     pricing: dict[str, Any],
-    benefits: list[CreditBenefit],
+    benefits: tuple[BenefitTerms, ...],
     currency: str,
+    quantity: int = 1,
 ) -> LineTerms:
     pricing_type = str(pricing.get("pricingType", ""))
     recurring = pricing_type in RECURRING_CHARGED_TYPES
@@ -221,16 +299,8 @@ def _line_terms(
         pricing_type=pricing_type,
         charge=charge,
         recurring=recurring,
-        benefits=tuple(
-            BenefitTerms(
-                benefit_id=benefit.id,
-                credits_currency_id=benefit.credits_currency_id,
-                amount=benefit.amount,
-                allocation_cadence=benefit.allocation_cadence,
-                credit_grant_timing=benefit.credit_grant_timing,
-            )
-            for benefit in benefits
-        ),
+        benefits=benefits,
+        quantity=quantity,
     )
 
 

@@ -2,25 +2,34 @@
 
 Every provider implements `PaymentProvider`. The page renders the provider's `form_template`
 inside its payment form. On submit, `read_form` turns the posted fields into provider-specific
-payment details or per-field errors, and `collect` charges those details. A provider that confirms
-payments later (through its own webhook, as Stripe does) reports the same `PaymentSucceeded`
-to checkout completion, keyed by its payment id, so a repeated report completes nothing twice.
+payment details or per-field errors, and `collect` charges those details. A provider whose buyer
+pays on the provider's own page (Stripe Checkout) answers `collect` with a `PaymentRedirect`
+and confirms the payment later, through its webhook, with the same `PaymentSucceeded` keyed by
+its payment id, so a repeated report completes nothing twice.
+
+Each organization picks its provider in its `PaymentSettings` row; without one it uses the
+embedded `test` provider.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from tallystick.server.models import PaymentMethod
+from tallystick.server.models import PaymentMethod, PaymentSettings
 
 
 @dataclass(frozen=True)
 class PaymentRequest:
-    """One charge: `amount` in minor units of `currency`, identified by `idempotency_key`."""
+    """One charge: `amount` in minor units of `currency`, identified by `idempotency_key`.
+
+    `metadata` travels with the charge to the provider (Stripe keeps it on its objects and
+    sends it back in webhooks). `success_url` and `cancel_url` are where a provider's own
+    payment page sends the buyer afterwards; `customer_email` prefills that page.
+    """
 
     organization_id: str
     checkout_id: str | None
@@ -28,15 +37,24 @@ class PaymentRequest:
     currency: str
     description: str
     idempotency_key: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    success_url: str | None = None
+    cancel_url: str | None = None
+    customer_email: str | None = None
 
 
 @dataclass(frozen=True)
 class SavedMethod:
-    """A reusable payment method as the provider reports it; brand and last four digits only."""
+    """A reusable payment method as the provider reports it; brand and last four digits only.
+
+    `provider_customer_id` is the provider's customer that owns the method, for providers that
+    charge saved methods through a customer (Stripe).
+    """
 
     provider_method_id: str
     brand: str | None
     last4: str | None
+    provider_customer_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +74,24 @@ class PaymentDeclined:
     last4: str | None = None
 
 
-PaymentOutcome = PaymentSucceeded | PaymentDeclined
+@dataclass(frozen=True)
+class PaymentRedirect:
+    """The buyer pays on the provider's page at `url`; the provider reports the payment later."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class PaymentUnanswered:
+    """The provider gave no final answer (unreachable, timed out, failed on its side).
+
+    The charge may or may not have happened: a retry must reuse the same idempotency key.
+    """
+
+    message: str
+
+
+PaymentOutcome = PaymentSucceeded | PaymentDeclined | PaymentRedirect | PaymentUnanswered
 
 
 class PaymentProvider(Protocol):
@@ -78,20 +113,42 @@ class PaymentProvider(Protocol):
 
 
 DEFAULT_PROVIDER = "test"
+PROVIDER_NAMES = ("test", "stripe")
 
 
-def get_provider(name: str) -> PaymentProvider:
-    """Return the provider registered under `name`."""
+class ProviderNotConfigured(Exception):
+    """The organization's provider lacks the credentials it needs; the message names them."""
+
+
+def get_provider(name: str, payment_settings: PaymentSettings | None = None) -> PaymentProvider:
+    """Return the provider registered under `name`, set up with the organization's settings.
+
+    Raises ProviderNotConfigured when `name` is stripe and the settings hold no secret key.
+    """
+    if name == "stripe":
+        from tallystick.server.checkout.providers.stripe import StripeProvider
+
+        if payment_settings is None or not payment_settings.stripe_secret_key:
+            raise ProviderNotConfigured("the organization has no Stripe secret key; set it in its payment settings")
+        return StripeProvider(payment_settings.stripe_secret_key)
+
     from tallystick.server.checkout.providers.testmode import TestModeProvider
 
-    providers: dict[str, PaymentProvider] = {TestModeProvider.name: TestModeProvider()}
-    return providers[name]
+    if name != TestModeProvider.name:
+        raise KeyError(f"unknown payment provider {name!r}")
+    return TestModeProvider()
+
+
+def payment_settings(session: Session, organization_id: str) -> PaymentSettings | None:
+    return session.get(PaymentSettings, organization_id)
+
+
+def provider_for(session: Session, organization_id: str, name: str) -> PaymentProvider:
+    """Return provider `name` set up with the organization's credentials."""
+    return get_provider(name, payment_settings(session, organization_id))
 
 
 def provider_for_organization(session: Session, organization_id: str) -> str:
-    """Return the name of the payment provider the organization's checkouts use.
-
-    TODO: read the organization's choice once a second provider (Stripe) exists; until then
-    every organization uses the embedded test provider.
-    """
-    return DEFAULT_PROVIDER
+    """Return the name of the payment provider the organization's new checkouts use."""
+    settings = payment_settings(session, organization_id)
+    return settings.provider if settings is not None else DEFAULT_PROVIDER

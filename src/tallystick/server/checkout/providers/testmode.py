@@ -3,6 +3,9 @@
 No money moves and no card data leaves the server. The card number is checked with the Luhn
 algorithm and must be one of the test cards below; the expiry must not be in the past. Only
 the brand and last four digits are kept, in the saved payment method.
+
+Card 4000 0000 0000 0341 pays the checkout, but every later charge of the saved card (such as
+a renewal) is declined, to try failed renewals and their retries.
 """
 
 from __future__ import annotations
@@ -30,7 +33,11 @@ TEST_CARDS: dict[str, tuple[str, str | None]] = {
     "378282246310005": ("amex", None),
     "4000000000000002": ("visa", "card_declined"),
     "4000000000009995": ("visa", "insufficient_funds"),
+    "4000000000000341": ("visa", None),
 }
+# The test card whose saved payment method declines every charge after the first payment.
+RENEWAL_DECLINE_CARD = "4000000000000341"
+_RENEWAL_DECLINE_PREFIX = "testpm_declines"
 DECLINE_MESSAGES = {
     "card_declined": "Your card was declined. Try another card.",
     "insufficient_funds": "Your card has insufficient funds. Try another card.",
@@ -136,18 +143,25 @@ class TestModeProvider:
                 brand=brand,
                 last4=details.last4,
             )
+        method_prefix = _RENEWAL_DECLINE_PREFIX if details.number == RENEWAL_DECLINE_CARD else "testpm"
         return PaymentSucceeded(
             provider=self.name,
             provider_payment_id=_stable_id("testpay", request.idempotency_key),
             method=SavedMethod(
-                provider_method_id=_stable_id("testpm", request.idempotency_key),
+                provider_method_id=_stable_id(method_prefix, request.idempotency_key),
                 brand=brand,
                 last4=details.last4,
             ),
         )
 
     def charge_saved_method(self, request: PaymentRequest, method: PaymentMethod) -> PaymentOutcome:
-        # Only cards that succeeded were saved, so a saved test card always pays.
+        if method.provider_method_id.startswith(_RENEWAL_DECLINE_PREFIX):
+            return PaymentDeclined(
+                code="card_declined",
+                message=DECLINE_MESSAGES["card_declined"],
+                brand=method.brand,
+                last4=method.last4,
+            )
         return PaymentSucceeded(
             provider=self.name,
             provider_payment_id=_stable_id("testpay", request.idempotency_key),

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 22:27:50.639335
+Create Date: 2026-12-04 22:34:49.160404
 """
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ def upgrade() -> None:
     sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_organizations')),
     sa.UniqueConstraint('name', name=op.f('uq_organizations_name'))
+    )
+    op.create_table('server_secrets',
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('value', sa.String(length=255), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_server_secrets'))
     )
     op.create_table('api_keys',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -121,6 +127,22 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_customers_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index('uq_customers_org_external_id', ['organization_id', 'external_id'], unique=True, sqlite_where=sa.text('deleted_at IS NULL AND external_id IS NOT NULL'), postgresql_where=sa.text('deleted_at IS NULL AND external_id IS NOT NULL'))
 
+    op.create_table('operators',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('email', sa.String(length=320), nullable=False),
+    sa.Column('password_hash', sa.String(length=255), nullable=False),
+    sa.Column('last_login_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('disabled_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_operators_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_operators')),
+    sa.UniqueConstraint('email', name=op.f('uq_operators_email'))
+    )
+    with op.batch_alter_table('operators', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_operators_organization_id'), ['organization_id'], unique=False)
+
     op.create_table('outbox_events',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('type', sa.String(length=64), nullable=False),
@@ -135,6 +157,16 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_outbox_events_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index('ix_outbox_events_undelivered', ['delivered_at', 'created_at'], unique=False)
 
+    op.create_table('payment_settings',
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('provider', sa.String(length=32), nullable=False),
+    sa.Column('stripe_secret_key', sa.String(length=255), nullable=True),
+    sa.Column('stripe_webhook_secret', sa.String(length=255), nullable=True),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_payment_settings_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('organization_id', name=op.f('pk_payment_settings'))
+    )
     op.create_table('products',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('external_id', sa.String(length=255), nullable=True),
@@ -153,6 +185,21 @@ def upgrade() -> None:
     with op.batch_alter_table('products', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_products_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index('uq_products_org_external_id', ['organization_id', 'external_id'], unique=True, sqlite_where=sa.text('external_id IS NOT NULL'), postgresql_where=sa.text('external_id IS NOT NULL'))
+
+    op.create_table('test_clocks',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=True),
+    sa.Column('frozen_time', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('deleted_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_test_clocks_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_test_clocks'))
+    )
+    with op.batch_alter_table('test_clocks', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_test_clocks_organization_id'), ['organization_id'], unique=False)
 
     op.create_table('value_model_versions',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -347,6 +394,21 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_credit_pending_consumptions_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_credit_pending_consumptions_signal_id'), ['signal_id'], unique=False)
 
+    op.create_table('customer_portals',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('customer_id', sa.String(length=40), nullable=False),
+    sa.Column('return_url', sa.String(length=2048), nullable=True),
+    sa.Column('expires_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_customer_portals_customer_id_customers'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_customer_portals_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_customer_portals'))
+    )
+    with op.batch_alter_table('customer_portals', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_customer_portals_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_customer_portals_organization_id'), ['organization_id'], unique=False)
+
     op.create_table('low_balance_thresholds',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('credits_currency_id', sa.String(length=40), nullable=False),
@@ -367,6 +429,7 @@ def upgrade() -> None:
     sa.Column('customer_id', sa.String(length=40), nullable=False),
     sa.Column('provider', sa.String(length=32), nullable=False),
     sa.Column('provider_method_id', sa.String(length=255), nullable=False),
+    sa.Column('provider_customer_id', sa.String(length=255), nullable=True),
     sa.Column('type', sa.String(length=16), nullable=False),
     sa.Column('brand', sa.String(length=32), nullable=True),
     sa.Column('last4', sa.String(length=4), nullable=True),
@@ -429,6 +492,20 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_product_attributes_event_name'), ['event_name'], unique=False)
         batch_op.create_index(batch_op.f('ix_product_attributes_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_product_attributes_product_id'), ['product_id'], unique=False)
+
+    op.create_table('test_clock_customers',
+    sa.Column('customer_id', sa.String(length=40), nullable=False),
+    sa.Column('test_clock_id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_test_clock_customers_customer_id_customers'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_test_clock_customers_organization_id_organizations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['test_clock_id'], ['test_clocks.id'], name=op.f('fk_test_clock_customers_test_clock_id_test_clocks')),
+    sa.PrimaryKeyConstraint('customer_id', name=op.f('pk_test_clock_customers'))
+    )
+    with op.batch_alter_table('test_clock_customers', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_test_clock_customers_organization_id'), ['organization_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_test_clock_customers_test_clock_id'), ['test_clock_id'], unique=False)
 
     op.create_table('webhook_deliveries',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -505,6 +582,8 @@ def upgrade() -> None:
     sa.Column('billing_anchor', sa.Integer(), nullable=False),
     sa.Column('billing_frequency', sa.String(length=16), nullable=False),
     sa.Column('billing_period_months', sa.Integer(), nullable=False),
+    sa.Column('billing_frequency_override', tallystick.server.models.types.JsonDocument(), nullable=True),
+    sa.Column('billing_contact_ids', tallystick.server.models.types.JsonDocument(), nullable=True),
     sa.Column('subscription_terms', sa.Integer(), nullable=True),
     sa.Column('payment_terms', sa.String(length=64), nullable=True),
     sa.Column('period_amount', sa.BigInteger(), nullable=False),
@@ -516,6 +595,13 @@ def upgrade() -> None:
     sa.Column('auto_send_billing_emails', sa.Boolean(), nullable=False),
     sa.Column('auto_send_payment_emails', sa.Boolean(), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('period_number', sa.Integer(), nullable=False),
+    sa.Column('period_start', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('period_end', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('billing_cursor', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('billing_due_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('scheduled_change', tallystick.server.models.types.JsonDocument(), nullable=True),
+    sa.Column('ended_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
     sa.Column('organization_id', sa.String(length=40), nullable=False),
     sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
@@ -529,7 +615,9 @@ def upgrade() -> None:
     sa.UniqueConstraint('organization_id', 'number', name=op.f('uq_orders_organization_id_number'))
     )
     with op.batch_alter_table('orders', schema=None) as batch_op:
+        batch_op.create_index('ix_orders_billing_due_at', ['billing_due_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_orders_checkout_id'), ['checkout_id'], unique=False)
+        batch_op.create_index('ix_orders_customer_billing_due_at', ['organization_id', 'customer_id', 'billing_due_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_orders_customer_id'), ['customer_id'], unique=False)
         batch_op.create_index('ix_orders_customer_product', ['organization_id', 'customer_id', 'product_id', 'status'], unique=False)
         batch_op.create_index(batch_op.f('ix_orders_organization_id'), ['organization_id'], unique=False)
@@ -697,6 +785,12 @@ def upgrade() -> None:
     sa.Column('paid_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
     sa.Column('metadata', tallystick.server.models.types.JsonDocument(), nullable=True),
     sa.Column('purchase_order_reference', sa.String(length=255), nullable=True),
+    sa.Column('billing_reason', sa.String(length=16), nullable=False),
+    sa.Column('period_number', sa.Integer(), nullable=True),
+    sa.Column('payment_attempts', sa.Integer(), nullable=False),
+    sa.Column('next_payment_attempt_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('payment_idempotency_key', sa.String(length=255), nullable=True),
+    sa.Column('last_payment_error', sa.String(length=500), nullable=True),
     sa.Column('organization_id', sa.String(length=40), nullable=False),
     sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
@@ -808,6 +902,56 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_value_receipts_organization_id'), ['organization_id'], unique=False)
         batch_op.create_index('uq_value_receipts_org_sync_key', ['organization_id', 'sync_key'], unique=True, sqlite_where=sa.text('sync_key IS NOT NULL'), postgresql_where=sa.text('sync_key IS NOT NULL'))
 
+    op.create_table('billing_periods',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('order_id', sa.String(length=40), nullable=False),
+    sa.Column('number', sa.Integer(), nullable=False),
+    sa.Column('start_date', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('end_date', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('invoice_id', sa.String(length=40), nullable=True),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.ForeignKeyConstraint(['invoice_id'], ['invoices.id'], name=op.f('fk_billing_periods_invoice_id_invoices')),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_billing_periods_order_id_orders'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_billing_periods_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_billing_periods')),
+    sa.UniqueConstraint('order_id', 'number', name=op.f('uq_billing_periods_order_id_number'))
+    )
+    with op.batch_alter_table('billing_periods', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_billing_periods_organization_id'), ['organization_id'], unique=False)
+
+    op.create_table('credit_allocations',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('order_id', sa.String(length=40), nullable=False),
+    sa.Column('order_line_id', sa.String(length=40), nullable=False),
+    sa.Column('period_number', sa.Integer(), nullable=False),
+    sa.Column('credit_benefit_id', sa.String(length=40), nullable=False),
+    sa.Column('slot', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('credits_currency_id', sa.String(length=40), nullable=False),
+    sa.Column('amount', tallystick.server.models.types.ScaledDecimal(places=9), nullable=False),
+    sa.Column('starts_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('grant_id', sa.String(length=40), nullable=False),
+    sa.Column('rollover_amount', tallystick.server.models.types.ScaledDecimal(places=9), nullable=True),
+    sa.Column('rollover_until', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('rolled_over_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('rollover_grant_id', sa.String(length=40), nullable=True),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.ForeignKeyConstraint(['credits_currency_id'], ['credit_currencies.id'], name=op.f('fk_credit_allocations_credits_currency_id_credit_currencies')),
+    sa.ForeignKeyConstraint(['grant_id'], ['credit_grants.id'], name=op.f('fk_credit_allocations_grant_id_credit_grants')),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_credit_allocations_order_id_orders'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['order_line_id'], ['order_lines.id'], name=op.f('fk_credit_allocations_order_line_id_order_lines')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_credit_allocations_organization_id_organizations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['rollover_grant_id'], ['credit_grants.id'], name=op.f('fk_credit_allocations_rollover_grant_id_credit_grants')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_credit_allocations')),
+    sa.UniqueConstraint('order_id', 'period_number', 'order_line_id', 'credit_benefit_id', 'slot', name=op.f('uq_credit_allocations_order_id_period_number_order_line_id_credit_benefit_id_slot'))
+    )
+    with op.batch_alter_table('credit_allocations', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_credit_allocations_organization_id'), ['organization_id'], unique=False)
+        batch_op.create_index('ix_credit_allocations_rollover_due', ['order_id', 'rolled_over_at', 'expires_at'], unique=False)
+
     op.create_table('invoice_lines',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('invoice_id', sa.String(length=40), nullable=False),
@@ -908,6 +1052,15 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_invoice_lines_invoice_id'))
 
     op.drop_table('invoice_lines')
+    with op.batch_alter_table('credit_allocations', schema=None) as batch_op:
+        batch_op.drop_index('ix_credit_allocations_rollover_due')
+        batch_op.drop_index(batch_op.f('ix_credit_allocations_organization_id'))
+
+    op.drop_table('credit_allocations')
+    with op.batch_alter_table('billing_periods', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_billing_periods_organization_id'))
+
+    op.drop_table('billing_periods')
     with op.batch_alter_table('value_receipts', schema=None) as batch_op:
         batch_op.drop_index('uq_value_receipts_org_sync_key', sqlite_where=sa.text('sync_key IS NOT NULL'), postgresql_where=sa.text('sync_key IS NOT NULL'))
         batch_op.drop_index(batch_op.f('ix_value_receipts_organization_id'))
@@ -970,7 +1123,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_orders_organization_id'))
         batch_op.drop_index('ix_orders_customer_product')
         batch_op.drop_index(batch_op.f('ix_orders_customer_id'))
+        batch_op.drop_index('ix_orders_customer_billing_due_at')
         batch_op.drop_index(batch_op.f('ix_orders_checkout_id'))
+        batch_op.drop_index('ix_orders_billing_due_at')
 
     op.drop_table('orders')
     with op.batch_alter_table('credit_ledger_entries', schema=None) as batch_op:
@@ -988,6 +1143,11 @@ def downgrade() -> None:
         batch_op.drop_index('ix_webhook_deliveries_due')
 
     op.drop_table('webhook_deliveries')
+    with op.batch_alter_table('test_clock_customers', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_test_clock_customers_test_clock_id'))
+        batch_op.drop_index(batch_op.f('ix_test_clock_customers_organization_id'))
+
+    op.drop_table('test_clock_customers')
     with op.batch_alter_table('product_attributes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_product_attributes_product_id'))
         batch_op.drop_index(batch_op.f('ix_product_attributes_organization_id'))
@@ -1009,6 +1169,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_low_balance_thresholds_organization_id'))
 
     op.drop_table('low_balance_thresholds')
+    with op.batch_alter_table('customer_portals', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_customer_portals_organization_id'))
+        batch_op.drop_index(batch_op.f('ix_customer_portals_customer_id'))
+
+    op.drop_table('customer_portals')
     with op.batch_alter_table('credit_pending_consumptions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_credit_pending_consumptions_signal_id'))
         batch_op.drop_index(batch_op.f('ix_credit_pending_consumptions_organization_id'))
@@ -1045,16 +1210,25 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_value_model_versions_organization_id'))
 
     op.drop_table('value_model_versions')
+    with op.batch_alter_table('test_clocks', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_test_clocks_organization_id'))
+
+    op.drop_table('test_clocks')
     with op.batch_alter_table('products', schema=None) as batch_op:
         batch_op.drop_index('uq_products_org_external_id', sqlite_where=sa.text('external_id IS NOT NULL'), postgresql_where=sa.text('external_id IS NOT NULL'))
         batch_op.drop_index(batch_op.f('ix_products_organization_id'))
 
     op.drop_table('products')
+    op.drop_table('payment_settings')
     with op.batch_alter_table('outbox_events', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_events_undelivered')
         batch_op.drop_index(batch_op.f('ix_outbox_events_organization_id'))
 
     op.drop_table('outbox_events')
+    with op.batch_alter_table('operators', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_operators_organization_id'))
+
+    op.drop_table('operators')
     with op.batch_alter_table('customers', schema=None) as batch_op:
         batch_op.drop_index('uq_customers_org_external_id', sqlite_where=sa.text('deleted_at IS NULL AND external_id IS NOT NULL'), postgresql_where=sa.text('deleted_at IS NULL AND external_id IS NOT NULL'))
         batch_op.drop_index(batch_op.f('ix_customers_organization_id'))
@@ -1073,5 +1247,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_api_keys_organization_id'))
 
     op.drop_table('api_keys')
+    op.drop_table('server_secrets')
     op.drop_table('organizations')
     # ### end Alembic commands ###
