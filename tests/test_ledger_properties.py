@@ -1,6 +1,7 @@
 """Random sequences of grants, consumption, retries, expiries and holds keep the ledger invariants.
 
-After every step, on SQLite and PostgreSQL:
+Consumption comes one at a time and in batches that mix two customers of one organization.
+After every step, on SQLite and PostgreSQL, for both customers:
 - sum(grants) - sum(consumption) - sum(expired) - sum(active holds) = available, recomputed from
   the ledger entries with SQL sums (when pending consumption is unsettled, both sides are 0);
 - available >= 0, and each grant's cached remaining equals the sum of its entries;
@@ -29,8 +30,10 @@ from tallystick.server.ids import new_id
 from tallystick.server.ledger import service
 from tallystick.server.models import LedgerEntry, PendingConsumption
 from tests.ledger_factories import (
+    Account,
     available,
     create_account,
+    create_customer,
     grants_match_entries,
     ledger_totals,
 )
@@ -58,8 +61,13 @@ def ledger_machine(store):  # type: ignore[no-untyped-def]
             super().__init__()
             clock.freeze(START)
             self.account = create_account(store)
-            # Every credit amount passed to a committed consume() call.
-            self.requested = Decimal(0)
+            with store.transaction() as session:
+                neighbour = create_customer(
+                    session, organization_id=self.account.organization_id, external_id="user-2"
+                )
+            self.neighbour = Account(self.account.organization_id, neighbour.id, self.account.currency_id)
+            # Every credit amount passed to a committed consumption, by customer id.
+            self.requested = {self.account.customer_id: Decimal(0), self.neighbour.customer_id: Decimal(0)}
 
         def teardown(self) -> None:
             clock.freeze(None)
@@ -82,6 +90,58 @@ def ledger_machine(store):  # type: ignore[no-untyped-def]
                     expires_at=expires_at,
                     priority=priority,
                 )
+
+        @rule(amount=credit_amounts, lifetime_minutes=st.sampled_from([None, 30]))
+        def grant_to_neighbour(self, amount, lifetime_minutes):  # type: ignore[no-untyped-def]
+            expires_at = None if lifetime_minutes is None else clock.now() + timedelta(minutes=lifetime_minutes)
+            with store.transaction() as session:
+                service.grant(session, **self.neighbour.keys, amount=amount, expires_at=expires_at)
+
+        @rule(
+            items=st.lists(st.tuples(st.booleans(), credit_amounts), min_size=2, max_size=6),
+            hold_id=st.one_of(st.none(), holds),
+        )
+        def consume_batch(self, items, hold_id):  # type: ignore[no-untyped-def]
+            """Consume for both customers in one batch; the first request may settle a hold."""
+            if hold_id == "hold_denied":
+                hold_id = None
+            requests = [
+                service.ConsumptionRequest(
+                    customer_id=(self.neighbour if to_neighbour else self.account).customer_id,
+                    currency_id=self.account.currency_id,
+                    amount=amount,
+                    signal_id=new_id("signal"),
+                    event_name="chat_message",
+                    product_id=None,
+                    occurred_at=clock.now(),
+                    hold_id=hold_id if index == 0 and not to_neighbour else None,
+                )
+                for index, (to_neighbour, amount) in enumerate(items)
+            ]
+            # Without a hold, each request draws what the requests before it left, as if alone.
+            free = {
+                account.customer_id: available(store, account)
+                for account in (self.account, self.neighbour)
+                if not (hold_id and account is self.account)
+            }
+            with store.transaction() as session:
+                results = service.consume_batch(
+                    session, organization_id=self.account.organization_id, requests=requests
+                )
+
+            last_available = {}
+            for request, result in zip(requests, results, strict=True):
+                assert not isinstance(result, Exception)
+                assert result.covered + result.pending == request.amount
+                if request.customer_id in free:
+                    assert result.covered == min(request.amount, free[request.customer_id])
+                    free[request.customer_id] -= result.covered
+                    assert result.available_after == free[request.customer_id]
+                self.requested[request.customer_id] += request.amount
+                last_available[request.customer_id] = result.available_after
+            for account in (self.account, self.neighbour):
+                if account.customer_id in last_available:
+                    assert last_available[account.customer_id] == available(store, account)
 
         @rule(amount=credit_amounts, occurred_minutes_ago=st.integers(min_value=0, max_value=90))
         def consume(self, amount, occurred_minutes_ago):  # type: ignore[no-untyped-def]
@@ -139,6 +199,8 @@ def ledger_machine(store):  # type: ignore[no-untyped-def]
             with store.transaction() as session:
                 swept = service.sweep_account(session, **self.account.keys)
             assert swept == read_before_sweep
+            with store.transaction() as session:
+                service.sweep_account(session, **self.neighbour.keys)
 
         def _consume(self, amount, *, hold_id, occurred_minutes_ago, signal_id=None):  # type: ignore[no-untyped-def]
             if hold_id == "hold_denied":
@@ -154,7 +216,7 @@ def ledger_machine(store):  # type: ignore[no-untyped-def]
                     occurred_at=clock.now() - timedelta(minutes=occurred_minutes_ago),
                     hold_id=hold_id,
                 )
-            self.requested += amount
+            self.requested[self.account.customer_id] += amount
             assert result.covered + result.pending == amount
             assert result.available_after == available(store, self.account)
 
@@ -164,8 +226,12 @@ def ledger_machine(store):  # type: ignore[no-untyped-def]
 
         @invariant()
         def ledger_invariants_hold(self) -> None:
-            totals = ledger_totals(store, self.account, clock.now())
-            current = available(store, self.account)
+            for account in (self.account, self.neighbour):
+                self._check_account(account)
+
+        def _check_account(self, account: Account) -> None:
+            totals = ledger_totals(store, account, clock.now())
+            current = available(store, account)
             from_entries = totals.granted - totals.consumed - totals.expired - totals.held
 
             assert current >= 0
@@ -176,16 +242,19 @@ def ledger_machine(store):  # type: ignore[no-untyped-def]
             else:
                 assert current == from_entries
 
-            assert grants_match_entries(store, self.account) == []
+            assert grants_match_entries(store, account) == []
 
             # Every consumed credit was drawn from a grant or is still pending.
-            assert totals.spent + totals.pending == self.requested
+            assert totals.spent + totals.pending == self.requested[account.customer_id]
 
             # Pending consumption settles first in, first out.
             with store.read_sessions() as session:
                 rows = session.scalars(
                     select(PendingConsumption)
-                    .where(PendingConsumption.organization_id == self.account.organization_id)
+                    .where(
+                        PendingConsumption.organization_id == account.organization_id,
+                        PendingConsumption.customer_id == account.customer_id,
+                    )
                     .order_by(PendingConsumption.sequence)
                 ).all()
             waiting = False

@@ -46,6 +46,20 @@ def fail_once_after(target: Any, name: str, monkeypatch: pytest.MonkeyPatch) -> 
     return calls
 
 
+def fail_every_batch(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make every ledger batch write its rows and then raise, so signals fall back to one by one."""
+    original = ledger.consume_batch
+    calls = [0]
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        original(*args, **kwargs)
+        raise InjectedFault("consume_batch failed after writing")
+
+    monkeypatch.setattr(ledger, "consume_batch", wrapper)
+    return calls
+
+
 def spend_entries(store: Any, organization_id: str) -> int:
     with store.read_sessions() as session:
         return session.scalar(
@@ -68,6 +82,7 @@ def test_ledger_fault_frees_key_and_retry_counts_once(tenant, store, monkeypatch
     catalog = create_catalog(store, tenant.organization_id)
     customer_id = create_customer(store, tenant.organization_id, "user-1")
     grant_credits(store, catalog, customer_id, "10")
+    fail_every_batch(monkeypatch)
     calls = fail_once_after(ledger, "consume", monkeypatch)
 
     failed = send(tenant, chat_message(idempotencyKey="k1"))
@@ -97,6 +112,7 @@ def test_ledger_fault_fails_only_its_signal(tenant, store, monkeypatch):
     catalog = create_catalog(store, tenant.organization_id)
     customer_id = create_customer(store, tenant.organization_id, "user-1")
     grant_credits(store, catalog, customer_id, "10")
+    fail_every_batch(monkeypatch)
     fail_once_after(ledger, "consume", monkeypatch)
     batch = [chat_message(idempotencyKey=key) for key in ("a", "b", "c")]
 
@@ -112,6 +128,26 @@ def test_ledger_fault_fails_only_its_signal(tenant, store, monkeypatch):
     assert {signal.idempotency_key for signal in stored_signals(store, tenant.organization_id)} == {"a", "b", "c"}
     assert spend_entries(store, tenant.organization_id) == 3
     assert available_credits(store, catalog, customer_id) == Decimal(7)
+
+
+def test_batch_fault_falls_back_per_signal(tenant, store, monkeypatch):
+    catalog = create_catalog(store, tenant.organization_id)
+    customer_id = create_customer(store, tenant.organization_id, "user-1")
+    grant_credits(store, catalog, customer_id, "2")
+    batch_calls = fail_once_after(ledger, "consume_batch", monkeypatch)
+    batch = [chat_message(idempotencyKey=key) for key in ("a", "b", "c")]
+
+    first = send(tenant, *batch)
+    retried = send(tenant, *batch)
+
+    # The batch wrote its rows, then failed: its savepoint undid them, and each signal was
+    # consumed again on its own, once.
+    assert batch_calls[0] == 1
+    assert first.json() == {"ingested": 3, "duplicates": 0, "failed": 0, "errors": []}
+    assert retried.json() == {"ingested": 0, "duplicates": 3, "failed": 0, "errors": []}
+    assert spend_entries(store, tenant.organization_id) == 2
+    assert pending_rows(store, tenant.organization_id) == 1
+    assert available_credits(store, catalog, customer_id) == Decimal(0)
 
 
 def test_fault_before_commit_rolls_back_batch(tenant, store, monkeypatch):
@@ -149,6 +185,7 @@ def test_paid_sdk_retries_fault_and_counts_once(tenant, store, monkeypatch):
     catalog = create_catalog(store, tenant.organization_id)
     customer_id = create_customer(store, tenant.organization_id, "user-1")
     grant_credits(store, catalog, customer_id, "5")
+    fail_every_batch(monkeypatch)
     calls = fail_once_after(ledger, "consume", monkeypatch)
     signal = Signal(
         event_name="chat_message",
@@ -169,6 +206,7 @@ def test_paid_sdk_retries_fault_and_counts_once(tenant, store, monkeypatch):
 
 def test_internal_error_body_is_json(tenant, store, monkeypatch):
     create_catalog(store, tenant.organization_id)
+    fail_every_batch(monkeypatch)
     fail_once_after(ledger, "consume", monkeypatch)
 
     response = httpx.post(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -16,6 +18,7 @@ from tallystick.server.models import (
     CreditHold,
     Customer,
     LedgerEntry,
+    LowBalanceThreshold,
     PendingConsumption,
 )
 
@@ -71,6 +74,149 @@ def lock_accounts(
     """
     for customer_id, currency_id in sorted(set(accounts)):
         lock_account(session, organization_id, customer_id, currency_id)
+
+
+def lock_account_rows(
+    session: Session, organization_id: str, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], CreditAccount]:
+    """Lock the (customer id, currency id) accounts, creating missing ones; return them by key.
+
+    `keys` must be sorted: existing rows are locked in that order by one SELECT ... ORDER BY
+    ... FOR UPDATE (PostgreSQL locks rows as the sorted scan returns them), then missing rows
+    are inserted in that order and locked, so concurrent batches wait for each other instead
+    of deadlocking. A deadlock that remains (two batches creating the same new accounts while
+    holding other rows) is reported by PostgreSQL and the signal routes retry the batch.
+    """
+    if len(keys) == 1:
+        customer_id, currency_id = keys[0]
+        return {keys[0]: lock_account(session, organization_id, customer_id, currency_id)}
+
+    found = _select_locked(session, organization_id, keys)
+    missing = [key for key in keys if key not in found]
+    if missing:
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        session.execute(
+            insert(CreditAccount).on_conflict_do_nothing(),
+            [
+                {
+                    "organization_id": organization_id,
+                    "customer_id": customer_id,
+                    "credits_currency_id": currency_id,
+                    "last_sequence": 0,
+                }
+                for customer_id, currency_id in missing
+            ],
+        )
+        found.update(_select_locked(session, organization_id, missing))
+    return found
+
+
+def _select_locked(
+    session: Session, organization_id: str, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], CreditAccount]:
+    statement = (
+        select(CreditAccount)
+        .where(
+            CreditAccount.organization_id == organization_id,
+            tuple_(CreditAccount.customer_id, CreditAccount.credits_currency_id).in_(keys),
+        )
+        .order_by(CreditAccount.customer_id, CreditAccount.credits_currency_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {(row.customer_id, row.credits_currency_id): row for row in session.scalars(statement)}
+
+
+def _by_account(rows: Iterable[Any], keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[Any]]:
+    """Group rows by (customer id, currency id), keeping only the accounts of `keys`."""
+    wanted = set(keys)
+    grouped: dict[tuple[str, str], list[Any]] = {}
+    for row in rows:
+        key = (row.customer_id, row.credits_currency_id)
+        if key in wanted:
+            grouped.setdefault(key, []).append(row)
+    return grouped
+
+
+def _accounts_filter(model, organization_id: str, keys: Sequence[tuple[str, str]]):  # type: ignore[no-untyped-def]
+    # Customers and currencies filtered apart: the index on (organization, customer, currency)
+    # serves both, and _by_account drops the pairs that are not among `keys`.
+    return (
+        model.organization_id == organization_id,
+        model.customer_id.in_(sorted({customer_id for customer_id, _ in keys})),
+        model.credits_currency_id.in_(sorted({currency_id for _, currency_id in keys})),
+    )
+
+
+def open_grants_of(
+    session: Session, organization_id: str, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[CreditGrant]]:
+    """Load the accounts' grants that have credits left and are not swept as expired."""
+    statement = (
+        select(CreditGrant)
+        .where(*_accounts_filter(CreditGrant, organization_id, keys))
+        .where(CreditGrant.expired_at.is_(None), CreditGrant.remaining > 0)
+        .order_by(CreditGrant.sequence)
+        .execution_options(populate_existing=True)
+    )
+    return _by_account(session.scalars(statement), keys)
+
+
+def active_holds_of(
+    session: Session, organization_id: str, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[CreditHold]]:
+    """Load the accounts' holds whose status is still active."""
+    statement = (
+        select(CreditHold)
+        .where(*_accounts_filter(CreditHold, organization_id, keys))
+        .where(CreditHold.status == "active")
+        .order_by(CreditHold.created_at, CreditHold.id)
+        .execution_options(populate_existing=True)
+    )
+    return _by_account(session.scalars(statement), keys)
+
+
+def unsettled_pending_of(
+    session: Session, organization_id: str, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[PendingConsumption]]:
+    """Load the accounts' unsettled pending consumption in settlement order."""
+    statement = (
+        select(PendingConsumption)
+        .where(*_accounts_filter(PendingConsumption, organization_id, keys))
+        .where(PendingConsumption.settled_at.is_(None))
+        .order_by(PendingConsumption.sequence)
+        .execution_options(populate_existing=True)
+    )
+    return _by_account(session.scalars(statement), keys)
+
+
+def find_holds(session: Session, organization_id: str, hold_ids: Iterable[str]) -> dict[str, CreditHold]:
+    ids = sorted(set(hold_ids))
+    if not ids:
+        return {}
+    statement = (
+        select(CreditHold)
+        .where(CreditHold.organization_id == organization_id, CreditHold.id.in_(ids))
+        .execution_options(populate_existing=True)
+    )
+    return {hold.id: hold for hold in session.scalars(statement)}
+
+
+def low_balance_thresholds(
+    session: Session, organization_id: str, currency_ids: Iterable[str]
+) -> dict[str, Decimal | None]:
+    """Return each currency's low-balance threshold, None for a currency without one."""
+    ids = sorted(set(currency_ids))
+    rows = session.execute(
+        select(LowBalanceThreshold.credits_currency_id, LowBalanceThreshold.threshold).where(
+            LowBalanceThreshold.organization_id == organization_id,
+            LowBalanceThreshold.credits_currency_id.in_(ids),
+        )
+    )
+    thresholds: dict[str, Decimal | None] = dict.fromkeys(ids)
+    thresholds.update({currency_id: threshold for currency_id, threshold in rows})
+    return thresholds
 
 
 def _account_filter(model, organization_id: str, customer_id: str, currency_id: str):  # type: ignore[no-untyped-def]

@@ -18,30 +18,36 @@ then oldest start, then creation order.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from tallystick.server import clock, events
-from tallystick.server.errors import bad_request, not_found
+from tallystick.server import clock
+from tallystick.server.errors import ApiError, bad_request, not_found
 from tallystick.server.ids import new_id
 from tallystick.server.ledger import queries
+from tallystick.server.ledger.accounts import (
+    ZERO,
+    AccountKey,
+    LockedAccount,
+    draw_order,
+    is_active,
+    open_accounts,
+    write_rows,
+)
 from tallystick.server.models import (
-    CreditAccount,
     CreditCurrency,
     CreditGrant,
     CreditHold,
-    LedgerEntry,
     PendingConsumption,
 )
 from tallystick.server.models.types import CREDIT_PLACES
-from tallystick.server.webhooks.low_balance import record_low_balance_crossing
 
 log = logging.getLogger(__name__)
 
-ZERO = Decimal(0)
 # Largest credit amount of one grant, consumption or hold. Rows store credits as 64-bit integers
 # of 10**-9 credits (at most about 9.2e9 credits), so this leaves headroom in every row.
 MAX_CREDIT_AMOUNT = Decimal(1_000_000_000)
@@ -105,27 +111,6 @@ def check_credit_amount(
 
 
 # Reads
-
-
-def is_active(grant: CreditGrant, at: datetime) -> bool:
-    """Return whether the grant's credits count at `at`: started, not expired."""
-    if grant.expired_at is not None or grant.starts_at > at:
-        return False
-    return grant.expires_at is None or grant.expires_at > at
-
-
-def draw_order(grants: list[CreditGrant]) -> list[CreditGrant]:
-    """Sort grants in draw order: priority, earliest expiry (none last), oldest start, creation."""
-    return sorted(
-        grants,
-        key=lambda grant: (
-            grant.priority,
-            grant.expires_at is None,
-            grant.expires_at or grant.starts_at,
-            grant.starts_at,
-            grant.sequence,
-        ),
-    )
 
 
 def is_hold_active(hold: CreditHold, at: datetime) -> bool:
@@ -208,199 +193,33 @@ def hold_status(hold: CreditHold, at: datetime) -> str:
 # Writes
 
 
-@dataclass
-class _LockedAccount:
-    """One account's grants and holds, loaded under its lock, with the write helpers."""
+@dataclass(frozen=True)
+class ConsumptionRequest:
+    """One consumption of a batch, with the arguments that `consume` takes."""
 
-    session: Session
-    account: CreditAccount
-    now: datetime
-    grants: list[CreditGrant] = field(default_factory=list)
-    holds: list[CreditHold] = field(default_factory=list)
-    # Available as the previous write left it, before this write's sweep.
-    available_before: Decimal = ZERO
-
-    @property
-    def organization_id(self) -> str:
-        return self.account.organization_id
-
-    @property
-    def customer_id(self) -> str:
-        return self.account.customer_id
-
-    @property
-    def currency_id(self) -> str:
-        return self.account.credits_currency_id
-
-    def next_sequence(self) -> int:
-        self.account.last_sequence += 1
-        return self.account.last_sequence
-
-    def spendable_grants(self) -> list[CreditGrant]:
-        return draw_order(
-            [grant for grant in self.grants if grant.remaining > 0 and is_active(grant, self.now)]
-        )
-
-    def grant_credits(self) -> Decimal:
-        return sum((grant.remaining for grant in self.spendable_grants()), ZERO)
-
-    def held(self) -> Decimal:
-        return sum((hold.reserved for hold in self.holds), ZERO)
-
-    def available(self) -> Decimal:
-        """Return the free credits: active grants' remaining minus active holds."""
-        return self.grant_credits() - self.held()
-
-    def add_entry(self, grant: CreditGrant, entry_type: str, amount: Decimal, **cause: object) -> LedgerEntry:
-        """Append one ledger entry and apply it to the grant's cached remaining."""
-        effective_at = cause.pop("effective_at", None) or self.now
-        order_id = cause.pop("order_id", None) or grant.order_id
-        entry = LedgerEntry(
-            id=new_id("ledger_entry"),
-            organization_id=self.organization_id,
-            customer_id=self.customer_id,
-            credits_currency_id=self.currency_id,
-            grant_id=grant.id,
-            entry_type=entry_type,
-            amount=amount,
-            order_id=order_id,
-            effective_at=effective_at,
-            sequence=self.next_sequence(),
-            created_at=self.now,
-            **cause,
-        )
-        grant.remaining += amount
-        if grant.remaining < 0:
-            raise AssertionError(f"grant {grant.id} would go below zero")
-        self.session.add(entry)
-        return entry
-
-    def draw(self, amount: Decimal, entry_type: str = "spend", **cause: object) -> Decimal:
-        """Take up to `amount` from spendable grants in draw order, one entry per grant touched.
-
-        Returns the amount drawn. The caller makes sure `amount` is not more than available,
-        so held credits are never drawn by anyone but their hold.
-        """
-        left = amount
-        for grant in self.spendable_grants():
-            if left == 0:
-                break
-            take = min(grant.remaining, left)
-            self.add_entry(grant, entry_type, -take, **cause)
-            left -= take
-        return amount - left
-
-    def sweep(self) -> None:
-        """Record expiries due by now and keep holds within what the grants can back."""
-        for grant in list(self.grants):
-            if grant.expires_at is None or grant.expires_at > self.now:
-                continue
-            if grant.remaining > 0:
-                self.add_entry(grant, "expiry", -grant.remaining, effective_at=grant.expires_at)
-            grant.expired_at = grant.expires_at
-            self.grants.remove(grant)
-            log.info(
-                "ledger.grant_expired",
-                extra={"organization_id": self.organization_id, "grant_id": grant.id},
-            )
-
-        for hold in list(self.holds):
-            if hold.expires_at <= self.now:
-                hold.status = "expired"
-                hold.ended_at = hold.expires_at
-                self.holds.remove(hold)
-
-        # A grant backing a hold may expire before the hold does. Cut the newest holds first so
-        # that held credits never exceed the credits left, keeping available at zero or above.
-        excess = self.held() - self.grant_credits()
-        for hold in sorted(self.holds, key=lambda item: (item.created_at, item.id), reverse=True):
-            if excess <= 0:
-                break
-            cut = min(hold.reserved, excess)
-            hold.reserved -= cut
-            excess -= cut
-
-    def settle_pending(self) -> None:
-        """Draw free credits for unsettled pending consumption, first recorded first."""
-        free = self.available()
-        if free <= 0:
-            return
-        pending_rows = queries.unsettled_pending(
-            self.session, self.organization_id, self.customer_id, self.currency_id
-        )
-        for row in pending_rows:
-            if free <= 0:
-                break
-            take = min(row.remaining, free)
-            self.draw(
-                take,
-                signal_id=row.signal_id,
-                event_name=row.event_name,
-                product_id=row.product_id,
-                order_id=row.order_id,
-                pending_consumption_id=row.id,
-            )
-            row.remaining -= take
-            free -= take
-            if row.remaining == 0:
-                row.settled_at = self.now
-            log.info(
-                "ledger.pending_settled",
-                extra={
-                    "organization_id": self.organization_id,
-                    "pending_consumption_id": row.id,
-                    "settled": str(take),
-                },
-            )
-
-    def finish(self, cause: str, **ids: str | None) -> Decimal:
-        """Flush, and record billing-credits-depleted when this write took available to zero and
-        billing-credits-low when it took available to or below the currency's threshold."""
-        self.session.flush()
-        available = self.available()
-        if self.available_before > 0 and available <= 0:
-            payload = {
-                "customerId": self.customer_id,
-                "creditsCurrencyId": self.currency_id,
-                "available": "0",
-                "cause": cause,
-            }
-            payload.update({key: value for key, value in ids.items() if value is not None})
-            events.record_event(self.session, self.organization_id, events.CREDITS_DEPLETED, payload)
-        record_low_balance_crossing(
-            self.session,
-            organization_id=self.organization_id,
-            customer_id=self.customer_id,
-            currency_id=self.currency_id,
-            available_before=self.available_before,
-            available_after=available,
-        )
-        return available
+    customer_id: str
+    currency_id: str
+    amount: Decimal
+    signal_id: str | None
+    event_name: str | None
+    product_id: str | None
+    occurred_at: datetime
+    hold_id: str | None = None
+    order_id: str | None = None
 
 
 def _open_account(
     session: Session, organization_id: str, customer_id: str, currency_id: str
-) -> _LockedAccount:
+) -> LockedAccount:
     """Lock the account, load its grants and holds, sweep expiries and settle pending."""
-    account = queries.lock_account(session, organization_id, customer_id, currency_id)
-    state = _LockedAccount(
-        session=session,
-        account=account,
-        now=clock.now(),
-        grants=queries.open_grants(
-            session, organization_id, customer_id, currency_id, with_credits_only=True
-        ),
-        holds=queries.active_holds(session, organization_id, customer_id, currency_id),
-    )
-    # What the previous write left, by stored state: expiries not yet swept still count here.
-    stored_credits = sum(
-        (grant.remaining for grant in state.grants if grant.starts_at <= state.now), ZERO
-    )
-    state.available_before = max(ZERO, stored_credits - state.held())
+    key = (customer_id, currency_id)
+    return open_accounts(session, organization_id, [key], clock.now())[key]
 
-    state.sweep()
-    state.settle_pending()
-    return state
+
+def _finish(state: LockedAccount, cause: str, **ids: str | None) -> Decimal:
+    """Write the account's rows and record the balance events of this write; return available."""
+    write_rows(state.session, [state])
+    return state.record_events(cause, **ids)
 
 
 def consume(
@@ -425,61 +244,132 @@ def consume(
     A hold of another customer or currency, or an unknown hold, raises a 400 naming holdId.
     Emits billing-credits-depleted when this consumption takes available to zero.
     """
-    check_credit_amount("amount", amount, allow_zero=True)
+    request = ConsumptionRequest(
+        customer_id=customer_id,
+        currency_id=currency_id,
+        amount=amount,
+        signal_id=signal_id,
+        event_name=event_name,
+        product_id=product_id,
+        occurred_at=occurred_at,
+        hold_id=hold_id,
+        order_id=order_id,
+    )
+    [result] = _consume_requests(session, organization_id, [request])
+    if isinstance(result, ApiError):
+        raise result
+    return result
 
-    hold = None
-    if hold_id is not None:
-        hold = queries.find_hold(session, organization_id, hold_id)
-        if hold is None:
-            raise bad_request("holdId", "no credit hold with this id", hold_id)
-        if hold.customer_id != customer_id or hold.credits_currency_id != currency_id:
-            raise bad_request(
-                "holdId", "the hold belongs to another customer or credit currency", hold_id
-            )
 
-    state = _open_account(session, organization_id, customer_id, currency_id)
+def consume_batch(
+    session: Session, *, organization_id: str, requests: Sequence[ConsumptionRequest]
+) -> list[ConsumptionResult | ApiError]:
+    """Consume for many requests at once; return one result per request, in order.
 
+    Each request gets the result that `consume` would give it if the requests ran one after
+    another in the order given, and the same ledger entries, pending consumption and events.
+    A request that `consume` would reject with a 400 (an amount out of range, an unknown hold,
+    a hold of another account) gets that error in its place and writes nothing, and the others
+    go on. The difference is the cost: each account is locked once, in (customer, currency)
+    order, its grants, holds and pending consumption are loaded with one query per table for
+    the whole batch, and the new rows are inserted with one statement per table.
+    """
+    return _consume_requests(session, organization_id, requests)
+
+
+def _consume_requests(
+    session: Session, organization_id: str, requests: Sequence[ConsumptionRequest]
+) -> list[ConsumptionResult | ApiError]:
+    results: list[ConsumptionResult | ApiError | None] = [None] * len(requests)
+    holds = queries.find_holds(session, organization_id, (r.hold_id for r in requests if r.hold_id))
+
+    by_account: dict[AccountKey, list[int]] = {}
+    for index, request in enumerate(requests):
+        try:
+            check_credit_amount("amount", request.amount, allow_zero=True)
+            _check_hold(request, holds.get(request.hold_id) if request.hold_id else None)
+        except ApiError as error:
+            results[index] = error
+            continue
+        by_account.setdefault((request.customer_id, request.currency_id), []).append(index)
+
+    if by_account:
+        now = clock.now()
+        # One request alone loads pending consumption only when free credits can settle it.
+        states = open_accounts(session, organization_id, by_account, now, load_pending=len(requests) > 1)
+        thresholds = None
+        if len(requests) > 1:
+            thresholds = queries.low_balance_thresholds(session, organization_id, {key[1] for key in by_account})
+        for key in sorted(by_account):
+            state = states[key]
+            for index in by_account[key]:
+                request = requests[index]
+                hold = holds.get(request.hold_id) if request.hold_id else None
+                results[index] = _consume_locked(state, request, hold, thresholds)
+        write_rows(session, states.values())
+
+    return [result for result in results if result is not None]
+
+
+def _check_hold(request: ConsumptionRequest, hold: CreditHold | None) -> None:
+    if request.hold_id is None:
+        return
+    if hold is None:
+        raise bad_request("holdId", "no credit hold with this id", request.hold_id)
+    if hold.customer_id != request.customer_id or hold.credits_currency_id != request.currency_id:
+        raise bad_request(
+            "holdId", "the hold belongs to another customer or credit currency", request.hold_id
+        )
+
+
+def _consume_locked(
+    state: LockedAccount,
+    request: ConsumptionRequest,
+    hold: CreditHold | None,
+    thresholds: dict[str, Decimal | None] | None,
+) -> ConsumptionResult:
+    """Apply one consumption to a locked account, buffering its rows; see `consume`."""
     if hold is not None and hold in state.holds:
         hold.status = "settled"
-        hold.settled_signal_id = signal_id
+        hold.settled_signal_id = request.signal_id
         hold.ended_at = state.now
         state.holds.remove(hold)
 
     cause = {
-        "signal_id": signal_id,
-        "event_name": event_name,
-        "product_id": product_id,
-        "order_id": order_id,
-        "hold_id": hold_id,
+        "signal_id": request.signal_id,
+        "event_name": request.event_name,
+        "product_id": request.product_id,
+        "order_id": request.order_id,
+        "hold_id": request.hold_id,
     }
-    covered = state.draw(min(amount, max(ZERO, state.available())), **cause)
+    covered = state.draw(min(request.amount, max(ZERO, state.available())), **cause)
 
-    uncovered = amount - covered
+    uncovered = request.amount - covered
     if uncovered > 0:
-        session.add(
+        state.add_pending(
             PendingConsumption(
                 id=new_id("pending_consumption"),
-                organization_id=organization_id,
-                customer_id=customer_id,
-                credits_currency_id=currency_id,
+                organization_id=state.organization_id,
+                customer_id=state.customer_id,
+                credits_currency_id=state.currency_id,
                 amount=uncovered,
                 remaining=uncovered,
-                signal_id=signal_id,
-                event_name=event_name,
-                product_id=product_id,
-                order_id=order_id,
-                occurred_at=occurred_at,
+                signal_id=request.signal_id,
+                event_name=request.event_name,
+                product_id=request.product_id,
+                order_id=request.order_id,
+                occurred_at=request.occurred_at,
+                settled_at=None,
                 sequence=state.next_sequence(),
                 created_at=state.now,
             )
         )
-        session.flush()
         log.info(
             "ledger.consumption_pending",
             extra={
-                "organization_id": organization_id,
-                "customer_id": customer_id,
-                "signal_id": signal_id,
+                "organization_id": state.organization_id,
+                "customer_id": state.customer_id,
+                "signal_id": request.signal_id,
                 "pending": str(uncovered),
             },
         )
@@ -488,7 +378,7 @@ def consume(
     if hold is not None:
         state.settle_pending()
 
-    available = state.finish("consumption", signalId=signal_id)
+    available = state.record_events("consumption", thresholds=thresholds, signalId=request.signal_id)
     return ConsumptionResult(covered=covered, pending=uncovered, available_after=available)
 
 
@@ -563,7 +453,7 @@ def grant(
     # A backdated grant may already be past its expiry.
     state.sweep()
     state.settle_pending()
-    state.finish("grant", grantId=created.id)
+    _finish(state, "grant", grantId=created.id)
     return created
 
 
@@ -587,7 +477,7 @@ def debit(
     if free < amount:
         raise bad_request("amount", f"only {free} credits are available to remove", str(amount))
     state.draw(amount, entry_type="adjustment", description=description)
-    return state.finish("adjustment")
+    return _finish(state, "adjustment")
 
 
 def sweep_account(
@@ -599,7 +489,7 @@ def sweep_account(
     date for an account that nothing else touches. Returns the available credits.
     """
     state = _open_account(session, organization_id, customer_id, currency_id)
-    return state.finish("sweep")
+    return _finish(state, "sweep")
 
 
 def place_hold(
@@ -625,7 +515,7 @@ def place_hold(
     state = _open_account(session, organization_id, customer_id, currency_id)
     free = state.available()
     if free < amount:
-        state.finish("hold")
+        _finish(state, "hold")
         log.info(
             "ledger.hold_denied",
             extra={"organization_id": organization_id, "customer_id": customer_id, "requested": str(amount)},
@@ -645,7 +535,7 @@ def place_hold(
     )
     session.add(hold)
     state.holds.append(hold)
-    available = state.finish("hold", holdId=hold.id)
+    available = _finish(state, "hold", holdId=hold.id)
     log.info(
         "ledger.hold_placed",
         extra={"organization_id": organization_id, "customer_id": customer_id, "hold_id": hold.id},
@@ -669,5 +559,5 @@ def release_hold(session: Session, *, organization_id: str, hold_id: str) -> Cre
         state.holds.remove(hold)
         state.settle_pending()
         log.info("ledger.hold_released", extra={"organization_id": organization_id, "hold_id": hold.id})
-    state.finish("hold_release")
+    _finish(state, "hold_release")
     return hold

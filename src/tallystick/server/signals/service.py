@@ -521,31 +521,39 @@ def _consume(
     stored: list[_Work],
     outcomes: list[SignalOutcome | None],
 ) -> None:
+    """Consume credits for the stored signals: the whole batch at once, or one by one on failure.
+
+    The batch runs in one savepoint. If it raises anything but a database error that aborts
+    the transaction, the savepoint is rolled back and each signal is consumed in a savepoint
+    of its own, so that one signal that cannot be recorded fails alone.
+    """
     # A signal that costs nothing and settles no hold leaves the ledger alone.
     spending = [work for work in stored if work.signal.hold_id or (work.credits or 0) > 0]
+    if not spending:
+        return
     # Credit account order is the lock order; within one account, consume in event time order.
     spending.sort(key=lambda work: (work.customer_id or "", _currency_of(work), work.occurred_at, work.index))
 
+    try:
+        with session.begin_nested():
+            results = consume_for_signals(session, organization_id, spending)
+    except OperationalError:
+        raise
+    except Exception:
+        log.exception("signal.batch_consumption_failed", extra={"organization_id": organization_id})
+        results = [_consume_one(session, organization_id, work) for work in spending]
+
     credit_updates = []
-    for work in spending:
-        try:
-            with session.begin_nested():
-                result = consume_for_signal(session, organization_id, work)
-        except OperationalError:
-            raise
-        except ApiError as error:
+    for work, result in zip(spending, results, strict=True):
+        if isinstance(result, ApiError):
             log.info(
                 "signal.consumption_rejected",
-                extra={"organization_id": organization_id, "signal_id": work.signal_id, "code": error.code},
+                extra={"organization_id": organization_id, "signal_id": work.signal_id, "code": result.code},
             )
             _unstore(session, work)
-            _fail(outcomes, work, _ledger_error(work, error))
+            _fail(outcomes, work, _ledger_error(work, result))
             continue
-        except Exception:
-            log.exception(
-                "signal.consumption_failed",
-                extra={"organization_id": organization_id, "signal_id": work.signal_id},
-            )
+        if result is None:
             _unstore(session, work)
             _fail(
                 outcomes,
@@ -571,21 +579,64 @@ def _consume(
         session.execute(update(Signal), credit_updates)
 
 
+def _consume_one(
+    session: Session, organization_id: str, work: _Work
+) -> ledger.ConsumptionResult | ApiError | None:
+    """Consume one signal in its own savepoint; None when it failed for a reason of the server's."""
+    try:
+        with session.begin_nested():
+            return consume_for_signal(session, organization_id, work)
+    except OperationalError:
+        raise
+    except ApiError as error:
+        return error
+    except Exception:
+        log.exception(
+            "signal.consumption_failed",
+            extra={"organization_id": organization_id, "signal_id": work.signal_id},
+        )
+        return None
+
+
 def _currency_of(work: _Work) -> str:
     if work.line is not None and work.line.currency_id is not None:
         return work.line.currency_id
     return work.hold_currency_id or ""
 
 
+def consume_for_signals(
+    session: Session, organization_id: str, works: list[_Work]
+) -> list[ledger.ConsumptionResult | ApiError]:
+    """Consume the signals' credits and settle their holds with one ledger batch."""
+    return ledger.consume_batch(
+        session, organization_id=organization_id, requests=[_consumption_request(work) for work in works]
+    )
+
+
 def consume_for_signal(session: Session, organization_id: str, work: _Work) -> ledger.ConsumptionResult:
-    """Consume the signal's credits and settle its hold, through the ledger.
+    """Consume one signal's credits and settle its hold, through the ledger.
 
     A separate function so that tests can make the ledger write fail.
     """
-    assert work.customer_id is not None
+    request = _consumption_request(work)
     return ledger.consume(
         session,
         organization_id=organization_id,
+        customer_id=request.customer_id,
+        currency_id=request.currency_id,
+        amount=request.amount,
+        signal_id=request.signal_id,
+        event_name=request.event_name,
+        product_id=request.product_id,
+        occurred_at=request.occurred_at,
+        hold_id=request.hold_id,
+        order_id=request.order_id,
+    )
+
+
+def _consumption_request(work: _Work) -> ledger.ConsumptionRequest:
+    assert work.customer_id is not None
+    return ledger.ConsumptionRequest(
         customer_id=work.customer_id,
         currency_id=_currency_of(work),
         amount=work.credits or Decimal(0),

@@ -1,0 +1,341 @@
+"""Locked credit accounts: the in-memory state that every ledger write works on.
+
+A write locks its accounts, loads their grants and holds (and, when needed, unsettled pending
+consumption), changes them in Python with exact decimals, and then writes the result: new
+ledger entries and pending consumption rows go to the database with one executemany per
+table for all the accounts of the write, and changed grants, holds and accounts are flushed
+by the ORM. Entries and new pending rows are buffered rather than added to the session, because
+building ORM objects for a thousand rows per batch costs more than the SQL that stores them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from tallystick.server import events
+from tallystick.server.ids import new_id
+from tallystick.server.ledger import queries
+from tallystick.server.models import (
+    CreditAccount,
+    CreditGrant,
+    CreditHold,
+    LedgerEntry,
+    PendingConsumption,
+)
+from tallystick.server.webhooks.low_balance import record_low_balance_crossing
+
+log = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+
+AccountKey = tuple[str, str]  # (customer id, credit currency id)
+
+# Columns of a ledger entry that name its cause; an entry leaves the ones it does not use null.
+_ENTRY_CAUSES = (
+    "signal_id",
+    "event_name",
+    "product_id",
+    "hold_id",
+    "pending_consumption_id",
+    "description",
+)
+_PENDING_COLUMNS = tuple(column.key for column in PendingConsumption.__table__.columns)
+
+
+def is_active(grant: CreditGrant, at: datetime) -> bool:
+    """Return whether the grant's credits count at `at`: started, not expired."""
+    if grant.expired_at is not None or grant.starts_at > at:
+        return False
+    return grant.expires_at is None or grant.expires_at > at
+
+
+def draw_order(grants: list[CreditGrant]) -> list[CreditGrant]:
+    """Sort grants in draw order: priority, earliest expiry (none last), oldest start, creation."""
+    return sorted(
+        grants,
+        key=lambda grant: (
+            grant.priority,
+            grant.expires_at is None,
+            grant.expires_at or grant.starts_at,
+            grant.starts_at,
+            grant.sequence,
+        ),
+    )
+
+
+@dataclass
+class LockedAccount:
+    """One account's grants and holds, loaded under its lock, with the write helpers."""
+
+    session: Session
+    account: CreditAccount
+    now: datetime
+    grants: list[CreditGrant] = field(default_factory=list)
+    holds: list[CreditHold] = field(default_factory=list)
+    # Unsettled pending consumption in settlement order; None until first needed.
+    pending: list[PendingConsumption] | None = None
+    # Available as the previous write left it. Set before this write's sweep, then moved on
+    # after each consumption of a batch, so events compare each consumption with the one before.
+    available_before: Decimal = ZERO
+    # Rows to insert when the write ends.
+    entry_rows: list[dict[str, Any]] = field(default_factory=list)
+    new_pending: list[PendingConsumption] = field(default_factory=list)
+
+    @property
+    def organization_id(self) -> str:
+        return self.account.organization_id
+
+    @property
+    def customer_id(self) -> str:
+        return self.account.customer_id
+
+    @property
+    def currency_id(self) -> str:
+        return self.account.credits_currency_id
+
+    def next_sequence(self) -> int:
+        self.account.last_sequence += 1
+        return self.account.last_sequence
+
+    def spendable_grants(self) -> list[CreditGrant]:
+        return draw_order(
+            [grant for grant in self.grants if grant.remaining > 0 and is_active(grant, self.now)]
+        )
+
+    def grant_credits(self) -> Decimal:
+        return sum((grant.remaining for grant in self.spendable_grants()), ZERO)
+
+    def held(self) -> Decimal:
+        return sum((hold.reserved for hold in self.holds), ZERO)
+
+    def available(self) -> Decimal:
+        """Return the free credits: active grants' remaining minus active holds."""
+        return self.grant_credits() - self.held()
+
+    def add_entry(self, grant: CreditGrant, entry_type: str, amount: Decimal, **cause: Any) -> None:
+        """Buffer one ledger entry and apply it to the grant's cached remaining."""
+        effective_at = cause.pop("effective_at", None) or self.now
+        order_id = cause.pop("order_id", None) or grant.order_id
+        row = dict.fromkeys(_ENTRY_CAUSES)
+        row.update(cause)
+        row.update(
+            id=new_id("ledger_entry"),
+            organization_id=self.organization_id,
+            customer_id=self.customer_id,
+            credits_currency_id=self.currency_id,
+            grant_id=grant.id,
+            entry_type=entry_type,
+            amount=amount,
+            order_id=order_id,
+            effective_at=effective_at,
+            sequence=self.next_sequence(),
+            created_at=self.now,
+        )
+        grant.remaining += amount
+        if grant.remaining < 0:
+            raise AssertionError(f"grant {grant.id} would go below zero")
+        self.entry_rows.append(row)
+
+    def draw(self, amount: Decimal, entry_type: str = "spend", **cause: Any) -> Decimal:
+        """Take up to `amount` from spendable grants in draw order, one entry per grant touched.
+
+        Returns the amount drawn. The caller makes sure `amount` is not more than available,
+        so held credits are never drawn by anyone but their hold.
+        """
+        left = amount
+        for grant in self.spendable_grants():
+            if left == 0:
+                break
+            take = min(grant.remaining, left)
+            self.add_entry(grant, entry_type, -take, **cause)
+            left -= take
+        return amount - left
+
+    def add_pending(self, row: PendingConsumption) -> None:
+        """Append new pending consumption; it is inserted when the write ends."""
+        self.pending_rows().append(row)
+        self.new_pending.append(row)
+
+    def pending_rows(self) -> list[PendingConsumption]:
+        if self.pending is None:
+            self.pending = queries.unsettled_pending(
+                self.session, self.organization_id, self.customer_id, self.currency_id
+            )
+        return self.pending
+
+    def sweep(self) -> None:
+        """Record expiries due by now and keep holds within what the grants can back."""
+        for grant in list(self.grants):
+            if grant.expires_at is None or grant.expires_at > self.now:
+                continue
+            if grant.remaining > 0:
+                self.add_entry(grant, "expiry", -grant.remaining, effective_at=grant.expires_at)
+            grant.expired_at = grant.expires_at
+            self.grants.remove(grant)
+            log.info(
+                "ledger.grant_expired",
+                extra={"organization_id": self.organization_id, "grant_id": grant.id},
+            )
+
+        for hold in list(self.holds):
+            if hold.expires_at <= self.now:
+                hold.status = "expired"
+                hold.ended_at = hold.expires_at
+                self.holds.remove(hold)
+
+        # A grant backing a hold may expire before the hold does. Cut the newest holds first so
+        # that held credits never exceed the credits left, keeping available at zero or above.
+        excess = self.held() - self.grant_credits()
+        for hold in sorted(self.holds, key=lambda item: (item.created_at, item.id), reverse=True):
+            if excess <= 0:
+                break
+            cut = min(hold.reserved, excess)
+            hold.reserved -= cut
+            excess -= cut
+
+    def settle_pending(self) -> None:
+        """Draw free credits for unsettled pending consumption, first recorded first."""
+        free = self.available()
+        if free <= 0:
+            return
+        for row in self.pending_rows():
+            if free <= 0:
+                break
+            if row.remaining == 0:
+                continue
+            take = min(row.remaining, free)
+            self.draw(
+                take,
+                signal_id=row.signal_id,
+                event_name=row.event_name,
+                product_id=row.product_id,
+                order_id=row.order_id,
+                pending_consumption_id=row.id,
+            )
+            row.remaining -= take
+            free -= take
+            if row.remaining == 0:
+                row.settled_at = self.now
+            log.info(
+                "ledger.pending_settled",
+                extra={
+                    "organization_id": self.organization_id,
+                    "pending_consumption_id": row.id,
+                    "settled": str(take),
+                },
+            )
+
+    def record_events(
+        self,
+        cause: str,
+        *,
+        thresholds: dict[str, Decimal | None] | None = None,
+        **ids: str | None,
+    ) -> Decimal:
+        """Record billing-credits-depleted and billing-credits-low if this write crossed them.
+
+        Depleted fires when the write took available from above zero to zero; low fires when it
+        took available from above the currency's threshold to or below it. `thresholds` maps
+        currency ids to their low-balance threshold (None for none) when the caller loaded them
+        for a whole batch; without it, each lowering write looks the threshold up. Returns the
+        available credits, which the next consumption of a batch compares against.
+        """
+        available = self.available()
+        before = self.available_before
+        self.available_before = available
+
+        if before > 0 and available <= 0:
+            payload = {
+                "customerId": self.customer_id,
+                "creditsCurrencyId": self.currency_id,
+                "available": "0",
+                "cause": cause,
+            }
+            payload.update({key: value for key, value in ids.items() if value is not None})
+            events.record_event(self.session, self.organization_id, events.CREDITS_DEPLETED, payload)
+
+        if thresholds is not None:
+            threshold = thresholds.get(self.currency_id)
+            if threshold is None or not before > threshold >= available:
+                return available
+        record_low_balance_crossing(
+            self.session,
+            organization_id=self.organization_id,
+            customer_id=self.customer_id,
+            currency_id=self.currency_id,
+            available_before=before,
+            available_after=available,
+        )
+        return available
+
+
+def open_accounts(
+    session: Session,
+    organization_id: str,
+    keys: Iterable[AccountKey],
+    now: datetime,
+    *,
+    load_pending: bool = False,
+) -> dict[AccountKey, LockedAccount]:
+    """Lock the accounts in (customer, currency) order, load their rows, sweep and settle.
+
+    Grants, holds and (with `load_pending`) pending consumption are loaded with one query per
+    table for all the accounts, so a batch pays the same number of round trips for one account
+    or a thousand.
+    """
+    keys = sorted(set(keys))
+    accounts = queries.lock_account_rows(session, organization_id, keys)
+    grants = queries.open_grants_of(session, organization_id, keys)
+    holds = queries.active_holds_of(session, organization_id, keys)
+    pending = queries.unsettled_pending_of(session, organization_id, keys) if load_pending else None
+
+    states = {}
+    for key in keys:
+        state = LockedAccount(
+            session=session,
+            account=accounts[key],
+            now=now,
+            grants=grants.get(key, []),
+            holds=holds.get(key, []),
+            pending=pending.get(key, []) if pending is not None else None,
+        )
+        # What the previous write left, by stored state: expiries not yet swept still count here.
+        stored_credits = sum(
+            (grant.remaining for grant in state.grants if grant.starts_at <= state.now), ZERO
+        )
+        state.available_before = max(ZERO, stored_credits - state.held())
+
+        state.sweep()
+        state.settle_pending()
+        states[key] = state
+    return states
+
+
+def write_rows(session: Session, states: Iterable[LockedAccount]) -> None:
+    """Flush the ORM changes, then insert the buffered entries and pending consumption.
+
+    Entries and pending rows go in with one executemany per table: psycopg 3 pipelines it, and
+    SQLite runs it as one prepared statement.
+    """
+    session.flush()
+    entry_rows: list[dict[str, Any]] = []
+    pending_rows: list[dict[str, Any]] = []
+    for state in states:
+        entry_rows.extend(state.entry_rows)
+        state.entry_rows = []
+        pending_rows.extend(
+            {column: getattr(row, column) for column in _PENDING_COLUMNS} for row in state.new_pending
+        )
+        state.new_pending = []
+    if pending_rows:
+        session.execute(insert(PendingConsumption.__table__), pending_rows)
+    if entry_rows:
+        session.execute(insert(LedgerEntry.__table__), entry_rows)
