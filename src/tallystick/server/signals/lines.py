@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from tallystick.server import clock
 from tallystick.server.models import Order, OrderLine, Product, ProductAttribute
 from tallystick.server.signals.rating import PREPAID_CREDIT_TYPES, PricingLine, to_decimal
 
@@ -110,6 +111,8 @@ def find_active_orders(
             Order.status == "active",
             Order.customer_id.in_(customer_ids),
             OrderLine.product_id.in_(product_ids),
+            # A plan change ends the order's old line, so only lines still in force count.
+            or_(OrderLine.end_date.is_(None), OrderLine.end_date > clock.now()),
         )
         .order_by(Order.start_date.desc(), Order.id, OrderLine.position)
     )
