@@ -123,13 +123,14 @@ def _install_pages(app: FastAPI, settings: Settings) -> None:
     from fastapi.staticfiles import StaticFiles
 
     from tallystick.server.routers import page_routers
-    from tallystick.server.web import STATIC_DIR
+    from tallystick.server.web import STATIC_DIR, install_page_errors
 
     if settings.secret_key is not None:
         app.state.secret_key = settings.secret_key.get_secret_value()
     else:
         # Replaced at startup by the key shared through the database (see server_secrets).
         app.state.secret_key = secrets.token_urlsafe(32)
+    install_page_errors(app)
     for router in page_routers():
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -31,6 +31,8 @@ PREFIXES = {
     "invoice_line": "invl",
     "payment": "pay",
     "payment_method": "pm",
+    "operator": "op",
+    "customer_portal": "cpor",
     "billing_period": "bper",
     "credit_allocation": "calloc",
     "test_clock": "clock",

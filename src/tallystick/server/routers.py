@@ -14,17 +14,20 @@ def all_routers() -> list[APIRouter]:
     from tallystick.server.customers.routes import router as customers_router
     from tallystick.server.ledger.routes import router as ledger_router
     from tallystick.server.orders.routes import invoices_router, orders_router
+    from tallystick.server.portal.routes import router as portal_router
     from tallystick.server.signals.routes import router as signals_router
     from tallystick.server.value.routes import router as value_router
     from tallystick.server.webhooks.routes import router as webhooks_router
 
-    return [currencies_router, products_router, plans_router, customers_router, ledger_router, signals_router, costs_router, webhooks_router, checkouts_router, orders_router, invoices_router, value_router, billing_router]
+    return [currencies_router, products_router, plans_router, customers_router, ledger_router, signals_router, costs_router, webhooks_router, checkouts_router, orders_router, invoices_router, value_router, billing_router, portal_router]
 
 
 def page_routers() -> list[APIRouter]:
     """Routers of the server-rendered pages, mounted at the server root."""
     from tallystick.server.checkout.pages import router as checkout_pages_router
     from tallystick.server.checkout.providers.stripe_webhooks import router as stripe_webhooks_router
+    from tallystick.server.dashboard import dashboard_router
+    from tallystick.server.portal.pages import router as portal_pages_router
     from tallystick.server.value.pages import router as value_pages_router
 
-    return [checkout_pages_router, value_pages_router, stripe_webhooks_router]
+    return [checkout_pages_router, value_pages_router, stripe_webhooks_router, dashboard_router(), portal_pages_router]

@@ -36,6 +36,7 @@ from tallystick.server.models.order import (
 from tallystick.server.models.organization import ApiKey, Organization
 from tallystick.server.models.server import ServerSecret
 from tallystick.server.models.signal import Signal
+from tallystick.server.models.user import CustomerPortal, Operator
 from tallystick.server.models.value import (
     SignalValue,
     SignalValueEvaluation,
@@ -61,6 +62,7 @@ __all__ = [
     "CreditBenefit",
     "CreditCurrency",
     "CreditGrant",
+    "CustomerPortal",
     "CreditHold",
     "Customer",
     "BillingPeriod",
@@ -70,6 +72,7 @@ __all__ = [
     "LedgerEntry",
     "Order",
     "OrderLine",
+    "Operator",
     "Organization",
     "OutboxEvent",
     "Payment",

@@ -10,6 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from babel.numbers import format_currency, format_decimal, get_currency_precision
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
 from tallystick import __version__
@@ -43,7 +45,41 @@ def format_credits(amount: Decimal) -> str:
     return format_decimal(amount.normalize(), locale=LOCALE, decimal_quantization=False)
 
 
+def format_usd_cost(amount: Decimal) -> str:
+    """Format an AI cost in USD with four decimal places, such as 0.0123 -> "$0.0123".
+
+    Costs are often fractions of a cent, which whole-cent formatting would show as $0.00.
+    """
+    return format_currency(amount, "USD", format="¤#,##0.0000", locale=LOCALE, currency_digits=False)
+
+
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 templates.env.filters["money"] = format_money
 templates.env.filters["credits"] = format_credits
+templates.env.filters["usd_cost"] = format_usd_cost
 templates.env.globals["static_version"] = __version__
+
+
+class PageError(Exception):
+    """A page that stops a request: rendered as templates/message.html with `status`.
+
+    A 3xx with a Location header sends the browser there instead.
+    """
+
+    def __init__(self, status: int, title: str, text: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(title)
+        self.status = status
+        self.title = title
+        self.text = text
+        self.headers = headers or {}
+
+
+def install_page_errors(app: FastAPI) -> None:
+    """Render PageError as an HTML page with the pages' security headers."""
+
+    @app.exception_handler(PageError)
+    async def _page_error(request: Request, error: PageError) -> Response:
+        context = {"title": error.title, "text": error.text}
+        return templates.TemplateResponse(
+            request, "message.html", context, status_code=error.status, headers={**PAGE_HEADERS, **error.headers}
+        )

@@ -1,0 +1,109 @@
+"""`tallystick users`: operator accounts that sign in to the dashboard."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+users_app = typer.Typer(help="Create and list dashboard operator accounts.", no_args_is_help=True)
+
+console = Console()
+error_console = Console(stderr=True)
+
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="TALLYSTICK_DATABASE_URL",
+        help="SQLAlchemy URL of the store. Default: tallystick.db in the working directory.",
+        show_default=False,
+    ),
+]
+
+
+def _open_store(database_url: str | None):  # type: ignore[no-untyped-def]
+    from tallystick.server.db import Store
+    from tallystick.server.migrate import upgrade_to_head
+    from tallystick.server.settings import default_database_url
+
+    url = database_url or default_database_url()
+    upgrade_to_head(url)
+    return Store.open(url)
+
+
+@users_app.command("create")
+def users_create(
+    org: Annotated[str, typer.Option("--org", help="Organization name; created if missing.")],
+    email: Annotated[str, typer.Option("--email", help="The operator's email, used to sign in.")],
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read the password from the first line of standard input instead of generating one.",
+        ),
+    ] = False,
+    database_url: DatabaseUrlOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Create an operator. A generated password is printed once; only its hash is stored."""
+    from tallystick.server.api_keys import get_or_create_organization
+    from tallystick.server.dashboard.operators import (
+        OperatorError,
+        create_operator,
+        generate_password,
+    )
+
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else generate_password()
+    store = _open_store(database_url)
+    try:
+        with store.transaction() as session:
+            organization = get_or_create_organization(session, org)
+            operator = create_operator(session, organization_id=organization.id, email=email, password=password)
+            result = {"organizationId": organization.id, "operatorId": operator.id, "email": operator.email}
+    except OperatorError as error:
+        error_console.print(f"Cannot create the operator: {error}.")
+        raise typer.Exit(code=1) from None
+    finally:
+        store.dispose()
+
+    if not password_stdin:
+        result["password"] = password
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    console.print(f"Operator {result['email']} ({result['operatorId']}) of organization {org} created.")
+    if not password_stdin:
+        console.print(f"Password: [bold]{password}[/bold]")
+        console.print("Store the password now: it is not shown again.")
+    console.print("Sign in at http://HOST:PORT/dashboard/login")
+
+
+@users_app.command("list")
+def users_list(database_url: DatabaseUrlOption = None) -> None:
+    """List operators with their organization and last sign-in."""
+    from rich.table import Table
+
+    from tallystick.server.dashboard.operators import list_operators
+    from tallystick.server.models import Organization
+
+    store = _open_store(database_url)
+    try:
+        with store.transaction() as session:
+            rows = [
+                (operator.id, operator.email, session.get(Organization, operator.organization_id), operator.last_login_at)
+                for operator in list_operators(session)
+            ]
+            items = [
+                (operator_id, email, organization.name if organization else "", last.isoformat() if last else "")
+                for operator_id, email, organization, last in rows
+            ]
+    finally:
+        store.dispose()
+    table = Table("id", "email", "organization", "last sign-in")
+    for item in items:
+        table.add_row(*item)
+    console.print(table)

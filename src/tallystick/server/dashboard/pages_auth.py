@@ -1,0 +1,72 @@
+"""Sign-in and sign-out of the dashboard."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from tallystick.server.dashboard import operators, session
+from tallystick.server.dashboard.rendering import redirect
+from tallystick.server.dashboard.session import CheckedForm
+from tallystick.server.web import PAGE_HEADERS, templates
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/dashboard/login")
+def login_page(request: Request, next: str | None = None) -> Response:
+    if session.read_session(request) is not None:
+        return redirect(session.safe_next(next))
+    return _render_login(request, next=session.safe_next(next), email="", error=None, status_code=200)
+
+
+@router.post("/dashboard/login")
+async def login(request: Request) -> Response:
+    """Check the email and password and start a session; the form must carry its token."""
+    form = await session.read_form(request)
+    target = session.safe_next(form.get("next"))
+    email = form.get("email", "").strip()
+
+    if not session.login_form_valid(request, form.get("form_token", "")):
+        error = "The sign-in form expired or was opened in another browser. Try again."
+        return _render_login(request, next=target, email=email, error=error, status_code=403)
+
+    with request.app.state.store.transaction() as db:
+        operator = operators.check_sign_in(db, email, form.get("password", ""))
+    if operator is None:
+        error = "The email or password is wrong."
+        return _render_login(request, next=target, email=email, error=error, status_code=401)
+
+    response = redirect(target)
+    session.start_session(request, response, operator)
+    return response
+
+
+@router.post("/dashboard/logout")
+def logout(form: CheckedForm) -> Response:
+    response = redirect("/dashboard/login")
+    session.end_session(response)
+    return response
+
+
+def _render_login(request: Request, *, next: str, email: str, error: str | None, status_code: int) -> Response:
+    token, new_cookie = session.login_form_token(request)
+    with request.app.state.store.read_sessions() as db:
+        no_operators = operators.operator_count(db) == 0
+    context = {
+        "form_token": token,
+        "next": next,
+        "values": {"email": email},
+        "error": error,
+        "no_operators": no_operators,
+    }
+    response = templates.TemplateResponse(
+        request, "dashboard/login.html", context, status_code=status_code, headers=PAGE_HEADERS
+    )
+    if new_cookie is not None:
+        session.set_login_cookie(request, response, new_cookie)
+    return response

@@ -1,0 +1,188 @@
+"""Settings pages: value types, webhooks with their deliveries, and API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tallystick.server import clock
+from tallystick.server.api_keys import create_api_key, revoke_api_key
+from tallystick.server.dashboard import forms, queries
+from tallystick.server.dashboard.rendering import redirect, render
+from tallystick.server.dashboard.session import CheckedForm, CurrentOperator, SignedIn
+from tallystick.server.deps import DbSession, ReadSession
+from tallystick.server.errors import ApiError
+from tallystick.server.models import ApiKey, Organization
+from tallystick.server.value.metrics import list_metrics
+from tallystick.server.web import PageError
+from tallystick.server.webhooks import delivery
+from tallystick.server.webhooks import service as webhooks
+from tallystick.server.webhooks.catalog import WEBHOOK_EVENTS
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(include_in_schema=False)
+
+RECENT_DELIVERIES = 30
+
+
+# Value types
+
+
+@router.get("/dashboard/value-types")
+def value_types_page(request: Request, signed_in: CurrentOperator, session: ReadSession) -> Response:
+    metrics = list_metrics(session, signed_in.organization_id, include_archived=True)
+    return render(request, "dashboard/value_types.html", signed_in, "value", {"metrics": metrics})
+
+
+# Webhooks
+
+
+@router.get("/dashboard/webhooks")
+def webhooks_page(request: Request, signed_in: CurrentOperator, session: DbSession) -> Response:
+    # A write session: listing creates the missing endpoint rows, one per webhook event.
+    return _render_webhooks(request, signed_in, session, status_code=200)
+
+
+def _render_webhooks(
+    request: Request, signed_in: SignedIn, session: Session, *, status_code: int,
+    errors: dict[str, str] | None = None, new_secret: str | None = None,
+) -> Response:
+    organization_id = signed_in.organization_id
+    endpoints = webhooks.list_endpoints(session, organization_id)
+    statement = delivery.list_deliveries_statement(organization_id, name=None, status=None, event_id=None)
+    deliveries = list(session.scalars(statement.limit(RECENT_DELIVERIES)))
+    context = {
+        "endpoints": endpoints,
+        "events": WEBHOOK_EVENTS,
+        "deliveries": [(row, delivery.list_attempts(session, row)) for row in deliveries],
+        "secret_configured": webhooks.signing_secret_configured(session, organization_id),
+        "errors": errors or {},
+        "new_secret": new_secret,
+    }
+    return render(request, "dashboard/webhooks.html", signed_in, "webhooks", context, status_code=status_code)
+
+
+@router.post("/dashboard/webhooks/{name}")
+def update_webhook_form(request: Request, name: str, signed_in: CurrentOperator, session: DbSession, form: CheckedForm) -> Response:
+    """Set a webhook's URL and whether it is enabled; an empty URL clears and disables it."""
+    if name not in WEBHOOK_EVENTS:
+        raise PageError(404, "Webhook not found", f"No webhook event is called {name}.")
+    url = forms.text(form, "url")
+    try:
+        _, secret = webhooks.update_endpoint(
+            session,
+            signed_in.organization_id,
+            name,
+            url=url,
+            url_provided=True,
+            enabled=form.get("enabled") == "on" if url is not None else None,
+            allow_private_targets=request.app.state.settings.allow_private_webhook_targets,
+        )
+    except ApiError as error:
+        session.rollback()
+        message = forms.errors_of(error, {}, "url")["url"]
+        return _render_webhooks(request, signed_in, session, status_code=400, errors={name: message})
+    if secret is not None:
+        # The first URL creates the signing secret, which is shown this once.
+        return _render_webhooks(request, signed_in, session, status_code=200, new_secret=secret)
+    return redirect("/dashboard/webhooks", "webhook_saved")
+
+
+@router.post("/dashboard/webhooks/deliveries/{delivery_id}/redeliver")
+def redeliver_form(request: Request, delivery_id: str, signed_in: CurrentOperator, session: DbSession, form: CheckedForm) -> Response:
+    try:
+        delivery.redeliver(session, signed_in.organization_id, delivery_id, clock.now(), request.app.state.settings)
+    except ApiError as error:
+        session.rollback()
+        return _render_webhooks(request, signed_in, session, status_code=400, errors={"deliveries": error.message})
+    return redirect("/dashboard/webhooks", "redelivery_queued")
+
+
+# API keys
+
+
+# The new key travels from the create form to the next page in a cookie that this page deletes,
+# so the key is shown once and reloading the page neither shows it again nor creates a key.
+NEW_KEY_COOKIE = "tallystick_dashboard_new_key"
+NEW_KEY_PATH = "/dashboard/api-keys"
+NEW_KEY_MAX_AGE_SECONDS = 120
+_NEW_KEY_SALT = "tallystick.dashboard-new-key"
+
+
+def _new_key_serializer(request: Request) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(
+        request.app.state.secret_key, salt=_NEW_KEY_SALT, signer_kwargs={"digest_method": hashlib.sha256}
+    )
+
+
+@router.get("/dashboard/api-keys")
+def api_keys_page(request: Request, signed_in: CurrentOperator, session: ReadSession) -> Response:
+    new_key = None
+    flashed = request.cookies.get(NEW_KEY_COOKIE)
+    if flashed:
+        try:
+            payload = _new_key_serializer(request).loads(flashed, max_age=NEW_KEY_MAX_AGE_SECONDS)
+        except BadSignature:
+            payload = None
+        # The key is shown only to the operator who created it.
+        if isinstance(payload, dict) and payload.get("operator") == signed_in.operator_id:
+            new_key = payload.get("key")
+    response = _render_keys(request, signed_in, session, status_code=200, new_key=new_key)
+    if flashed:
+        response.delete_cookie(NEW_KEY_COOKIE, path=NEW_KEY_PATH)
+    return response
+
+
+def _render_keys(
+    request: Request, signed_in: SignedIn, session: Session, *, status_code: int,
+    new_key: str | None = None, values: dict[str, str] | None = None, errors: dict[str, str] | None = None,
+) -> Response:
+    context = {
+        "keys": queries.organization_api_keys(session, signed_in.organization_id),
+        "new_key": new_key,
+        "values": values or {},
+        "errors": errors or {},
+    }
+    return render(request, "dashboard/api_keys.html", signed_in, "api_keys", context, status_code=status_code)
+
+
+@router.post("/dashboard/api-keys")
+def create_key_form(request: Request, signed_in: CurrentOperator, session: DbSession, form: CheckedForm) -> Response:
+    """Create an API key, then show its secret once on the next page; only its hash is stored."""
+    name = forms.text(form, "name") or ""
+    if len(name) > 200:
+        return _render_keys(
+            request, signed_in, session, status_code=400, values={"name": name[:200]}, errors={"name": "Use at most 200 characters."}
+        )
+    organization = session.get(Organization, signed_in.organization_id)
+    assert organization is not None  # operators belong to an existing organization
+    created = create_api_key(session, organization.name, name)
+    log.info("dashboard.api_key_created", extra={"operator_id": signed_in.operator_id, "api_key_id": created.api_key_id})
+    response = redirect(NEW_KEY_PATH)
+    response.set_cookie(
+        NEW_KEY_COOKIE,
+        _new_key_serializer(request).dumps({"operator": signed_in.operator_id, "key": created.secret}),
+        max_age=NEW_KEY_MAX_AGE_SECONDS,
+        path=NEW_KEY_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.post("/dashboard/api-keys/{key_id}/revoke")
+def revoke_key_form(request: Request, key_id: str, signed_in: CurrentOperator, session: DbSession, form: CheckedForm) -> Response:
+    owned = session.scalar(select(ApiKey.id).where(ApiKey.organization_id == signed_in.organization_id, ApiKey.id == key_id))
+    if owned is None:
+        raise PageError(404, "API key not found", f"No API key with the id {key_id} exists in this organization.")
+    revoke_api_key(session, key_id)
+    log.info("dashboard.api_key_revoked", extra={"operator_id": signed_in.operator_id, "api_key_id": key_id})
+    return redirect("/dashboard/api-keys", "key_revoked")
