@@ -15,6 +15,8 @@ task then delivers them on its own schedule, in real time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 from sqlalchemy import select
@@ -68,7 +70,13 @@ def attach_customer(session: Session, organization_id: str, customer_id: str, cl
             session.delete(membership)
             session.flush()
         return
-    get_clock(session, organization_id, clock_id)
+    found = session.scalar(
+        select(TestClock.id).where(
+            TestClock.organization_id == organization_id, TestClock.id == clock_id, TestClock.deleted_at.is_(None)
+        )
+    )
+    if found is None:
+        raise bad_request("testClockId", "is not a test clock of this organization", clock_id)
     if membership is not None and membership.test_clock_id != clock_id:
         raise bad_request("testClockId", "the customer is on another test clock already", clock_id)
     if membership is None:
@@ -93,6 +101,18 @@ def customer_clock_time(session: Session, customer_id: str) -> datetime | None:
 def customer_now(session: Session, customer_id: str) -> datetime:
     """Return the time the customer lives at: its test clock's, or the real time."""
     return customer_clock_time(session, customer_id) or clock.now()
+
+
+@contextmanager
+def customer_time(session: Session, customer_id: str | None) -> Iterator[datetime]:
+    """Run the block at the customer's time: `clock.now()` returns its test clock's time
+    inside, when it has one. Yields that time."""
+    frozen = customer_clock_time(session, customer_id) if customer_id is not None else None
+    if frozen is None:
+        yield clock.now()
+        return
+    with clock.at(frozen):
+        yield frozen
 
 
 def advance_clock(session: Session, test_clock: TestClock, frozen_time: datetime) -> int:

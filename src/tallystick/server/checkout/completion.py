@@ -22,6 +22,7 @@ from tallystick.server import events
 from tallystick.server.billing import changes
 from tallystick.server.billing import invoices as billing_invoices
 from tallystick.server.billing.renewals import lock_order
+from tallystick.server.billing.test_clocks import customer_time
 from tallystick.server.checkout import service
 from tallystick.server.checkout.offers import Offer, OfferError, load_offers
 from tallystick.server.checkout.providers import (
@@ -225,49 +226,12 @@ def complete_checkout(
         return blocked
 
     customer = _resolve_customer(session, checkout, buyer, now)
-    method = _save_payment_method(session, customer, payment.provider, payment.method)
-    existing = existing_order(session, checkout, offer.product.id, customer_id=customer.id)
-    if existing is not None:
-        order = lock_order(session, existing.id) or existing
-        try:
-            changes.change_plan(
-                session,
-                order,
-                terms,
-                now,
-                payment=changes.ChangePayment(
-                    provider=payment.provider,
-                    provider_payment_id=payment.provider_payment_id,
-                    method=method,
-                    checkout_id=checkout.id,
-                    idempotency_key=idempotency_key,
-                ),
-            )
-        except changes.ChangeError as error:
-            # NOTE: a provider that confirms payments later has taken the money by now; the
-            # operator must refund it. Pages check the same rules before charging.
-            log.error("checkout.change_rejected", extra={"checkout_id": checkout.id, "reason": str(error)})
-            return NotPayable(checkout=checkout, status=service.effective_status(checkout, now))
-        if method is not None:
-            order.payment_method_id = method.id
-    else:
-        order = orders.create_order(session, customer=customer, terms=terms, start=now, checkout_id=checkout.id)
-        # The order has no payment method while it activates, so the first invoice is not
-        # charged again: the buyer has just paid it here.
-        invoice = orders.activate_order(session, order, now)
-        assert invoice is not None  # an order starting now has a first period
-        billing_invoices.record_payment(
-            session,
-            invoice=invoice,
-            order=order,
-            provider=payment.provider,
-            provider_payment_id=payment.provider_payment_id,
-            payment_method=method,
-            paid_at=now,
-            checkout_id=checkout.id,
-            idempotency_key=idempotency_key,
-        )
-        order.payment_method_id = method.id if method is not None else None
+    # A customer on a test clock buys at the clock's time.
+    with customer_time(session, customer.id) as customer_now:
+        fulfilled = _fulfil(session, checkout, offer, terms, customer, payment, idempotency_key, customer_now)
+    if isinstance(fulfilled, NotPayable):
+        return fulfilled
+    order = fulfilled
 
     checkout.order_id = order.id
     checkout.selected_product_id = offer.product.id
@@ -296,6 +260,64 @@ def complete_checkout(
         },
     )
     return Completed(checkout=checkout, order=order, repeated=False)
+
+
+def _fulfil(
+    session: Session,
+    checkout: Checkout,
+    offer: Offer,
+    terms: PlanTerms,
+    customer: Customer,
+    payment: PaymentSucceeded,
+    idempotency_key: str | None,
+    now: datetime,
+) -> Order | NotPayable:
+    """Create the order (or change the customer's order for the product) and record the payment."""
+    method = _save_payment_method(session, customer, payment.provider, payment.method)
+    existing = existing_order(session, checkout, offer.product.id, customer_id=customer.id)
+    if existing is not None:
+        order = lock_order(session, existing.id) or existing
+        try:
+            changes.change_plan(
+                session,
+                order,
+                terms,
+                now,
+                payment=changes.ChangePayment(
+                    provider=payment.provider,
+                    provider_payment_id=payment.provider_payment_id,
+                    method=method,
+                    checkout_id=checkout.id,
+                    idempotency_key=idempotency_key,
+                ),
+            )
+        except changes.ChangeError as error:
+            # NOTE: a provider that confirms payments later has taken the money by now; the
+            # operator must refund it. Pages check the same rules before charging.
+            log.error("checkout.change_rejected", extra={"checkout_id": checkout.id, "reason": str(error)})
+            return NotPayable(checkout=checkout, status=service.effective_status(checkout, now))
+        if method is not None:
+            order.payment_method_id = method.id
+        return order
+
+    order = orders.create_order(session, customer=customer, terms=terms, start=now, checkout_id=checkout.id)
+    # The order has no payment method while it activates, so the first invoice is not charged
+    # again: the buyer has just paid it here.
+    invoice = orders.activate_order(session, order, now)
+    assert invoice is not None  # an order starting now has a first period
+    billing_invoices.record_payment(
+        session,
+        invoice=invoice,
+        order=order,
+        provider=payment.provider,
+        provider_payment_id=payment.provider_payment_id,
+        payment_method=method,
+        paid_at=now,
+        checkout_id=checkout.id,
+        idempotency_key=idempotency_key,
+    )
+    order.payment_method_id = method.id if method is not None else None
+    return order
 
 
 def complete_provider_payment(

@@ -32,6 +32,9 @@ class CustomerFields(RequestModel):
     creation_state: str | None = None
     vat_number: str | None = Field(default=None, max_length=64)
     metadata: dict[str, Any] | None = None
+    # Not in the Paid API: the test clock whose time the customer's billing follows; null
+    # takes the customer off its clock.
+    test_clock_id: str | None = Field(default=None, max_length=40)
 
     @field_validator("external_id")
     @classmethod

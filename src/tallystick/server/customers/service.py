@@ -105,6 +105,8 @@ def create_customer(session: Session, organization_id: str, body: CustomerCreate
     )
     session.add(customer)
     session.flush()
+    if body.test_clock_id is not None:
+        _attach_test_clock(session, customer, body.test_clock_id)
     log.info("customer.created", extra={"organization_id": organization_id, "customer_id": customer.id})
     return customer
 
@@ -131,9 +133,18 @@ def update_customer(session: Session, customer: Customer, body: CustomerUpdate) 
         customer.billing_address = _address(body)
     if "churn_date" in sent:
         customer.status = "churned" if body.churn_date is not None else "active"
+    if "test_clock_id" in sent:
+        _attach_test_clock(session, customer, body.test_clock_id)
     customer.updated_at = clock.now()
     session.flush()
     return customer
+
+
+def _attach_test_clock(session: Session, customer: Customer, clock_id: str | None) -> None:
+    # Imported here: billing depends on this module.
+    from tallystick.server.billing.test_clocks import attach_customer
+
+    attach_customer(session, customer.organization_id, customer.id, clock_id)
 
 
 def delete_customer(session: Session, customer: Customer) -> None:

@@ -9,7 +9,9 @@ from fastapi import Depends, Query
 
 from tallystick.server import clock
 from tallystick.server.billing import invoices as billing_invoices
+from tallystick.server.billing.allocations import allocate_due
 from tallystick.server.billing.renewals import lock_order
+from tallystick.server.billing.test_clocks import customer_time
 from tallystick.server.deps import (
     CurrentPrincipal,
     DbSession,
@@ -107,7 +109,8 @@ def create_order(body: OrderCreate, principal: CurrentPrincipal, session: DbSess
     `endDate` when none is sent. An order activated with a start date in the past is billed
     from its start: see `POST /orders/{id}/activate`.
     """
-    order = service.create_sales_order(session, principal.organization_id, body, clock.now())
+    with customer_time(session, body.customer_id) as now:
+        order = service.create_sales_order(session, principal.organization_id, body, now)
     return _order_response(session, order)
 
 
@@ -122,7 +125,8 @@ def update_order(order_id: str, body: OrderUpdate, principal: CurrentPrincipal, 
     """Update an order. startDate, billingAnchor and subscriptionTerms change only on drafts;
     endDate on an active order schedules its end. creationState active activates a draft."""
     order = _locked_order(session, principal.organization_id, order_id)
-    service.update_order(session, order, body, clock.now())
+    with customer_time(session, order.customer_id) as now:
+        service.update_order(session, order, body, now)
     return _order_response(session, order)
 
 
@@ -145,7 +149,8 @@ def activate_order(order_id: str, principal: CurrentPrincipal, session: DbSessio
     grants in time order. on_payment credits wait until their invoice is paid.
     """
     order = _locked_order(session, principal.organization_id, order_id)
-    service.activate_order(session, order, clock.now())
+    with customer_time(session, order.customer_id) as now:
+        service.activate_order(session, order, now)
     return _order_response(session, order)
 
 
@@ -157,7 +162,8 @@ def cancel_order(order_id: str, principal: CurrentPrincipal, session: DbSession)
     again (or to null) with `PUT /orders/{id}` before then undoes the cancellation.
     """
     order = _locked_order(session, principal.organization_id, order_id)
-    service.cancel_order(session, order, clock.now())
+    with customer_time(session, order.customer_id) as now:
+        service.cancel_order(session, order, now)
     return _order_response(session, order)
 
 
@@ -242,13 +248,11 @@ def post_invoice(invoice_id: str, principal: CurrentPrincipal, session: DbSessio
     invoice = queries.get_invoice(session, principal.organization_id, invoice_id)
     if invoice.status != "draft":
         raise bad_request("id", f"only a draft invoice can be posted; this one is {invoice.status}", invoice.id)
-    now = clock.now()
     order = _locked_order(session, principal.organization_id, invoice.order_id) if invoice.order_id else None
-    billing_invoices.post_invoice(session, invoice, now)
-    if order is not None and order.status == "active" and invoice.period_number is not None:
-        from tallystick.server.billing.allocations import allocate_due
-
-        allocate_due(session, order, invoice.period_number, now)
+    with customer_time(session, invoice.customer_id) as now:
+        billing_invoices.post_invoice(session, invoice, now)
+        if order is not None and order.status == "active" and invoice.period_number is not None:
+            allocate_due(session, order, invoice.period_number, now)
     return invoice_out(invoice)
 
 
@@ -263,17 +267,17 @@ def mark_invoice_paid(invoice_id: str, principal: CurrentPrincipal, session: DbS
         return invoice_out(invoice)
     if invoice.order_id is None:
         raise bad_request("id", "only invoices of orders can be marked paid", invoice.id)
-    now = clock.now()
     order = _locked_order(session, principal.organization_id, invoice.order_id)
-    billing_invoices.record_payment(
-        session,
-        invoice=invoice,
-        order=order,
-        provider="manual",
-        provider_payment_id=f"manual_{invoice.id}",
-        payment_method=None,
-        paid_at=now,
-    )
+    with customer_time(session, invoice.customer_id) as now:
+        billing_invoices.record_payment(
+            session,
+            invoice=invoice,
+            order=order,
+            provider="manual",
+            provider_payment_id=f"manual_{invoice.id}",
+            payment_method=None,
+            paid_at=now,
+        )
     return invoice_out(invoice)
 
 
