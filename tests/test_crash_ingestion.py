@@ -43,8 +43,9 @@ RETRY_DEADLINE_SECONDS = 60
 class ServerProcess:
     """`tallystick serve` on a fixed loopback port, started and killed by the test."""
 
-    def __init__(self, port: int, database_url: str, log_path: Path) -> None:
+    def __init__(self, port: int, database_url: str, log_path: Path, log_level: str = "warning") -> None:
         self.port = port
+        self.log_level = log_level
         self.database_url = database_url
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -57,7 +58,7 @@ class ServerProcess:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [CLI, "serve", "--port", str(self.port), "--database-url", self.database_url, "--log-level", "warning"],
+                [CLI, "serve", "--port", str(self.port), "--database-url", self.database_url, "--log-level", self.log_level],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "TALLYSTICK_RATE_LIMIT": "off"},

@@ -180,3 +180,30 @@ def test_unhandled_error_keeps_connection(store, database_url):
         assert first.json() == {"error": "Internal server error", "code": "internal_error"}
         # The same pooled connection still works.
         assert http.get("/healthz").status_code == 200
+
+
+def test_unstorable_characters_are_400(tenant):
+    bodies = {
+        '{"name": "a\\u0000b"}': "name",
+        '{"name": "x", "metadata": {"deep": ["ok", "\\u0000"]}}': "metadata.deep[1]",
+        '{"name": "x", "metadata": {"k\\u0000": 1}}': "metadata key",
+        '{"name": "\\ud800"}': "name",
+    }
+    for body, field in bodies.items():
+        response = tenant.http.post("/customers/", content=body.encode(), headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, body
+        assert response.json()["code"] == "invalid_string", body
+        assert response.json()["fields"][0]["field"] == field, body
+
+    for url in ("/customers/external/a%00b", "/customers/?externalId=%00", "/signals/?customerId=%ED%A0%80"):
+        response = tenant.http.get(url)
+        assert response.status_code == 400, url
+        assert response.json()["code"] == "invalid_string", url
+    page = httpx.get(tenant.server.root + "/checkout/chk_%00")
+    assert page.status_code == 400
+    # A valid astral character (an escaped surrogate pair) is stored as it is.
+    created = tenant.http.post(
+        "/customers/", content='{"name": "smile \\ud83d\\ude00"}'.encode(), headers={"Content-Type": "application/json"}
+    )
+    assert created.status_code == 201
+    assert created.json()["name"] == "smile \U0001f600"

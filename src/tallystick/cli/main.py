@@ -85,6 +85,9 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level.lower(),
+        # The app logs each request as request.finished, by route template; uvicorn's access
+        # log would print raw paths and query strings, which carry tokens.
+        access_log=False,
     )
 
 

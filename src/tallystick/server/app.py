@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tallystick import __version__
 from tallystick.server.db import Store
 from tallystick.server.errors import install_error_handlers
-from tallystick.server.hardening import BodySizeLimitMiddleware, RateLimiter
+from tallystick.server.hardening import BodySizeLimitMiddleware, RateLimiter, UnstorableTextMiddleware
 from tallystick.server.observability import RequestContextMiddleware, metrics_response_body
 from tallystick.server.settings import Settings, get_settings
 
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/traces",)
     )
+    app.add_middleware(UnstorableTextMiddleware)
     # Added last, so it runs first and sees every response, including 413s.
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
@@ -28,38 +30,74 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a valid JSON number; send a finite number")
 
 
+# Characters no stored text may contain: NUL (PostgreSQL rejects it in text and jsonb) and lone
+# UTF-16 surrogates (they cannot be encoded as UTF-8). JSON escapes can produce both.
+_UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
+
+
 def parse_strict_json(body: bytes) -> Any:
-    """Parse a request body, rejecting NaN and Infinity and documents nested too deeply."""
+    """Parse a request body, rejecting NaN and Infinity, documents nested too deeply and strings
+    that no database could store."""
     try:
         value = json.loads(body, parse_constant=_reject_constant)
     except ValueError as error:
         raise ApiError(400, "invalid_json", f"Request body is not valid JSON: {error}") from None
-    if _depth(value) > MAX_JSON_DEPTH:
-        raise ApiError(
-            400,
-            "json_too_deep",
-            f"Request body nests objects or arrays more than {MAX_JSON_DEPTH} levels deep",
-        )
+    _check_shape(value)
     return value
 
 
-def _depth(value: Any) -> int:
-    """Return the nesting depth of `value`, iteratively so hostile input cannot exhaust the stack."""
-    deepest = 0
+def _check_shape(value: Any) -> None:
+    """Walk `value` iteratively (hostile input cannot exhaust the stack) and raise on a problem."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         current, level = stack.pop()
+        if isinstance(current, str):
+            if _UNSTORABLE_CHARACTERS.search(current):
+                raise _unstorable_text_error(value)
+            continue
         if isinstance(current, dict):
-            children = current.values()
+            if any(_UNSTORABLE_CHARACTERS.search(key) for key in current):
+                raise _unstorable_text_error(value)
+            children: Any = current.values()
         elif isinstance(current, list):
             children = current
         else:
             continue
-        deepest = max(deepest, level)
-        if deepest > MAX_JSON_DEPTH:
-            return deepest
+        if level > MAX_JSON_DEPTH:
+            raise ApiError(
+                400,
+                "json_too_deep",
+                f"Request body nests objects or arrays more than {MAX_JSON_DEPTH} levels deep",
+            )
         stack.extend((child, level + 1) for child in children)
-    return deepest
+
+
+def _unstorable_text_error(value: Any) -> ApiError:
+    """Build the 400 for the first unstorable string in `value`, naming where it is."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    field, text = "body", ""
+    while stack:
+        current, path = stack.pop()
+        if isinstance(current, str):
+            if _UNSTORABLE_CHARACTERS.search(current):
+                field, text = path or "body", current
+                break
+        elif isinstance(current, dict):
+            bad_key = next((key for key in current if _UNSTORABLE_CHARACTERS.search(key)), None)
+            if bad_key is not None:
+                field, text = f"{path} key" if path else "body key", bad_key
+                break
+            stack.extend((child, f"{path}.{key}" if path else key) for key, child in current.items())
+        elif isinstance(current, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(current))
+    match = _UNSTORABLE_CHARACTERS.search(text)
+    found = "a NUL character (\\u0000)" if match and match.group() == "\x00" else "an unpaired UTF-16 surrogate"
+    return ApiError(
+        400,
+        "invalid_string",
+        f"Invalid {field}: contains {found}, which cannot be stored; remove it",
+        fields=[{"field": field, "message": f"contains {found}", "value": None}],
+    )
 
 
 class StrictJsonRoute(APIRoute):
@@ -81,6 +119,55 @@ class StrictJsonRoute(APIRoute):
             return await handler(request)
 
         return strict_handler
+
+
+def has_unstorable_characters(text: str) -> bool:
+    """Return whether `text` contains NUL or an unpaired surrogate, which no database stores."""
+    return _UNSTORABLE_CHARACTERS.search(text) is not None
+
+
+class UnstorableTextMiddleware:
+    """Reject with 400 a path or query string with characters no database can store, such as %00.
+
+    Without this, PostgreSQL fails such lookups with an error (a 500) instead of finding nothing.
+    It covers every route, the server-rendered pages included; JSON bodies are checked by
+    `parse_strict_json`.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query = scope.get("query_string", b"").decode("utf-8", "surrogateescape")
+        problem = None
+        if has_unstorable_characters(scope["path"]):
+            problem = "Invalid path"
+        else:
+            for name, value in parse_qsl(query, keep_blank_values=True, errors="surrogateescape"):
+                if has_unstorable_characters(name) or has_unstorable_characters(value):
+                    problem = f"Invalid query parameter {name!r}"
+                    break
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps(
+            {
+                "error": f"{problem}: contains a NUL character or an unpaired UTF-16 surrogate, "
+                "which cannot be stored; remove it",
+                "code": "invalid_string",
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 class BodySizeLimitMiddleware:

@@ -112,17 +112,33 @@ class RequestContextMiddleware:
         except Exception:
             # Answer here instead of letting Starlette's outermost handler re-raise, which makes
             # the server drop the connection and the client's next pooled request fail.
-            log.exception("request.failed", extra={"method": scope["method"], "path": scope["path"]})
+            # The route template, not the path: paths can carry tokens such as a receipt's.
+            log.exception("request.failed", extra={"method": scope["method"], "route": _route_template(scope)})
             if status_started:
                 raise
             await _send_internal_error(send_with_id)
         finally:
-            route = scope.get("route")
-            # The route template keeps label values few; unmatched paths share one label.
-            template = getattr(route, "path", "unmatched")
+            template = _route_template(scope)
+            elapsed = time.perf_counter() - started
             HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
-            HTTP_LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
+            HTTP_LATENCY.labels(scope["method"], template).observe(elapsed)
+            # The access log of this server: uvicorn's own would print paths and query strings,
+            # which carry capability tokens (receipt links, checkout ids).
+            log.info(
+                "request.finished",
+                extra={
+                    "method": scope["method"],
+                    "route": template,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 1),
+                },
+            )
             request_id_var.reset(token)
+
+
+def _route_template(scope: Scope) -> str:
+    """Return the matched route's template, such as /receipts/{token}; unmatched paths share one."""
+    return getattr(scope.get("route"), "path", "unmatched")
 
 
 _PENDING_COUNTS = "metrics_pending_counts"

@@ -18,6 +18,7 @@ from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 
 from tallystick.server import clock
 from tallystick.server.checkout.completion import Buyer
+from tallystick.server.hardening import has_unstorable_characters
 
 # Name of the cookie that identifies the browser a form was rendered for.
 BROWSER_COOKIE = "tallystick_checkout_browser"
@@ -97,6 +98,8 @@ def read_buyer(form: Mapping[str, str], *, ask_name_email: bool, ask_phone: bool
     for key, value in values.items():
         if len(value) > _MAX_FIELD_LENGTH:
             errors[key] = f"Use at most {_MAX_FIELD_LENGTH} characters."
+        elif has_unstorable_characters(value):
+            errors[key] = "Remove the invalid character from this field."
 
     if ask_name_email:
         if not values["name"]:
