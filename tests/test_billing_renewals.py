@@ -242,3 +242,37 @@ def test_two_processes_renew_each_period_once(tenant, store, tmp_path: Path):
         ).all()
     assert paid == ["paid"] * 4
     assert granted == [Decimal(500)] * 4
+
+
+def test_background_task_renews_without_api_calls(tenant, store, database_url):
+    from tallystick.server.app import create_app
+    from tallystick.server.models import Checkout
+    from tallystick.server.settings import Settings
+    from tests.checkout_helpers import create_checkout
+    from tests.conftest import serve_app
+
+    catalog = create_chat_catalog(tenant, STARTER)
+    with frozen(JAN_31):
+        order_id = buy(tenant, catalog, "Starter", "worker-1")
+        stale = create_checkout(
+            tenant, products=[{"id": catalog.product_id}], expiresAt=(JAN_31 + timedelta(hours=1)).isoformat()
+        )
+
+    settings = Settings(database_url=database_url, billing_poll_interval_seconds=0.1, webhook_delivery_enabled=False)
+    with frozen(FEB_28 + timedelta(minutes=1)), serve_app(create_app(settings, store=store), database_url):
+        deadline = time.monotonic() + 20
+        checkout_status = "active"
+        while time.monotonic() < deadline:
+            with store.read_sessions() as session:
+                checkout = session.get(Checkout, stale["id"])
+                assert checkout is not None
+                checkout_status = checkout.status
+            if checkout_status == "expired" and len(order_periods(store, order_id)) == 2:
+                break
+            time.sleep(0.1)
+
+    assert [period.number for period in order_periods(store, order_id)] == [1, 2]
+    assert order_invoices(store, order_id)[-1].payment_status == "paid"
+    assert [grant.starts_at for grant in order_grants(store, order_id)] == [JAN_31, FEB_28]
+    assert checkout_status == "expired"
+    assert "billing-checkout-expired" in event_types(store, tenant.organization_id)

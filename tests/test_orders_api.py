@@ -291,3 +291,31 @@ def test_backdated_activation_grants_each_period_once_and_replays_signals(tenant
         assert available(tenant, "acme") == Decimal(480)
         assert tenant.http.post(f"/orders/{order.id}/activate").status_code == 400
     assert len(order_grants(store, order.id)) == 4
+
+
+def test_invoices_through_paid_python(tenant, store):
+    ids = build_catalog(tenant)
+    client = tenant.paid()
+    with frozen(NOW):
+        order = client.orders.create_order(
+            customer_id=ids["customer"], start_date=START, lines=sold_lines(ids), creation_state="active"
+        )
+
+        listed = client.invoices.list_invoices(order_id=order.id)
+        assert [invoice.status for invoice in listed.data] == ["posted", "draft", "draft", "draft"]
+        current = listed.data[0]
+        assert (current.invoice_total, current.amount_due, current.payment_status) == (40000, 40000, "pending")
+        lines = client.invoices.get_invoice_lines(current.id)
+        assert [(line.description, line.total_price_after_tax) for line in lines.data] == [("Assistant: Platform fee", 40000)]
+        updated = client.invoices.update_invoice_by_id(current.id, metadata={"po": "A-17"})
+        assert updated.metadata == {"po": "A-17"}
+        assert client.invoices.get_invoice_by_id(current.id).metadata == {"po": "A-17"}
+
+        oldest = listed.data[-1]
+        posted = tenant.http.post(f"/invoices/{oldest.id}/post")
+        assert posted.status_code == 200, posted.text
+        assert posted.json()["status"] == "posted"
+        paid = tenant.http.post(f"/invoices/{current.id}/mark-paid")
+        assert (paid.json()["paymentStatus"], paid.json()["amountRemaining"]) == ("paid", 0)
+        assert tenant.http.post(f"/invoices/{listed.data[1].id}/mark-paid").status_code == 400
+    assert [invoice.payment_status for invoice in order_invoices(store, order.id)] == ["pending", "pending", "pending", "paid"]
