@@ -356,3 +356,37 @@ def test_billing_pages_list_the_purchase(dashboard, tenant):
     assert "$29.00" in invoices
     assert checkout["id"] not in checkouts or "completed" in checkouts
     assert ">completed<" in checkouts
+
+
+def test_payment_form_switches_to_stripe(dashboard, tenant):
+    missing = dashboard.submit("/dashboard/settings/payments", "/dashboard/settings/payments", {"provider": "stripe"})
+    saved = dashboard.submit(
+        "/dashboard/settings/payments",
+        "/dashboard/settings/payments",
+        {"provider": "stripe", "stripe_secret_key": "sk_test_abcd1234", "stripe_webhook_secret": "whsec_test"},
+    )
+
+    assert missing.status_code == 400
+    assert field_errors(missing.text) == ["Is required to take payments with Stripe."]
+    assert saved.status_code == 303
+    settings = tenant.http.get("/payment-settings").json()
+    assert settings["provider"] == "stripe"
+    assert settings["stripeSecretKeyLast4"] == "1234"
+    page = dashboard.get("/dashboard/settings/payments").text
+    assert "sk_test_abcd1234" not in page
+    assert "ending in" in page
+
+
+def test_customer_page_shows_plan_and_renewal(dashboard, tenant):
+    catalog = create_guide_catalog(tenant.paid())
+    checkout = create_checkout(tenant, products=[{"id": catalog.product_id}], externalCustomerId="user-42")
+    hosted_page(checkout).pay(catalog.plan_ids["pro"])
+    [order] = tenant.http.get("/orders/").json()["data"]
+
+    page = dashboard.get(f"/dashboard/customers/{order['customerId']}").text
+
+    assert "<td>Pro</td>" in page
+    assert "$79.00" in page
+    renewal = re.search(r"<td>(\d{4}-\d\d-\d\d \d\d:\d\d UTC)</td>\s*</tr>", page)
+    assert renewal is not None
+    assert shown_balance(page) == "2,000"

@@ -155,3 +155,24 @@ def test_upgrade_without_form_token_creates_nothing(tenant, customer):
 
     assert response.status_code == 403
     assert tenant.http.get("/checkouts/").json()["data"] == []
+
+
+def test_portal_of_subscriber_offers_other_plans(tenant):
+    from tests.checkout_helpers import create_checkout, hosted_page
+
+    catalog = create_guide_catalog(tenant.paid())
+    checkout = create_checkout(tenant, products=[{"id": catalog.product_id}], externalCustomerId="user-42")
+    assert hosted_page(checkout).pay(catalog.plan_ids["starter"]).status_code == 303
+    url = create_portal(tenant, externalCustomerId="user-42").json()["url"]
+
+    with httpx.Client(follow_redirects=False) as browser:
+        page = browser.get(url)
+        response = browser.post(f"{url}/upgrade", data={"form_token": hidden_value(page.text, "form_token")})
+
+    assert "ChatBot · Starter" in page.text
+    assert "Next renewal" in page.text
+    assert shown_balance(page.text) == "500"
+    assert response.status_code == 303
+    upgrade = tenant.http.get(f"/checkouts/{response.headers['location'].rsplit('/', 1)[1]}").json()
+    offered = {plan["id"] for plan in upgrade["products"][0]["plans"]}
+    assert offered == {catalog.plan_ids["pro"], catalog.plan_ids["business"]}

@@ -56,7 +56,7 @@ def test_portal_shows_dashboard_balance_and_upgrades(
     portal_fits = fits_width(page)
     page.screenshot(path=str(screenshot_path("portal-phone", backend, repo_root, tmp_path)), full_page=True)
     with page.expect_navigation():
-        page.click("text=Upgrade plan")
+        page.click("button:has-text(\"Choose a plan\")")
     checkout_url = page.url
     page.screenshot(path=str(screenshot_path("checkout-phone", backend, repo_root, tmp_path)), full_page=True)
     phone.close()

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from dateutil.relativedelta import relativedelta
 from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -74,25 +73,15 @@ class UsageChart:
 
 
 def next_renewal(order: Order, now: datetime) -> datetime | None:
-    """Return when the active order's next billing period starts, counted from its start date.
+    """Return when the active order renews: the end of its current billing period.
 
-    Each period start is start_date + n periods, computed from the start date rather than from
-    the previous period, so month ends stay put (Jan 31 -> Feb 28 -> Mar 31).
-
-    NOTE: renewals do not record billing periods yet, so this ignores `billing_anchor`. An order
-    whose anchor day differs from its start day would renew on the anchor day instead.
+    None when the order is not active, has no period in progress yet, or ends by then.
     """
-    if order.status != "active" or order.billing_period_months <= 0:
+    if order.status != "active" or order.period_end is None or order.period_end <= now:
         return None
-    count = 1
-    while True:
-        start = order.start_date + relativedelta(months=count * order.billing_period_months)
-        if start > now:
-            break
-        count += 1
-    if order.end_date is not None and start >= order.end_date:
+    if order.end_date is not None and order.end_date <= order.period_end:
         return None
-    return start
+    return order.period_end
 
 
 def order_views(session: Session, organization_id: str, customer_id: str, now: datetime) -> list[OrderView]:

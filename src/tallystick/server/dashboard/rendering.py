@@ -41,6 +41,7 @@ NOTICES = {
     "webhook_saved": "Webhook saved.",
     "redelivery_queued": "The delivery will be sent again shortly.",
     "key_revoked": "API key revoked. Requests with it now get 401.",
+    "payments_saved": "Payment settings saved. New checkouts use them.",
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -95,7 +96,7 @@ def _render(
         "receipts": receipts,
         "receipt_access": _receipt_access(request, opened, receipts),
         "form_token": _form_serializer(request).dumps({"portal": opened.portal.id, "browser": browser}),
-        "can_upgrade": bool(_upgrade_products(session, opened.customer)),
+        "can_upgrade": bool(_upgrade_offers(session, opened.customer)),
         "error": error,
         # The shared tables show customers their own empty-state texts, not setup hints.
         "for_customer": True,
@@ -117,15 +118,16 @@ def _receipt_access(request: Request, opened: OpenedPortal, receipts: list[Any])
     return {receipt.id: sign_access(secret, receipt.id, opened.portal.expires_at) for receipt in receipts}
 
 
-def _upgrade_products(session: Session, customer: Customer) -> list[str]:
-    """Return the ids of the products an upgrade checkout offers.
+def _upgrade_offers(session: Session, customer: Customer) -> list[dict[str, Any]]:
+    """Return the wire `products` of an upgrade checkout, or [] when there is nothing to offer.
 
-    A customer with an active order is offered that order's product, to change plans. A
-    customer without one is offered every active product that has an active plan.
+    A customer with an active order is offered the other active plans of that order's product,
+    which checkout turns into a plan change of the order. A customer without one is offered
+    every active product that has an active plan.
     """
-    ordered = list(
+    orders = list(
         session.scalars(
-            select(Order.product_id).where(
+            select(Order).where(
                 Order.organization_id == customer.organization_id,
                 Order.customer_id == customer.id,
                 Order.status == "active",
@@ -133,10 +135,8 @@ def _upgrade_products(session: Session, customer: Customer) -> list[str]:
             )
         )
     )
-    if ordered:
-        return list(dict.fromkeys(product_id for product_id in ordered if product_id))
-    return list(
-        session.scalars(
+    if not orders:
+        product_ids = session.scalars(
             select(Product.id)
             .where(
                 Product.organization_id == customer.organization_id,
@@ -146,7 +146,24 @@ def _upgrade_products(session: Session, customer: Customer) -> list[str]:
             )
             .order_by(Product.created_at)
         )
-    )
+        return [{"id": product_id} for product_id in product_ids]
+
+    offers = []
+    for order in orders:
+        plan_ids = session.scalars(
+            select(Plan.id)
+            .where(
+                Plan.organization_id == customer.organization_id,
+                Plan.product_id == order.product_id,
+                Plan.status == "active",
+                Plan.id != order.plan_id,
+            )
+            .order_by(Plan.created_at)
+        )
+        plans = [{"id": plan_id} for plan_id in plan_ids]
+        if plans:
+            offers.append({"id": order.product_id, "plans": plans})
+    return offers
 
 
 @router.post("/portal/{token}/upgrade")
@@ -163,10 +180,10 @@ async def upgrade(request: Request, token: str) -> Response:
             )
 
         here = portal_url(public_root(request), request.app.state.secret_key, opened.portal)
-        products = _upgrade_products(session, opened.customer)
+        offers = _upgrade_offers(session, opened.customer)
         try:
             body = CheckoutCreate(
-                products=[{"id": product_id} for product_id in products],
+                products=offers,
                 customer_id=opened.customer.id,
                 success_url=opened.portal.return_url or here,
                 cancel_url=here,
@@ -174,12 +191,12 @@ async def upgrade(request: Request, token: str) -> Response:
             checkout = checkouts.create_checkout(
                 session, opened.customer.organization_id, body, public_root=public_root(request), now=clock.now()
             )
-        except ApiError as error:
-            # NOTE: checkout does not sell a second plan of a product the customer already
-            # subscribes to (upgrades need proration), so a subscribed customer lands here.
-            log.info("portal.upgrade_unavailable", extra={"portal_id": opened.portal.id, "reason": error.message})
+        except (ApiError, ValidationError) as error:
+            # Nothing to offer, or a catalog the checkout cannot sell (such as no price in the
+            # currency of the customer's orders).
+            log.warning("portal.upgrade_failed", extra={"portal_id": opened.portal.id, "error": str(error).splitlines()[0]})
             session.rollback()
-            message = "Upgrading here is not available for your subscription yet. Contact us to change your plan."
+            message = "Changing your plan here is not available right now. Contact us to change it."
             return _render(request, session, opened, token, error=message, status_code=409)
         log.info("portal.upgrade_started", extra={"portal_id": opened.portal.id, "checkout_id": checkout.id})
         url = checkout.url
