@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -32,6 +33,17 @@ Errors are JSON objects `{"error", "code", "details"}`; lists are
 `{"data", "pagination": {"limit", "offset", "total", "hasMore"}}`.
 External ids must not contain `/`.
 """
+
+
+class HealthOut(BaseModel):
+    status: str = Field(description="ok")
+    version: str = Field(description="The tallystick version of this server.")
+
+
+class NotReadyOut(BaseModel):
+    status: str = Field(description="unavailable")
+    error: str
+    code: str = Field(description="not_ready")
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
@@ -81,12 +93,19 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], response_model=HealthOut)
     def healthz() -> dict[str, Any]:
         """Report that the process is up (liveness); it does not touch the database."""
         return {"status": "ok", "version": __version__}
 
-    @app.get("/readyz", tags=["health"], responses={503: {"description": "Database unreachable."}})
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        responses={
+            200: {"model": HealthOut, "description": "The database answered."},
+            503: {"model": NotReadyOut, "description": "Database unreachable."},
+        },
+    )
     def readyz() -> Response:
         """Report whether the server can reach its database (readiness)."""
         try:

@@ -17,7 +17,7 @@ from tallystick.server.models import Customer
 from tallystick.server.models.value import ValueModelVersion, ValueReceipt
 from tallystick.server.pagination import Page, paginate, pagination_body
 from tallystick.server.routing import Router
-from tallystick.server.schemas import ERROR_RESPONSES
+from tallystick.server.schemas import ERROR_RESPONSES, ErrorBody
 from tallystick.server.value import links, metrics, receipts, service
 from tallystick.server.value.schemas import (
     BackfillOut,
@@ -44,7 +44,9 @@ from tallystick.server.value.calculations import decimal_text
 
 router = Router(dependencies=[Depends(authenticate)], responses=ERROR_RESPONSES)
 
-CONFLICT = {409: {"description": "The value model or receipt changed in a way that forbids this request."}}
+CONFLICT = {
+    409: {"model": ErrorBody, "description": "The value model or receipt changed in a way that forbids this request."}
+}
 # Largest version number a path accepts: the column is a 32-bit integer.
 MAX_VERSION = 2**31 - 1
 
