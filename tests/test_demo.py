@@ -53,6 +53,7 @@ def test_demo_summary_matches_api(tmp_path: Path):
     # Four minutes a message at $60 an hour is $4 a message.
     assert _field(output, "Money saved") == f"${4 * MESSAGES}.00 at $60/hour"
     receipt_url = _field(output, "Receipt:")
+    email, password = _field(output, "Login:").split(" / ")
     revenue = _dollars(_field(output, "Revenue"))
     cost = _dollars(_field(output, "AI cost"))
     margin = _dollars(_field(output, "Margin"))
@@ -84,6 +85,19 @@ def test_demo_summary_matches_api(tmp_path: Path):
         page = httpx.get(f"{running.root}/{receipt_path}")
         assert page.status_code == 200
         assert "Time saved" in page.text
+
+        # The printed operator account signs in to the dashboard.
+        with httpx.Client(base_url=running.root, follow_redirects=False) as browser:
+            login = browser.get("/dashboard/login")
+            token = re.search(r'name="form_token" value="([^"]+)"', login.text)
+            assert token is not None
+            signed_in = browser.post(
+                "/dashboard/login", data={"form_token": token.group(1), "email": email, "password": password}
+            )
+            assert signed_in.status_code in (302, 303), signed_in.text[:500]
+            overview = browser.get("/dashboard")
+            assert overview.status_code == 200
+            assert "Ada Example" in overview.text or "demo-customer" in overview.text
 
 
 def test_demo_catalog_matches_example(repo_root: Path):

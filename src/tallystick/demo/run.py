@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 CATALOG_FILE = Path(__file__).with_name("chatbot_catalog.yaml")
 ORGANIZATION = "Demo Company"
 CUSTOMER_ID = "demo-customer"
+OPERATOR_EMAIL = "operator@demo.example"
 PLAN_ID = "pro"
 # Seconds to wait for traced costs to reach the server and attach to their signals.
 _COST_WAIT_SECONDS = 20.0
@@ -66,6 +67,7 @@ def run_demo(
     from tallystick.cli.catalog_file import load_catalog_file
     from tallystick.server.api_keys import create_api_key
     from tallystick.server.app import create_app
+    from tallystick.server.dashboard.operators import create_operator, generate_password
     from tallystick.server.db import Store
     from tallystick.server.migrate import upgrade_to_head
     from tallystick.server.settings import Settings
@@ -82,8 +84,13 @@ def run_demo(
     server = servers.start(create_app(settings, store=store), port)
     root = server.root
 
+    operator_password = generate_password()
     with store.transaction() as session:
-        key = create_api_key(session, ORGANIZATION, "demo").secret
+        created_key = create_api_key(session, ORGANIZATION, "demo")
+        create_operator(
+            session, organization_id=created_key.organization_id, email=OPERATOR_EMAIL, password=operator_password
+        )
+    key = created_key.secret
     api = Client(root, key)
 
     console.print(
@@ -119,7 +126,7 @@ def run_demo(
 
     started_at = datetime.now(UTC) - timedelta(hours=1)
     summary = _summarize(api, messages, answered, started_at)
-    _print_summary(console, summary, root, key, api)
+    _print_summary(console, summary, root, key, api, f"{OPERATOR_EMAIL} / {operator_password}")
     llm.stop()
 
     if serve:
@@ -213,7 +220,7 @@ def _usd(amount: Decimal) -> str:
     return f"${amount.quantize(Decimal('0.000001'))}"
 
 
-def _print_summary(console: Console, summary: DemoSummary, root: str, key: str, api: Client) -> None:
+def _print_summary(console: Console, summary: DemoSummary, root: str, key: str, api: Client, login: str) -> None:
     hours, minutes = divmod(int(summary.minutes_saved), 60)
     console.print("\n[bold]Summary[/bold]")
     rows = [
@@ -233,6 +240,7 @@ def _print_summary(console: Console, summary: DemoSummary, root: str, key: str, 
     console.print(f"  API key:    {key}", soft_wrap=True)
     console.print(f"  API docs:   {root}/docs", soft_wrap=True)
     console.print(f"  Dashboard:  {root}/dashboard", soft_wrap=True)
+    console.print(f"  Login:      {login}", soft_wrap=True)
     console.print(f"  Receipt:    {summary.receipt_url}", soft_wrap=True)
     try:
         portal = api.post("/customer-portals/", {"externalCustomerId": CUSTOMER_ID})
