@@ -1,4 +1,4 @@
-"""A stand-in for the Stripe API on 127.0.0.1, answering the few calls the `stripe` provider makes.
+"""A stand-in for the Stripe API on 127.0.0.1 that serves the few calls the `stripe` provider makes.
 
 It serves the Stripe-shaped payloads in tests/fixtures/stripe, records every request (path,
 decoded form parameters, Idempotency-Key) and, like Stripe, replays the stored response of a

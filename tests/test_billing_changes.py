@@ -24,7 +24,7 @@ MAY_1 = datetime(2026, 5, 1, 9, 30, tzinfo=UTC)
 PLANS = [("Starter", 2900, 500), ("Pro", 7900, 2000)]
 
 
-def test_upgrade_on_day_10_of_30_invoices_two_thirds(tenant, store):
+def test_upgrade_day_10_prorates_two_thirds(tenant, store):
     catalog = create_chat_catalog(tenant, PLANS)
     with frozen(APR_1):
         order_id = buy(tenant, catalog, "Starter", "up-1")

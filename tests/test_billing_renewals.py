@@ -38,7 +38,7 @@ APR_30 = datetime(2026, 4, 30, 9, 30, tzinfo=UTC)
 STARTER = [("Starter", 2900, 500)]
 
 
-def test_order_from_jan_31_renews_on_feb_28_and_mar_31(tenant, store):
+def test_jan_31_order_renews_clamped(tenant, store):
     catalog = create_chat_catalog(tenant, STARTER)
     with frozen(JAN_31):
         order_id = buy(tenant, catalog, "Starter", "renew-1")
@@ -151,7 +151,7 @@ def test_rollover_keeps_configured_amount_until_its_end(tenant, store):
     assert len(carried) == 3
 
 
-def test_declined_renewal_keeps_on_payment_credits_pending_then_marks_overdue(tenant, store):
+def test_declined_renewal_retried_then_overdue(tenant, store):
     catalog = create_chat_catalog(tenant, [("Pro", 7900, 2000)], timing="on_payment")
     with frozen(JAN_31):
         order_id = buy(tenant, catalog, "Pro", "decline-1", card=RENEWAL_DECLINE_CARD)

@@ -248,7 +248,7 @@ def send_signals_at(tenant, moments: list[datetime], prefix: str) -> None:  # ty
     assert response.status_code in (200, 201, 207), response.text
 
 
-def test_backdated_activation_grants_each_period_once_and_replays_signals(tenant, store):
+def test_backdated_activation_replays_periods(tenant, store):
     ids = build_catalog(tenant)
     tenant.product_id = ids["product"]
     # Signals sent before the order exists: the product's own line rates none of them.

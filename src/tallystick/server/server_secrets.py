@@ -1,7 +1,7 @@
 """Secrets generated once per installation and shared through the database.
 
 When TALLYSTICK_SECRET_KEY is unset, the first server process to start draws a random key and
-stores it in `server_secrets`; every later process, on any host sharing the database, reads the
+stores it in `server_secrets`. Every later process, on any host sharing the database, reads the
 same one. Forms rendered by one process therefore verify on another, and signed links keep
 working across restarts. Anyone who can read the database can read this key, as they can read
 everything it protects.

@@ -1,11 +1,15 @@
 """Activating an order: from draft to active, with every billing period elapsed since its start.
 
 An order whose start date is in the past is activated as if it had been active all along
-(backdated activation): each elapsed period is started in order, with one allocation per slot
-of its benefits as of the slot's start; the invoices of elapsed periods stay drafts and the
-current period's is posted; the customer's unrated signals for the order's products since the
-start date are then rated in time order between those events. on_payment credits still wait
-for their invoice to be paid.
+(backdated activation). Each elapsed period is started in order, with one allocation per slot
+of its benefits as of the slot's start. The invoices of elapsed periods stay drafts and the
+current period's is posted. The customer's unrated signals for the order's products since the
+start date are rated in time order between those events. on_payment credits still wait for
+their invoice to be paid.
+
+NOTE: signals that a pricing line rated before activation and that found no credits are
+pending consumption already. The first backdated grant settles them oldest first, not period
+by period, because the ledger settles pending consumption whenever a grant arrives.
 """
 
 from __future__ import annotations

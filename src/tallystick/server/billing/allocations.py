@@ -5,10 +5,10 @@ Each benefit of each order line grants per slot of a period: one slot for an upf
 and its benefit's grant timing is met: on_order_activation as soon as the order is active,
 on_invoice_posted once the period's invoice is posted, on_payment once it is paid (or has
 nothing to pay). Every allocation inserts a `CreditAllocation` row whose unique key is
-(order, period, order line, benefit, slot), in the same transaction as its ledger grant.
+(order, period, order line, benefit, slot), in the same transaction as its ledger grant, so a
+second insert of the same slot fails and rolls the grant back with it.
 
-Callers hold the order's row lock, so the existence check below and the insert do not race;
-the unique key is the last guard.
+Callers hold the order's row lock, so the existence check below and the insert do not race.
 
 Rollover: when an allocation with a rollover amount expires, min(unused credits, rollover
 amount) is granted again from the expiry until `rollover_until`. The ledger records the expiry
@@ -123,7 +123,7 @@ def allocate_due(session: Session, order: Order, period_number: int, now: dateti
     timings = met_timings(session, order, period_number)
     done = _allocated_keys(session, order.id, period_number)
 
-    made = 0
+    allocated = 0
     for item in line_benefits(order):
         if item.benefit.credit_grant_timing not in timings:
             continue
@@ -136,8 +136,8 @@ def allocate_due(session: Session, order: Order, period_number: int, now: dateti
                 continue
             _grant_slot(session, order, period_number, item, slot, amount, now, kind="allowance", starts_at=slot.start)
             done.add(key)
-            made += 1
-    return made
+            allocated += 1
+    return allocated
 
 
 def next_slot_start(order: Order, after: datetime) -> datetime | None:
@@ -179,9 +179,9 @@ def _grant_slot(
 ) -> CreditAllocation:
     """Insert the allocation row and its ledger grant.
 
-    A slot allocated after it ended (an invoice paid late) is granted as of its last instant,
-    so its credits settle the pending consumption recorded while the invoice was unpaid; what
-    they do not cover expires at the next ledger write, as it would have on time.
+    A slot allocated after it ended (an invoice paid late) is granted as of its last instant.
+    Its credits then settle the pending consumption recorded while the invoice was unpaid, and
+    what they do not cover expires at the next ledger write, as it would have on time.
     """
     benefit = item.benefit
     rollover_until = _rollover_until(benefit, slot, order.billing_anchor) if benefit.rollover_amount else None
@@ -337,7 +337,7 @@ def grant_upgrade_difference(
     """Grant what the new line's allowance adds over the old one's for the slots in progress.
 
     Per credit currency, the old line's credits for the slots containing `now` are compared
-    with the new line's; a positive difference is granted now, until that slot ends, against
+    with the new line's. A positive difference is granted now, until that slot ends, against
     the new line's first benefit in that currency. A lower allowance grants nothing.
     """
     period = schedule_of(order).period(order.period_number)
@@ -357,7 +357,7 @@ def grant_upgrade_difference(
         return by_currency
 
     old, new = current(old_line), current(new_line)
-    made = []
+    granted = []
     for currency_id, entries in new.items():
         difference = sum((amount for _, _, amount in entries), Decimal(0)) - sum(
             (amount for _, _, amount in old.get(currency_id, [])), Decimal(0)
@@ -365,7 +365,7 @@ def grant_upgrade_difference(
         if difference <= 0:
             continue
         item, slot, _ = entries[0]
-        made.append(
+        granted.append(
             _grant_slot(session, order, order.period_number, item, slot, difference, now, kind="upgrade", starts_at=now)
         )
-    return made
+    return granted

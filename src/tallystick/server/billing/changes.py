@@ -3,7 +3,7 @@
 Policy:
 - An upgrade (a plan whose price per period is higher) takes effect at once. The price
   difference is prorated by the days left in the current period (the day of the change counts
-  as left) and invoiced now; the allowance difference of the slot in progress is granted now,
+  as left) and invoiced now. The allowance difference of the slot in progress is granted now,
   and later slots grant the new plan's allowance.
 - A downgrade (same or lower price) takes effect when the current period ends: the customer
   keeps the current plan's allowance until then, and nothing is refunded.
@@ -32,12 +32,12 @@ log = logging.getLogger(__name__)
 
 
 class ChangeError(Exception):
-    """The order cannot change to the requested plan; the message says why, for the buyer."""
+    """The order cannot change to the requested plan; the message gives the reason, for the buyer."""
 
 
 @dataclass(frozen=True)
 class ChangeQuote:
-    """What changing the order to a plan costs now: `amount_due` in minor units."""
+    """The cost of changing an order to another plan now: `amount_due` in minor units."""
 
     kind: str  # upgrade or downgrade
     amount_due: int
@@ -85,7 +85,7 @@ def change_plan(
     """Upgrade the order now or schedule its downgrade; the caller holds the order's row lock.
 
     An upgrade's prorated invoice is marked paid with `payment` when the buyer paid at
-    checkout; otherwise it is charged to the saved payment method like a renewal.
+    checkout. Otherwise it is charged to the saved payment method like a renewal.
     """
     quote = quote_change(order, terms, now)
     if quote.kind == "downgrade":

@@ -2,9 +2,9 @@
 
 A period's invoice charges every recurring line of the order in force at the period start (the
 first period also charges one-time lines), prorated by days for a period shorter than a full
-one. A posted invoice of an order with a saved payment method is charged at once; a declined
-charge is retried after each delay of `renewal_payment_retry_hours`, then the invoice is marked
-overdue. Credits of on_payment benefits wait until the invoice is paid.
+one. A posted invoice of an order with a saved payment method is charged at once. A declined
+charge is retried after each delay of `renewal_payment_retry_hours`, and then the invoice is
+marked overdue. Credits of on_payment benefits wait until the invoice is paid.
 
 Functions here only flush; the caller owns the transaction and holds the order's row lock.
 """
@@ -196,7 +196,7 @@ def charge_invoice(session: Session, order: Order, invoice: Invoice, now: dateti
     it is paid now.
 
     A decline schedules the next attempt after the next retry delay, or marks the invoice
-    overdue when none is left. A charge without a final answer (the provider unreachable)
+    overdue when none is left. A charge whose result is unknown (the provider was unreachable)
     keeps its idempotency key for the next attempt, so it cannot be made twice.
     """
     invoice.next_payment_attempt_at = None

@@ -6,7 +6,7 @@ Jan 31 -> Feb 28 (Feb 29 in a leap year) -> Mar 31 -> Apr 30. Boundaries keep th
 time of day.
 
 When the anchor day differs from the start date's day, the first period is a stub that ends on
-the first anchor day after the start; its charge and allowance are prorated by days. An end
+the first anchor day after the start, and its charge and allowance are prorated by days. An end
 date cuts the last period short in the same way.
 """
 
@@ -65,7 +65,7 @@ def prorate_credits(amount: Decimal, part_days: int, whole: int) -> Decimal:
 class Period:
     """One billing period, numbered from 1; `end` is exclusive.
 
-    `nominal_start` and `nominal_end` bound the full-length period this one belongs to; they
+    `nominal_start` and `nominal_end` bound the full-length period this one belongs to. They
     differ from `start` and `end` only for a stub first period or a period cut short by the
     order's end date.
     """
@@ -175,7 +175,7 @@ class Schedule:
         """Return the allocation slots of a benefit with `cadence` (upfront or monthly) in `period`.
 
         An upfront benefit has one slot covering the period. A monthly benefit has one slot
-        per month of the full-length period, clipped to the period; a clipped slot's share is
+        per month of the full-length period, clipped to the period. A clipped slot's share is
         its days over the full month's days.
         """
         if cadence == "upfront":

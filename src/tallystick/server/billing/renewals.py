@@ -1,23 +1,23 @@
-"""Renewals: bring an active order's billing up to date, whoever asks and however late.
+"""Renewals: bring an active order's billing up to date, however late it is.
 
-`advance_order` processes, in time order, every billing event of one order that is due: the
-unused credits of expired allocations rolling over, the end of the order, the start of each
-new billing period (its row, its invoice, posting and the charge of the saved payment method),
-the monthly allocations inside a longer period, and payment retries. Each step is idempotent:
-periods and allocations are claimed by unique keys, and the order's row lock (taken by every
-caller) keeps two processes from doing the same step at once.
+`advance_order` processes every due billing event of one order in time order. Events are
+rollovers of expired allocations, the end of the order, and the start of each new billing
+period with its invoice, posting and charge. Monthly allocations inside a longer period and
+payment retries are events too. Every step is idempotent because
+unique keys claim periods and allocations. Every caller also takes the order's row lock, so
+two processes never run the same step at once.
 
-Three callers run it: the background task of every server process (`renew_due_orders`),
-balance and customer state reads for one customer (`renew_customer`, so a read never shows a
-stale period), and order activation (including backdated activation, which replays elapsed
-periods as of their own times).
+Three callers run it. The background task of every server process calls `renew_due_orders`.
+Balance and customer state reads call `renew_customer`, so a read never shows a stale period.
+Order activation runs it too, and backdated activation replays elapsed periods as of their own
+times.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -62,8 +62,8 @@ def advance_order(
 
     The caller holds the order's row lock. With `as_of_each_event` (backdated activation, test
     clocks), each event runs with the clock pinned to its own instant and is recorded at that
-    instant, and `before_event` is called with each instant first, so that signals of elapsed
-    periods can be replayed in time order between them. With `drafts_for_elapsed`, the
+    instant. `before_event` is then called with each instant first, so that signals of elapsed
+    periods are replayed in time order between the events. With `drafts_for_elapsed`, the
     invoices of periods that ended by `now` stay drafts.
     """
     steps = 0
@@ -202,18 +202,20 @@ def _end_order(session: Session, order: Order, now: datetime) -> None:
     log.info("order.ended", extra={"organization_id": order.organization_id, "order_id": order.id})
 
 
-def renew_due_orders(session_factory: Callable[[], object], now: datetime, *, limit: int = 100) -> int:
+def renew_due_orders(
+    transaction: Callable[[], AbstractContextManager[Session]], now: datetime, *, limit: int = 100
+) -> int:
     """Advance up to `limit` orders whose billing is due by `now`, one transaction per order.
 
-    `session_factory` is `Store.transaction`. On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets
-    several processes work through the due orders side by side without waiting on one
-    another; on SQLite the database write lock serializes them. A process that reads a due
-    order just after another advanced it finds it no longer due, because the lock makes it
-    read the committed row. Returns the number of orders advanced.
+    `transaction` is `Store.transaction`. On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets several
+    processes work through the due orders side by side without waiting on one another. On
+    SQLite the database write lock serializes them. A process that reads a due order just after
+    another advanced it finds it no longer due, because the lock makes it read the committed
+    row. Returns the number of orders advanced.
     """
     done = 0
     while done < limit:
-        with session_factory() as session:  # type: ignore[attr-defined]
+        with transaction() as session:
             # Customers on a test clock live at the clock's time, which only an advance moves.
             on_test_clock = select(TestClockCustomer.customer_id).where(
                 TestClockCustomer.customer_id == Order.customer_id
@@ -266,8 +268,8 @@ def refresh_for_read(store: Store, session: Session, organization_id: str, custo
 
     Only when the indexed due-order lookup finds work does this open a write transaction of its
     own. `session` (the read) is then rolled back, so that its next query starts a new snapshot
-    that includes the renewal: SQLite keeps a reader on the snapshot of its first query.
-    A customer on a test clock is read, and renewed, at the clock's time.
+    that includes the renewal, because SQLite keeps a reader on the snapshot of its first
+    query. A customer on a test clock is read, and renewed, at the clock's time.
     """
     from tallystick.server.billing.test_clocks import customer_clock_time
 

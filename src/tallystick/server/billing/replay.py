@@ -1,8 +1,8 @@
 """Replay of unrated signals when an order is activated with a start date in the past.
 
 Signals that arrived for the order's products before it was active, and that no pricing line
-rated then, are rated once now by the order's lines and consume credits in time order, each as
-of the instant it happened, so they draw from the grants of the period they fall in.
+rated then, are rated once now by the order's lines. They consume credits in time order, each
+as of the instant it happened, so they draw from the grants of the period they fall in.
 """
 
 from __future__ import annotations

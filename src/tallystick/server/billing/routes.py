@@ -126,7 +126,7 @@ def _clock_out(test_clock: TestClock) -> TestClockOut:
 
 _TEST_CLOCKS_DOC = """\
 Create a test clock at `frozenTime`. Customers created or updated with its id as `testClockId`
-live at the clock's time: their orders renew, their credits expire and their declined charges
+live at the clock's time. Their orders renew, their credits expire and their declined charges
 are retried only when the clock is advanced, and their balances and state are read at the
 clock's time.
 """

@@ -2,14 +2,16 @@
 
 A customer attached to a test clock lives at the clock's frozen time: the background renewal
 task leaves its orders alone, and balance and customer state reads are computed at the clock's
-time. Advancing the clock runs, in time order and each as of its own instant, every billing
-event due for its customers up to the new time (period starts, invoices and charges, monthly
-allocations, rollovers, payment retries, the end of canceled orders), then records the credit
-expiries due by then. The work goes through the same code as real time: `clock.at` pins the
-time that `clock.now()` returns while it runs.
+time. Advancing the clock runs every billing event due for its customers up to the new time,
+in time order and each as of its own instant. Those events are period starts, invoices and
+charges, monthly allocations, rollovers, payment retries and the end of canceled orders. The
+advance then records the credit expiries due by then. The work goes through the same code as real time, because
+`clock.at` pins the time that `clock.now()` returns while it runs.
 
-Webhook events of that work are written to the outbox before the advance returns; the webhook
+Webhook events of that work are written to the outbox before the advance returns. The webhook
 task then delivers them on its own schedule, in real time.
+
+NOTE: signals of a customer on a test clock are rated at the real time, not the clock's.
 """
 
 from __future__ import annotations

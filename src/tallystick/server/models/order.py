@@ -33,9 +33,9 @@ class Order(OrgScopedMixin, TimestampMixin, Base):
 
     Billing periods start at `start_date` and last `billing_period_months` each; `billing_anchor`
     is the day of the month (1-31) on which later periods start. `billing_due_at` is the earliest
-    instant at which the order has billing work to do (a period to start, a month's credits to
-    allocate, a payment to retry, an end to record); the renewal task and balance reads look
-    orders up by it.
+    instant at which the order has billing work to do, such as a period to start, a month's
+    credits to allocate, a payment to retry or an end to record. The renewal task and balance
+    reads look orders up by it.
     """
 
     __tablename__ = "orders"
@@ -117,7 +117,7 @@ class OrderLine(OrgScopedMixin, TimestampMixin, Base):
     null), name, pricing (the wire pricing object), unitPrice, recurring and creditBenefits
     (each with id, creditsCurrencyId, amount as a decimal string, allocationCadence,
     creditGrantTiming and the rollover fields). A plan change ends the line (`end_date`) and
-    adds a line with the new plan's copy; a line bills and grants only while it has not ended.
+    adds a line with the new plan's copy, and a line bills and grants only until it ends.
     """
 
     __tablename__ = "order_lines"
@@ -141,7 +141,7 @@ class OrderLine(OrgScopedMixin, TimestampMixin, Base):
 
 class BillingPeriod(OrgScopedMixin, Base):
     """One started billing period of an order. The row is the period's claim: (order, number)
-    is unique, so a period is started, invoiced and charged once, whoever gets there first."""
+    is unique, so a period is started, invoiced and charged once across all processes."""
 
     __tablename__ = "billing_periods"
     __table_args__ = (UniqueConstraint("order_id", "number"),)
@@ -238,8 +238,8 @@ class Invoice(OrgScopedMixin, TimestampMixin, Base):
     period_number: Mapped[int | None] = mapped_column(Integer)
     payment_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_payment_attempt_at: Mapped[datetime | None]
-    # The idempotency key of a charge that got no final answer; the next attempt reuses it, so
-    # a charge that went through is not made twice.
+    # The idempotency key of a charge whose result is unknown. The next attempt reuses it, so a
+    # charge that went through is not made twice.
     payment_idempotency_key: Mapped[str | None] = mapped_column(String(255))
     last_payment_error: Mapped[str | None] = mapped_column(String(500))
 
@@ -337,7 +337,7 @@ class Payment(OrgScopedMixin, Base):
 
 
 class PaymentSettings(Base):
-    """How one organization takes payments: its provider and that provider's credentials.
+    """One organization's payment provider and that provider's credentials.
 
     `provider` is "test" (the embedded test mode) or "stripe". The Stripe keys are stored as
     given, so the database must be protected like the Stripe dashboard; they are never

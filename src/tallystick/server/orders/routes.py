@@ -102,8 +102,8 @@ def _locked_order(session: Any, organization_id: str, order_id: str) -> Order:
 def create_order(body: OrderCreate, principal: CurrentPrincipal, session: DbSession) -> OrderOut:
     """Create a sales-led order for a customer, as a draft or (creationState active) activated.
 
-    Each line sells a product at its default plan, or at its own pricing when it has none;
-    a line's `attributes` replace the pricing of the product's pricing lines with the same
+    Each line sells a product at its default plan, or at its own pricing when it has none.
+    A line's `attributes` replace the pricing of the product's pricing lines with the same
     name. Amounts are in minor units. `billingAnchor` (1-31) is the day of the month periods
     start on, by default the start date's; `subscriptionTerms` counts billing periods and sets
     `endDate` when none is sent. An order activated with a start date in the past is billed
@@ -142,11 +142,11 @@ def delete_order(order_id: str, principal: CurrentPrincipal, session: DbSession)
 def activate_order(order_id: str, principal: CurrentPrincipal, session: DbSession) -> OrderOut:
     """Activate a draft order. No request body.
 
-    An order whose start date is in the past is backdated: every billing period since the
-    start is started in order with its credits (each allocation as of its own start), the
-    invoices of elapsed periods stay drafts and the current one is posted, and the customer's
-    unrated signals for the order's products since the start date are rated against the new
-    grants in time order. on_payment credits wait until their invoice is paid.
+    An order whose start date is in the past is backdated. Every billing period since the
+    start is started in order with its credits, each allocation as of its own start. The
+    invoices of elapsed periods stay drafts and the current one is posted. The customer's
+    unrated signals for the order's products since the start date are then rated against the
+    new grants in time order. on_payment credits wait until their invoice is paid.
     """
     order = _locked_order(session, principal.organization_id, order_id)
     with customer_time(session, order.customer_id) as now:

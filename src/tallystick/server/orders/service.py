@@ -129,7 +129,12 @@ def create_sales_order(session: Session, organization_id: str, body: OrderCreate
         if getattr(body, flag) is not None:
             setattr(order, flag, getattr(body, flag))
     order.billing_period_months = months
-    order.billing_frequency = priced[0][1].billing_frequency if priced else (frequency[0] if frequency else "monthly")
+    if priced:
+        order.billing_frequency = priced[0][1].billing_frequency
+    elif frequency is not None:
+        order.billing_frequency = frequency[0]
+    else:
+        order.billing_frequency = "monthly"
     order.period_amount = sum(terms.period_amount for _, terms in priced)
     if priced:
         order.product_id = priced[0][1].product.id

@@ -2,10 +2,10 @@
 
 Every provider implements `PaymentProvider`. The page renders the provider's `form_template`
 inside its payment form. On submit, `read_form` turns the posted fields into provider-specific
-payment details or per-field errors, and `collect` charges those details. A provider whose buyer
-pays on the provider's own page (Stripe Checkout) answers `collect` with a `PaymentRedirect`
-and confirms the payment later, through its webhook, with the same `PaymentSucceeded` keyed by
-its payment id, so a repeated report completes nothing twice.
+payment details or per-field errors, and `collect` charges those details. When the buyer pays
+on the provider's own page (Stripe Checkout), `collect` returns a `PaymentRedirect`. The
+provider's webhook later reports the same `PaymentSucceeded`, keyed by its payment id, so a
+repeated report completes nothing twice.
 
 Each organization picks its provider in its `PaymentSettings` row; without one it uses the
 embedded `test` provider.
@@ -83,9 +83,9 @@ class PaymentRedirect:
 
 @dataclass(frozen=True)
 class PaymentUnanswered:
-    """The provider gave no final answer (unreachable, timed out, failed on its side).
+    """The provider returned no final result (unreachable, timed out, failed on its side).
 
-    The charge may or may not have happened: a retry must reuse the same idempotency key.
+    The charge may or may not have happened, so a retry must reuse the same idempotency key.
     """
 
     message: str

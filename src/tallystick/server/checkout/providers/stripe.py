@@ -1,7 +1,7 @@
 """The `stripe` provider: payment on a Stripe Checkout page, renewals on the saved card.
 
-On the hosted page the buyer picks a plan and gives their details; submitting creates a
-Stripe Checkout Session in payment mode for the amount due (the first invoice, or an
+On the hosted page the buyer picks a plan and gives their details. Submitting the page creates
+a Stripe Checkout Session in payment mode for the amount due (the first invoice, or an
 upgrade's prorated difference) and redirects the buyer to Stripe. Stripe saves the card on a
 Stripe customer for off-session use. The checkout completes when Stripe's signed
 `checkout.session.completed` event arrives (see `stripe_webhooks`), never on the buyer's

@@ -2,9 +2,9 @@
 
 Each organization registers this URL (with its own id) as a Stripe webhook endpoint for the
 `checkout.session.completed` and `checkout.session.async_payment_succeeded` events, and stores
-the endpoint's signing secret in its payment settings. Every request is verified with the
-stripe library's `Webhook.construct_event` (HMAC-SHA256 of the body under that secret, with a
-timestamp no more than 5 minutes old); anything else is rejected with 400 before it is read.
+the endpoint's signing secret in its payment settings. The stripe library's
+`Webhook.construct_event` verifies every request: an HMAC-SHA256 of the body under that secret,
+with a timestamp at most 5 minutes old. Any other request is rejected with 400 before it is read.
 
 A completed session whose payment is not yet `paid` (a delayed payment method) is
 acknowledged and completed later by its async_payment_succeeded event. Stripe retries an
