@@ -63,7 +63,7 @@ def test_overview_shows_revenue_credits_and_signals(dashboard, tenant):
     assert stat(page, "signals") == "3"
     assert stat(page, "ai-cost") == "$0.0000"
     assert re.search(r"<td>Chat Credits</td><td class=\"number\">2,000</td><td class=\"number\">3</td>", page)
-    assert "About 4659 days left" in page  # 1,997 credits at 3 per week
+    assert "In about 4659 days" in page  # 1,997 credits at 3 per week
     assert "<svg class=\"chart chart-wide\"" in page
 
 

@@ -176,3 +176,29 @@ def test_portal_of_subscriber_offers_other_plans(tenant):
     upgrade = tenant.http.get(f"/checkouts/{response.headers['location'].rsplit('/', 1)[1]}").json()
     offered = {plan["id"] for plan in upgrade["products"][0]["plans"]}
     assert offered == {catalog.plan_ids["pro"], catalog.plan_ids["business"]}
+
+
+def test_portal_opens_private_value_receipt(tenant, customer):
+    from tests.test_value_api import create_minutes_metric
+
+    create_minutes_metric(tenant.paid())
+    tenant.http.post(
+        "/signals/bulk",
+        json={"signals": [{"eventName": "chat_message", "customer": {"externalCustomerId": "user-42"}, "attribution": {"externalProductId": "chatbot"}}]},
+    )
+    now = datetime.now(UTC)
+    receipt = tenant.http.post(
+        "/value-receipts/sync",
+        json={"externalCustomerId": "user-42", "startDate": (now - timedelta(days=1)).isoformat(), "endDate": (now + timedelta(days=1)).isoformat()},
+    ).json()
+    page = httpx.get(create_portal(tenant, externalCustomerId="user-42").json()["url"])
+    link = re.search(r'href="(/receipts/[^"]+\?access=[^"]+)"', page.text).group(1)
+    server_root = page.url.scheme + "://" + page.url.netloc.decode()
+
+    private = httpx.get(f"{server_root}/receipts/{receipt['publicUrlToken']}")
+    opened = httpx.get(server_root + link.replace("&amp;", "&"))
+
+    assert "Minutes saved" in page.text
+    assert private.status_code == 403
+    assert opened.status_code == 200
+    assert "Minutes saved" in opened.text

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.browser.conftest import PHONE_VIEWPORT
+from tests.checkout_helpers import create_checkout, hosted_page
 from tests.dashboard_helpers import make_operator
+from tests.guide import create_guide_catalog
 
 DESKTOP_VIEWPORT = {"width": 1280, "height": 900}
 # A fixed clock makes the dates in the screenshots the same on every run.
@@ -128,6 +130,33 @@ def send_daily_messages(tenant) -> int:  # type: ignore[no-untyped-def]
     return len(signals)
 
 
+def send_daily_costs(tenant) -> None:  # type: ignore[no-untyped-def]
+    """Record one gpt-4o-mini call per chat message of send_daily_messages, priced by the server."""
+    costs = []
+    for days_ago, count in enumerate(reversed(DAILY_MESSAGES)):
+        moment = NOW - timedelta(days=days_ago, hours=2)
+        for index in range(count):
+            costs.append(
+                {
+                    "type": "usage",
+                    "customer": {"externalCustomerId": "user-42"},
+                    "product": {"externalProductId": "chatbot"},
+                    "vendor": "openai",
+                    "model": "gpt-4o-mini",
+                    "usage": {"inputTokens": 1200, "outputTokens": 400},
+                    "timestamp": (moment + timedelta(minutes=index)).isoformat().replace("+00:00", "Z"),
+                }
+            )
+    response = tenant.http.post("/costs/bulk", json={"costs": costs})
+    assert response.status_code == 200, response.text
+
+
+def buy_pro(tenant, product_id: str, plan_id: str, external_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Buy the Pro plan through the hosted checkout with the test card, as a buyer would."""
+    checkout = create_checkout(tenant, products=[{"id": product_id}], externalCustomerId=external_id)
+    assert hosted_page(checkout).pay(plan_id).status_code == 303
+
+
 def test_operator_runs_guide_setup_and_sees_usage(
     browser, desktop, server, tenant, store, backend, repo_root, tmp_path, frozen_clock
 ):
@@ -163,8 +192,13 @@ def test_operator_runs_guide_setup_and_sees_usage(
     assert balance.available == 2000 - sent
     desktop.screenshot(path=str(screenshot_path("customer-desktop", backend, repo_root, tmp_path)), full_page=True)
 
+    send_daily_costs(tenant)
+    product = tenant.http.get("/products/external/chatbot").json()
+    buy_pro(tenant, product["id"], tenant.http.get("/plans/external/pro").json()["id"], "user-7")
     desktop.goto(f"{server.root}/dashboard")
     assert desktop.inner_text('[data-stat="signals"]') == str(sent)
+    assert desktop.inner_text('[data-stat="revenue"]') == "$79.00"
+    assert desktop.inner_text('[data-stat="ai-cost"]') != "$0.0000"
     assert desktop.locator(".chart-wide rect").count() == 31
     desktop.screenshot(path=str(screenshot_path("overview-desktop", backend, repo_root, tmp_path)), full_page=True)
     assert all(url.startswith(server.root) for url in requested), requested
@@ -174,12 +208,12 @@ def test_pages_fit_phone_width(browser, server, tenant, store, backend, repo_roo
     context = browser.new_context(viewport=PHONE_VIEWPORT, device_scale_factor=2, is_mobile=True)
     page = context.new_page()
     operator = make_operator(store, tenant.organization_id)
-    from tests.guide import create_guide_catalog
 
-    create_guide_catalog(tenant.paid())
+    catalog = create_guide_catalog(tenant.paid())
     customer = tenant.http.post("/customers/", json={"name": "Ada Lovelace", "externalId": "user-42", "email": "ada@example.com"}).json()
-    tenant.http.post("/customers/external/user-42/credits/grants", json={"creditCurrencyKey": "chat_credits", "amount": 2000})
+    buy_pro(tenant, catalog.product_id, catalog.plan_ids["pro"], "user-42")
     send_daily_messages(tenant)
+    send_daily_costs(tenant)
 
     sign_in(page, server, operator)
     overview_fits = fits_width(page)

@@ -14,6 +14,7 @@ from tests.browser.conftest import PHONE_VIEWPORT
 from tests.browser.test_dashboard_browser import (
     DESKTOP_VIEWPORT,
     NOW,
+    buy_pro,
     fits_width,
     frozen_clock,  # noqa: F401 - a fixture
     screenshot_path,
@@ -22,13 +23,26 @@ from tests.browser.test_dashboard_browser import (
 )
 from tests.dashboard_helpers import make_operator
 from tests.guide import create_guide_catalog
+from tests.test_value_api import create_minutes_metric
 
 
 def set_up_customer(tenant) -> dict:  # type: ignore[no-untyped-def]
-    create_guide_catalog(tenant.paid())
+    """Ada buys Pro, chats for two weeks and saves time; her value receipt covers the month."""
+    client = tenant.paid()
+    catalog = create_guide_catalog(client)
     customer = tenant.http.post("/customers/", json={"name": "Ada Lovelace", "externalId": "user-42"}).json()
-    tenant.http.post("/customers/external/user-42/credits/grants", json={"creditCurrencyKey": "chat_credits", "amount": 2000})
+    buy_pro(tenant, catalog.product_id, catalog.plan_ids["pro"], "user-42")
+    create_minutes_metric(client)
     send_daily_messages(tenant)
+    receipt = tenant.http.post(
+        "/value-receipts/sync",
+        json={
+            "externalCustomerId": "user-42",
+            "startDate": (NOW - timedelta(days=30)).isoformat(),
+            "endDate": (NOW + timedelta(days=1)).isoformat(),
+        },
+    )
+    assert receipt.status_code in (200, 201), receipt.text
     return customer
 
 
@@ -53,20 +67,25 @@ def test_portal_shows_dashboard_balance_and_upgrades(
     page = phone.new_page()
     page.goto(portal.url)
     portal_balance = page.inner_text('[data-balance="chat_credits"]')
+    portal_text = page.inner_text("main")
     portal_fits = fits_width(page)
     page.screenshot(path=str(screenshot_path("portal-phone", backend, repo_root, tmp_path)), full_page=True)
     with page.expect_navigation():
-        page.click("button:has-text(\"Choose a plan\")")
+        page.click("button:has-text(\"Upgrade plan\")")
     checkout_url = page.url
     page.screenshot(path=str(screenshot_path("checkout-phone", backend, repo_root, tmp_path)), full_page=True)
     phone.close()
 
     assert dashboard_balance == portal_balance == "1,883"
+    assert "ChatBot · Pro" in portal_text
+    assert "Minutes saved" in portal_text
+    assert "$79.00" in portal_text
     assert portal_fits
     assert checkout_url.startswith(f"{server.root}/checkout/chk_")
     checkout = tenant.http.get(f"/checkouts/{checkout_url.rsplit('/', 1)[1]}").json()
     assert checkout["customerId"] == customer["id"]
     assert checkout["successUrl"] == "https://app.example.com/account"
+    assert len(checkout["products"][0]["plans"]) == 2
 
 
 def test_expired_portal_link_is_rejected(browser, tenant, frozen_clock):  # noqa: F811

@@ -123,11 +123,11 @@ def running_out(
         currency = currencies.get(balance.currency_id)
         exhausted = balance.available <= 0
         if exhausted:
-            outlook = "Out of credits"
+            outlook = "Ran out"
         elif days_left < 1:
-            outlook = "Less than a day left"
+            outlook = "Within a day"
         else:
-            outlook = f"About {int(days_left)} day{'s' if int(days_left) != 1 else ''} left"
+            outlook = f"In about {int(days_left)} day{'s' if int(days_left) != 1 else ''}"
         rows.append(
             RunningOut(
                 customer_id=balance.customer_id,
