@@ -193,3 +193,15 @@ def test_operator_sees_only_own_organization(browser, operator, other_tenant):
     assert browser.get(f"/dashboard/customers/{other_customer['id']}").status_code == 404
     assert "Other" not in browser.get("/dashboard/customers").text
     assert field_errors(browser.get("/dashboard/customers").text) == []
+
+
+def test_repeated_failed_sign_ins_are_throttled(browser, operator):
+    wrong = Operator(email=operator.email, password="wrong password 123")
+    statuses = [browser.sign_in(wrong).status_code for _ in range(10)]
+
+    blocked = browser.sign_in(operator)
+
+    assert statuses == [401] * 10
+    assert blocked.status_code == 429
+    assert "Too many failed sign-ins" in blocked.text
+    assert browser.get("/dashboard").status_code == 303

@@ -65,7 +65,7 @@ def users_create(
             operator = create_operator(session, organization_id=organization.id, email=email, password=password)
             result = {"organizationId": organization.id, "operatorId": operator.id, "email": operator.email}
     except OperatorError as error:
-        error_console.print(f"Cannot create the operator: {error}.")
+        error_console.print(f"Cannot create the operator: {error}.", soft_wrap=True)
         raise typer.Exit(code=1) from None
     finally:
         store.dispose()
@@ -75,11 +75,52 @@ def users_create(
     if as_json:
         typer.echo(json.dumps(result))
         return
-    console.print(f"Operator {result['email']} ({result['operatorId']}) of organization {org} created.")
+    console.print(f"Operator {result['email']} ({result['operatorId']}) of organization {org} created.", soft_wrap=True)
     if not password_stdin:
-        console.print(f"Password: [bold]{password}[/bold]")
-        console.print("Store the password now: it is not shown again.")
-    console.print("Sign in at http://HOST:PORT/dashboard/login")
+        console.print(f"Password: [bold]{password}[/bold]", soft_wrap=True)
+        console.print("Store the password now: it is not shown again.", soft_wrap=True)
+    console.print("Sign in at http://HOST:PORT/dashboard/login", soft_wrap=True)
+
+
+@users_app.command("set-password")
+def users_set_password(
+    email: Annotated[str, typer.Option("--email", help="The operator's email.")],
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read the password from the first line of standard input instead of generating one.",
+        ),
+    ] = False,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Replace an operator's password, ending their sessions. A generated password is printed once."""
+    from tallystick.server.dashboard.operators import (
+        OperatorError,
+        find_operator_by_email,
+        generate_password,
+        set_password,
+    )
+
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else generate_password()
+    store = _open_store(database_url)
+    try:
+        with store.transaction() as session:
+            operator = find_operator_by_email(session, email)
+            if operator is None:
+                error_console.print(f"No operator has the email {email}.", soft_wrap=True)
+                raise typer.Exit(code=1)
+            set_password(session, operator, password)
+    except OperatorError as error:
+        error_console.print(f"Cannot set the password: {error}.", soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    finally:
+        store.dispose()
+
+    console.print(f"Password of {email} replaced; their dashboard sessions have ended.", soft_wrap=True)
+    if not password_stdin:
+        console.print(f"Password: [bold]{password}[/bold]", soft_wrap=True)
+        console.print("Store the password now: it is not shown again.", soft_wrap=True)
 
 
 @users_app.command("list")

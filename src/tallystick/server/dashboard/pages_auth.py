@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from tallystick.server.dashboard import operators, session
 from tallystick.server.dashboard.rendering import redirect
 from tallystick.server.dashboard.session import CheckedForm
+from tallystick.server.dashboard.throttle import sign_in_throttle
 from tallystick.server.web import PAGE_HEADERS, templates
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,16 @@ async def login(request: Request) -> Response:
         error = "The sign-in form expired or was opened in another browser. Try again."
         return _render_login(request, next=target, email=email, error=error, status_code=403)
 
+    throttle = sign_in_throttle(request)
+    if not throttle.allowed(email):
+        log.warning("operator.sign_in_throttled")
+        error = "Too many failed sign-ins. Wait 15 minutes, then try again."
+        return _render_login(request, next=target, email=email, error=error, status_code=429)
+
     with request.app.state.store.transaction() as db:
         operator = operators.check_sign_in(db, email, form.get("password", ""))
     if operator is None:
+        throttle.record_failure(email)
         error = "The email or password is wrong."
         return _render_login(request, next=target, email=email, error=error, status_code=401)
 
