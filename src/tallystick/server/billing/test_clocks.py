@@ -189,3 +189,6 @@ def _customer_ids(session: Session, clock_id: str) -> list[str]:
 def _check_aware(field: str, value: datetime) -> None:
     if value.tzinfo is None:
         raise bad_request(field, "must carry a timezone offset, such as Z", value.isoformat())
+    # Billing periods are computed up to the clock's time, so it stays far from datetime's limit.
+    if not 1970 <= value.year <= 9000:
+        raise bad_request(field, "must be between the years 1970 and 9000", value.isoformat())

@@ -23,7 +23,8 @@ FREQUENCY_MONTHS = {"monthly": 1, "quarterly": 3, "semiAnnually": 6, "annual": 1
 
 class PricePointsIn(RequestModel):
     currency: str | None = Field(default=None, min_length=3, max_length=3)
-    unit_price: int = Field(ge=0, description="Minor units, such as cents.")
+    # The bound keeps unit price x quantity within the 64-bit money columns.
+    unit_price: int = Field(ge=0, le=10**12, description="Minor units, such as cents.")
     min_quantity: int | None = None
     included_quantity: int | None = None
     tiers: list[dict[str, Any]] | None = None

@@ -295,7 +295,12 @@ def _set_end_date(order: Order, end: datetime | None) -> None:
     counts billing periods and no end date is given."""
     if end is None and order.subscription_terms:
         schedule = Schedule(order.start_date, order.billing_anchor, order.billing_period_months)
-        end = schedule.boundary(order.subscription_terms)
+        try:
+            end = schedule.boundary(order.subscription_terms)
+        except (ValueError, OverflowError):
+            raise bad_request("subscriptionTerms", "ends too far in the future", order.subscription_terms) from None
+        if end.year > _LATEST_YEAR:
+            raise bad_request("subscriptionTerms", "ends too far in the future", order.subscription_terms)
     if end is not None and end <= order.start_date:
         raise bad_request("endDate", "must be after startDate", end.isoformat())
     order.end_date = end
@@ -306,9 +311,18 @@ def _set_end_date(order: Order, end: datetime | None) -> None:
             order.period_end = period.end
 
 
+# Order dates are kept within these years, so that billing periods computed from them stay
+# within what Python datetimes can represent.
+_EARLIEST_YEAR, _LATEST_YEAR = 1970, 9000
+
+
 def _aware(field: str, value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
         raise bad_request(field, "must carry a timezone offset, such as Z", value.isoformat())
+    if not _EARLIEST_YEAR <= value.year <= _LATEST_YEAR:
+        raise bad_request(field, f"must be between the years {_EARLIEST_YEAR} and {_LATEST_YEAR}", value.isoformat())
     return value
 
 
