@@ -390,3 +390,15 @@ def test_customer_page_shows_plan_and_renewal(dashboard, tenant):
     renewal = re.search(r"<td>(\d{4}-\d\d-\d\d \d\d:\d\d UTC)</td>\s*</tr>", page)
     assert renewal is not None
     assert shown_balance(page) == "2,000"
+
+
+def test_currency_form_archives_currency(dashboard, tenant):
+    catalog = create_guide_catalog(tenant.paid())
+    page = f"/dashboard/catalog/currencies/{catalog.currency_id}"
+
+    response = dashboard.submit(page, page, {"currency_description": "One chat message each", "status": "archived"})
+
+    assert response.status_code == 303
+    [currency] = tenant.http.get("/credits/currencies").json()["data"]
+    assert currency["status"] == "archived"
+    assert currency["description"] == "One chat message each"

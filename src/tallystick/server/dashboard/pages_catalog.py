@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from tallystick.server.catalog import service as catalog
 from tallystick.server.catalog.schemas import (
     CreditCurrencyCreate,
+    CreditCurrencyUpdate,
     PlanCreate,
     PlanUpdate,
     ProductCreate,
@@ -24,7 +25,7 @@ from tallystick.server.dashboard.rendering import redirect, render
 from tallystick.server.dashboard.session import CheckedForm, CurrentOperator, SignedIn
 from tallystick.server.deps import DbSession, ReadSession
 from tallystick.server.errors import ApiError
-from tallystick.server.models import Plan, Product
+from tallystick.server.models import CreditCurrency, Plan, Product
 from tallystick.server.web import PageError
 
 router = APIRouter(include_in_schema=False)
@@ -84,6 +85,47 @@ def create_currency_form(request: Request, signed_in: CurrentOperator, session: 
         errors = _errors(error, {"name": "currency_name", "key": "currency_key", "description": "currency_description"}, "currency_name")
         return _render_catalog(request, signed_in, session, status_code=400, currency_values=values, currency_errors=errors)
     return redirect("/dashboard/catalog", "currency_created")
+
+
+@router.get("/dashboard/catalog/currencies/{currency_id}")
+def currency_page(request: Request, currency_id: str, signed_in: CurrentOperator, session: ReadSession) -> Response:
+    currency = _currency(session, signed_in, currency_id)
+    values = {"currency_description": currency.description or "", "status": currency.status}
+    return _render_currency(request, signed_in, currency, values, {}, status_code=200)
+
+
+def _currency(session: Session, signed_in: SignedIn, currency_id: str) -> CreditCurrency:
+    currency = session.scalar(
+        select(CreditCurrency).where(
+            CreditCurrency.organization_id == signed_in.organization_id, CreditCurrency.id == currency_id
+        )
+    )
+    if currency is None:
+        raise PageError(404, "Credit currency not found", f"No credit currency with the id {currency_id} exists in this organization.")
+    return currency
+
+
+def _render_currency(
+    request: Request, signed_in: SignedIn, currency: CreditCurrency, values: dict[str, str], errors: dict[str, str], *, status_code: int
+) -> Response:
+    context = {"currency": currency, "values": values, "errors": errors}
+    return render(request, "dashboard/currency.html", signed_in, "catalog", context, status_code=status_code)
+
+
+@router.post("/dashboard/catalog/currencies/{currency_id}")
+def update_currency_form(request: Request, currency_id: str, signed_in: CurrentOperator, session: DbSession, form: CheckedForm) -> Response:
+    """Edit a credit currency's description, or archive it; its name and key never change."""
+    currency = _currency(session, signed_in, currency_id)
+    values = {"currency_description": form.get("currency_description", ""), "status": form.get("status", "")}
+    try:
+        body = CreditCurrencyUpdate(description=forms.text(form, "currency_description"), status=form.get("status") or None)
+        catalog.update_currency(session, currency, body)
+    except (ApiError, ValidationError) as error:
+        session.rollback()
+        errors = _errors(error, {"description": "currency_description", "status": "status"}, "currency_description")
+        currency = _currency(session, signed_in, currency_id)
+        return _render_currency(request, signed_in, currency, values, errors, status_code=400)
+    return redirect("/dashboard/catalog", "currency_updated")
 
 
 @router.post("/dashboard/catalog/products")

@@ -31,6 +31,7 @@ NAV = [
 # these fixed texts are shown, so a crafted link cannot put words on the page.
 NOTICES = {
     "currency_created": "Credit currency created.",
+    "currency_updated": "Credit currency saved.",
     "product_created": "Product created. Add its pricing lines below.",
     "product_updated": "Product saved.",
     "line_saved": "Pricing line saved.",

@@ -4,7 +4,7 @@ Failed attempts are counted per email in a moving window (the `limits` package),
 attacker can lock one operator out for the window but cannot lock out every operator. Counts are
 not kept per client address, because behind a reverse proxy every request has the proxy's
 address. The counts use the storage of the API rate limit (`rate_limit_storage_url`). In memory,
-each server process counts on its own; with a shared storage such as Redis, the limit holds
+each server process counts on its own; with a shared storage such as Redis, the limit applies
 across processes.
 """
 
