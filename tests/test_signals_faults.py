@@ -130,7 +130,7 @@ def test_ledger_fault_fails_only_its_signal(tenant, store, monkeypatch):
     assert available_credits(store, catalog, customer_id) == Decimal(7)
 
 
-def test_batch_fault_falls_back_per_signal(tenant, store, monkeypatch):
+def test_batch_fault_retries_general_way(tenant, store, monkeypatch):
     catalog = create_catalog(store, tenant.organization_id)
     customer_id = create_customer(store, tenant.organization_id, "user-1")
     grant_credits(store, catalog, customer_id, "2")
@@ -140,9 +140,9 @@ def test_batch_fault_falls_back_per_signal(tenant, store, monkeypatch):
     first = send(tenant, *batch)
     retried = send(tenant, *batch)
 
-    # The batch wrote its rows, then failed: its savepoint undid them, and each signal was
-    # consumed again on its own, once.
-    assert batch_calls[0] == 1
+    # The first ledger batch wrote its rows, then failed: its savepoint undid them, and the
+    # signals were stored and consumed again the general way, once.
+    assert batch_calls[0] == 2
     assert first.json() == {"ingested": 3, "duplicates": 0, "failed": 0, "errors": []}
     assert retried.json() == {"ingested": 0, "duplicates": 3, "failed": 0, "errors": []}
     assert spend_entries(store, tenant.organization_id) == 2

@@ -2,8 +2,8 @@
 
 A write locks its accounts, loads their grants and holds (and, when needed, unsettled pending
 consumption), changes them in Python with exact decimals, and then writes the result: new
-ledger entries and pending consumption rows go to the database with one executemany per
-table for all the accounts of the write, and changed grants, holds and accounts are flushed
+ledger entries and pending consumption rows go to the database with one statement per table
+for all the accounts of the write, and changed grants, holds and accounts are flushed
 by the ORM. Entries and new pending rows are buffered rather than added to the session, because
 building ORM objects for a thousand rows per batch costs more than the SQL that stores them.
 """
@@ -17,10 +17,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from tallystick.server import events
+from tallystick.server.bulk_sql import insert_rows
 from tallystick.server.ids import new_id
 from tallystick.server.ledger import queries
 from tallystick.server.models import (
@@ -322,8 +322,7 @@ def open_accounts(
 def write_rows(session: Session, states: Iterable[LockedAccount]) -> None:
     """Flush the ORM changes, then insert the buffered entries and pending consumption.
 
-    Entries and pending rows go in with one executemany per table: psycopg 3 pipelines it, and
-    SQLite runs it as one prepared statement.
+    Entries and pending rows go in with one statement per table (see `bulk_sql.insert_rows`).
     """
     session.flush()
     entry_rows: list[dict[str, Any]] = []
@@ -335,7 +334,5 @@ def write_rows(session: Session, states: Iterable[LockedAccount]) -> None:
             {column: getattr(row, column) for column in _PENDING_COLUMNS} for row in state.new_pending
         )
         state.new_pending = []
-    if pending_rows:
-        session.execute(insert(PendingConsumption.__table__), pending_rows)
-    if entry_rows:
-        session.execute(insert(LedgerEntry.__table__), entry_rows)
+    insert_rows(session, PendingConsumption.__table__, pending_rows)
+    insert_rows(session, LedgerEntry.__table__, entry_rows)

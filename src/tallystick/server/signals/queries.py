@@ -2,52 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Select, func, select, text
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
+from tallystick.server.bulk_sql import insert_rows
 from tallystick.server.models import CreditCurrency, Customer, Product
 from tallystick.server.models.signal import Signal
 
-# Columns that insert_signals writes, with their PostgreSQL types. The credit columns are
-# left out: rows start with zero credits, and consumption updates them.
-_INSERT_COLUMNS = {
-    "id": "varchar",
-    "organization_id": "varchar",
-    "customer_id": "varchar",
-    "product_id": "varchar",
-    "event_name": "varchar",
-    "occurred_at": "timestamptz",
-    "received_at": "timestamptz",
-    "data": "jsonb",
-    "idempotency_key": "varchar",
-    "external_customer_unit_id": "varchar",
-    "trace_id": "varchar",
-    "paid_scope_id": "bigint",
-    "product_attribute_id": "varchar",
-    "plan_attribute_id": "varchar",
-    "credit_currency_id": "varchar",
-}
-
-# One array parameter per column keeps the statement text and its parameter count the same
-# whatever the batch size. With a placeholder per value instead, psycopg parsed a statement
-# of 17,000 placeholders for each 1,000-signal batch, which cost more than the insert itself.
-_POSTGRES_INSERT = text(
-    f"""
-    INSERT INTO signals ({", ".join(_INSERT_COLUMNS)}, credits_consumed, credits_pending)
-    SELECT batch.*, 0, 0 FROM unnest(
-        {", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _INSERT_COLUMNS.items())}
-    ) AS batch
-    ON CONFLICT (organization_id, idempotency_key) DO NOTHING
-    RETURNING id
-    """
-)
+_IDEMPOTENCY_INDEX = ("organization_id", "idempotency_key")
 
 
 def insert_signals(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
@@ -56,24 +24,30 @@ def insert_signals(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]
     A row whose (organization_id, idempotency_key) is taken is skipped. On PostgreSQL a key
     claimed by a concurrent transaction that has not committed yet makes the insert wait for
     it, then skip the row if that transaction committed, or insert it if it rolled back.
-    Each row carries every key of _INSERT_COLUMNS.
+    All rows carry the same columns. The whole batch is one statement (see
+    `bulk_sql.insert_rows`): with a placeholder per value instead, psycopg parsed a statement
+    of 17,000 placeholders for each 1,000-signal batch, which cost more than the insert itself.
     """
-    if not rows:
+    inserted = insert_rows(session, Signal.__table__, rows, skip_conflicts_on=_IDEMPOTENCY_INDEX, returning="id")
+    return set(inserted)
+
+
+def taken_keys(session: Session, organization_id: str, keys: Sequence[str]) -> set[str]:
+    """Return which of `keys` already name a signal of the organization that this session sees."""
+    if not keys:
         return set()
     if session.get_bind().dialect.name == "postgresql":
-        columns: dict[str, list[Any]] = {name: [] for name in _INSERT_COLUMNS}
-        for row in rows:
-            for name, values in columns.items():
-                values.append(row[name])
-        columns["data"] = [None if value is None else json.dumps(value, allow_nan=False) for value in columns["data"]]
-        return set(session.scalars(_POSTGRES_INSERT, columns))
-
-    statement = (
-        sqlite.insert(Signal)
-        .on_conflict_do_nothing(index_elements=["organization_id", "idempotency_key"])
-        .returning(Signal.id)
+        # One JSON parameter instead of a placeholder per key, as for the inserts.
+        statement = text(
+            "SELECT idempotency_key FROM signals WHERE organization_id = :organization_id "
+            "AND idempotency_key IN (SELECT json_array_elements_text(CAST(:keys AS json)))"
+        )
+        parameters = {"organization_id": organization_id, "keys": orjson.dumps(list(keys)).decode()}
+        return set(session.scalars(statement, parameters))
+    statement = select(Signal.idempotency_key).where(
+        Signal.organization_id == organization_id, Signal.idempotency_key.in_(keys)
     )
-    return set(session.scalars(statement, list(rows)))
+    return set(session.scalars(statement))
 
 
 @dataclass(frozen=True)

@@ -7,19 +7,26 @@ whole batch where it can:
 2. resolve products (never created) and existing customers;
 3. choose each signal's pricing line, compute its credits and check its hold, if it names one;
 4. create the customers that externalCustomerId names and that do not exist yet;
-5. insert the signal rows with ``ON CONFLICT DO NOTHING`` on (organization, idempotency key):
-   the insert is the idempotency claim, and a key that is already taken (by a committed row,
-   or by a concurrent transaction that then commits) makes the signal a duplicate;
-6. consume credits for each inserted, rated signal inside its own savepoint. When consumption
-   fails, the savepoint is rolled back and the signal row deleted. The key is then free again,
-   no signal is left half-rated, and the other signals of the batch are kept.
+5. drop the signals whose idempotency key is already taken (duplicates), consume credits for
+   the rest with one ledger batch (each credit account locked once), and insert the signal
+   rows with their credits and ``ON CONFLICT DO NOTHING`` on (organization, idempotency key).
+   The insert is the idempotency claim. A signal whose consumption the ledger rejects is not
+   inserted, so its key stays free, and the other signals of the batch are kept.
+6. if that fails, or a concurrent transaction claimed one of the keys after the check, the
+   phase is rolled back to its savepoint and done the general way: insert the rows first
+   (a key already taken, by a committed row or by a concurrent transaction that then commits,
+   makes the signal a duplicate), then consume for the inserted ones, as one batch or, if
+   the batch fails, each signal in its own savepoint. A signal whose consumption fails there
+   is deleted again, which frees its key.
 
 Nothing commits here: the signal rows, their ledger entries and the key claims commit together
 with the caller's transaction, or not at all.
 
-Lock order, which keeps concurrent batches free of deadlocks on PostgreSQL: new customers by
-external id, then idempotency keys in key order, then credit accounts in (customer, currency)
-order.
+Lock order: new customers by external id first. Then the first way locks credit accounts in
+(customer, currency) order before it claims idempotency keys in key order, and the general
+way claims keys before it locks accounts. Two batches that share both a key and an account
+and take different ways can deadlock; PostgreSQL then aborts one of them, and the signal
+routes retry it.
 """
 
 from __future__ import annotations
@@ -186,8 +193,7 @@ def ingest_signals(
     work_items = _rate(work_items, outcomes)
     work_items = _resolve_holds(session, organization_id, work_items, outcomes)
     _create_customers(session, organization_id, work_items)
-    stored = _store(session, organization_id, work_items, received_at, outcomes)
-    _consume(session, organization_id, stored, outcomes)
+    stored = _store_and_consume(session, organization_id, work_items, received_at, outcomes)
     if attach_costs:
         # After consumption: attribution's locks come after credit-account locks. Only signals
         # with a trace id, a paid_scope_id or data.costData can take costs, so plain signals
@@ -450,18 +456,103 @@ def _rating_error(work: _Work, error: RatingError) -> SignalError:
 # Phases 5 and 6: the idempotency claim and consumption
 
 
-def _store(
+class _KeyClaimedMeanwhile(Exception):
+    """An idempotency key that was free when checked was claimed by another transaction."""
+
+
+def _store_and_consume(
     session: Session,
     organization_id: str,
     work_items: list[_Work],
     received_at: datetime,
     outcomes: list[SignalOutcome | None],
 ) -> list[_Work]:
-    """Insert the signal rows; return the ones inserted. The rest become duplicates."""
+    """Store the signals and consume their credits; return the signals stored.
+
+    The fast path consumes first and then inserts each signal with its credits (see
+    `_consume_then_store`), inside a savepoint. When it fails, or when a concurrent
+    transaction claimed one of its keys in between, the savepoint is rolled back and the batch
+    takes the general path: insert the rows (the idempotency claim), then consume for the
+    inserted ones, then write their credits.
+    """
+    try:
+        with session.begin_nested():
+            return _consume_then_store(session, organization_id, work_items, received_at, outcomes)
+    except OperationalError:
+        raise
+    except _KeyClaimedMeanwhile:
+        log.info("signals.key_claimed_meanwhile", extra={"organization_id": organization_id})
+    except Exception:
+        log.exception("signals.fast_path_failed", extra={"organization_id": organization_id})
+
+    for work in work_items:
+        outcomes[work.index] = None
+    stored = _store(session, organization_id, work_items, received_at, outcomes)
+    _consume(session, organization_id, stored, outcomes)
+    return stored
+
+
+def _consume_then_store(
+    session: Session,
+    organization_id: str,
+    work_items: list[_Work],
+    received_at: datetime,
+    outcomes: list[SignalOutcome | None],
+) -> list[_Work]:
+    """Consume for the signals whose keys are free, then insert them with their credits.
+
+    The insert is still the idempotency claim: a key claimed by a concurrent transaction after
+    the check makes the insert skip that row, and then `_KeyClaimedMeanwhile` rolls the whole
+    attempt back. Writing each signal's credits with its row saves the update of every row
+    that the general path needs.
+    """
     if not work_items:
         return []
+    to_insert = _first_per_key(work_items, outcomes)
+    taken = queries.taken_keys(
+        session, organization_id, [work.signal.idempotency_key for work in to_insert if work.signal.idempotency_key]
+    )
+    fresh = []
+    for work in to_insert:
+        if work.signal.idempotency_key in taken:
+            outcomes[work.index] = SignalOutcome(work.index, "duplicate")
+        else:
+            fresh.append(work)
 
-    # A key repeated within the batch is claimed by its first valid occurrence.
+    spending = _spending(fresh)
+    results: dict[str, ledger.ConsumptionResult] = {}
+    if spending:
+        for work, result in zip(spending, consume_for_signals(session, organization_id, spending), strict=True):
+            if isinstance(result, ApiError):
+                _reject(organization_id, outcomes, work, result)
+            else:
+                results[work.signal_id] = result
+
+    kept = [work for work in fresh if outcomes[work.index] is None]
+    rows = [_row(organization_id, work, received_at, results.get(work.signal_id)) for work in kept]
+    inserted = queries.insert_signals(session, rows)
+    if len(inserted) != len(rows):
+        raise _KeyClaimedMeanwhile
+
+    for work in kept:
+        result = results.get(work.signal_id)
+        outcomes[work.index] = SignalOutcome(
+            work.index,
+            "ingested",
+            signal_id=work.signal_id,
+            credit_currency_id=work.line.currency_id if work.line else None,
+            credits_consumed=result.covered if result else Decimal(0),
+            credits_pending=result.pending if result else Decimal(0),
+        )
+    return kept
+
+
+def _first_per_key(work_items: list[_Work], outcomes: list[SignalOutcome | None]) -> list[_Work]:
+    """Return the signals to insert, in key order; a key repeated in the batch is a duplicate.
+
+    A key repeated within the batch is claimed by its first valid occurrence. Key order is the
+    lock order between concurrent transactions that share keys.
+    """
     first_by_key: dict[str, _Work] = {}
     to_insert = []
     for work in work_items:
@@ -472,9 +563,40 @@ def _store(
         if key is not None:
             first_by_key[key] = work
         to_insert.append(work)
-
-    # Key order is the lock order between concurrent transactions that share keys.
     to_insert.sort(key=lambda work: (work.signal.idempotency_key is None, work.signal.idempotency_key or ""))
+    return to_insert
+
+
+def _spending(works: list[_Work]) -> list[_Work]:
+    """Return the signals that touch the ledger, in lock order then event time order.
+
+    A signal that costs nothing and settles no hold leaves the ledger alone. Credit account
+    order is the lock order; within one account, signals are consumed in event time order.
+    """
+    spending = [work for work in works if work.signal.hold_id or (work.credits or 0) > 0]
+    spending.sort(key=lambda work: (work.customer_id or "", _currency_of(work), work.occurred_at, work.index))
+    return spending
+
+
+def _reject(organization_id: str, outcomes: list[SignalOutcome | None], work: _Work, error: ApiError) -> None:
+    log.info(
+        "signal.consumption_rejected",
+        extra={"organization_id": organization_id, "signal_id": work.signal_id, "code": error.code},
+    )
+    _fail(outcomes, work, _ledger_error(work, error))
+
+
+def _store(
+    session: Session,
+    organization_id: str,
+    work_items: list[_Work],
+    received_at: datetime,
+    outcomes: list[SignalOutcome | None],
+) -> list[_Work]:
+    """Insert the signal rows; return the ones inserted. The rest become duplicates."""
+    if not work_items:
+        return []
+    to_insert = _first_per_key(work_items, outcomes)
     rows = [_row(organization_id, work, received_at) for work in to_insert]
     inserted = queries.insert_signals(session, rows)
 
@@ -493,7 +615,9 @@ def _store(
     return stored
 
 
-def _row(organization_id: str, work: _Work, received_at: datetime) -> dict[str, Any]:
+def _row(
+    organization_id: str, work: _Work, received_at: datetime, result: ledger.ConsumptionResult | None = None
+) -> dict[str, Any]:
     signal = work.signal
     line = work.line
     return {
@@ -512,6 +636,8 @@ def _row(organization_id: str, work: _Work, received_at: datetime) -> dict[str, 
         "product_attribute_id": line.product_attribute_id if line else None,
         "plan_attribute_id": line.plan_attribute_id if line else None,
         "credit_currency_id": line.currency_id if line else None,
+        "credits_consumed": result.covered if result else Decimal(0),
+        "credits_pending": result.pending if result else Decimal(0),
     }
 
 
@@ -527,12 +653,9 @@ def _consume(
     the transaction, the savepoint is rolled back and each signal is consumed in a savepoint
     of its own, so that one signal that cannot be recorded fails alone.
     """
-    # A signal that costs nothing and settles no hold leaves the ledger alone.
-    spending = [work for work in stored if work.signal.hold_id or (work.credits or 0) > 0]
+    spending = _spending(stored)
     if not spending:
         return
-    # Credit account order is the lock order; within one account, consume in event time order.
-    spending.sort(key=lambda work: (work.customer_id or "", _currency_of(work), work.occurred_at, work.index))
 
     try:
         with session.begin_nested():
@@ -546,12 +669,8 @@ def _consume(
     credit_updates = []
     for work, result in zip(spending, results, strict=True):
         if isinstance(result, ApiError):
-            log.info(
-                "signal.consumption_rejected",
-                extra={"organization_id": organization_id, "signal_id": work.signal_id, "code": result.code},
-            )
             _unstore(session, work)
-            _fail(outcomes, work, _ledger_error(work, result))
+            _reject(organization_id, outcomes, work, result)
             continue
         if result is None:
             _unstore(session, work)
