@@ -75,3 +75,14 @@ def test_api_key_stored_as_hash_only(store, tenant):
     assert keys[0].key_hash == hash_api_key(tenant.api_key)
     stored = {getattr(keys[0], column) for column in ("id", "name", "key_hash", "key_prefix")}
     assert tenant.api_key not in stored
+
+
+def test_api_docs_need_no_cdn(server):
+    page = httpx.get(server.root + "/docs")
+    assert page.status_code == 200
+    assert "cdn." not in page.text
+    assert "/docs/assets/swagger-ui-bundle.js" in page.text
+    script = httpx.get(server.root + "/docs/assets/swagger-ui-bundle.js")
+    assert script.status_code == 200
+    assert len(script.content) > 100_000
+    assert httpx.get(server.root + "/docs/assets/swagger-ui.css").status_code == 200

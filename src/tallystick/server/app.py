@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tallystick import __version__
 from tallystick.server.db import Store
+from tallystick.server.api_docs import install_api_docs
 from tallystick.server.errors import install_error_handlers
 from tallystick.server.hardening import BodySizeLimitMiddleware, RateLimiter, UnstorableTextMiddleware
 from tallystick.server.observability import RequestContextMiddleware, metrics_response_body
@@ -77,7 +78,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         title="tallystick",
         version=__version__,
         description=API_DESCRIPTION,
-        docs_url="/docs",
+        # /docs is served by install_api_docs, from bundled files instead of a CDN.
+        docs_url=None,
         openapi_url="/openapi.json",
         lifespan=lifespan,
         redirect_slashes=False,
@@ -92,6 +94,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     # Added last, so it runs first and sees every response, including 413s.
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
+    install_api_docs(app, "/openapi.json")
 
     @app.get("/healthz", tags=["health"], response_model=HealthOut)
     def healthz() -> dict[str, Any]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from tallystick.server.api_keys import find_active_key
@@ -61,7 +62,14 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def authenticate(request: Request) -> Principal:
+# Declares the Bearer scheme in the OpenAPI document (and the Authorize button of /docs); the
+# header itself is checked below, so that every failure gets the API's error shape.
+_bearer_scheme = HTTPBearer(auto_error=False, description="An API key from `tallystick api-keys create`.")
+
+
+def authenticate(
+    request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)] = None
+) -> Principal:
     header = request.headers.get("authorization")
     if not header:
         raise _unauthorized("Missing Authorization header; send 'Authorization: Bearer <API key>'")
