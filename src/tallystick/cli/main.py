@@ -211,8 +211,10 @@ def demo(
 ) -> None:
     """Run the integration guide end to end: catalog, checkout, traced chat, signals, summary."""
     from tallystick.demo.run import DemoError, run_demo
+    from tallystick.server.observability import configure_logging
 
-    _configure_logging("warning")
+    # Plain lines rather than JSON: the demo's output is read by a person.
+    configure_logging("warning", json_format=False)
     try:
         run_demo(messages=messages, port=port, database=database, console=console, serve=not no_serve)
     except DemoError as error:

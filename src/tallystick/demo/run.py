@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -80,7 +79,9 @@ def run_demo(
     console.print(f"[bold]1.[/bold] Starting tallystick on {url}")
     upgrade_to_head(url)
     store = Store.open(url)
-    settings = Settings(database_url=url, secret_key=secrets.token_urlsafe(32))
+    # No secret key here: the server keeps one in the database, so the signed links that the
+    # summary prints stay valid when `tallystick serve` reopens this store.
+    settings = Settings(database_url=url)
     server = servers.start(create_app(settings, store=store), port)
     root = server.root
 
@@ -94,7 +95,8 @@ def run_demo(
     api = Client(root, key)
 
     console.print(
-        "[bold]2.[/bold] Applying the chatbot catalog (Chat Credits, ChatBot, three plans) and a value model"
+        "[bold]2.[/bold] Applying the chatbot catalog (Chat Credits, ChatBot, three plans) and a value model",
+        soft_wrap=True,
     )
     catalog = load_catalog_file(CATALOG_FILE)
     state = read_state(api)
@@ -129,8 +131,14 @@ def run_demo(
     _print_summary(console, summary, root, key, api, f"{OPERATOR_EMAIL} / {operator_password}")
     llm.stop()
 
-    if serve:
-        console.print(f"\nServing at {root} (dashboard: {root}/dashboard). Press Ctrl-C to stop.")
+    if not serve:
+        console.print(
+            f"\nThe server has stopped (--no-serve). To browse these pages, run:\n"
+            f"  tallystick serve --port {port} --database-url {url}",
+            soft_wrap=True,
+        )
+    else:
+        console.print(f"\nServing at {root}. Press Ctrl-C to stop.", soft_wrap=True)
         try:
             while True:
                 time.sleep(1)
@@ -222,6 +230,7 @@ def _usd(amount: Decimal) -> str:
 
 def _print_summary(console: Console, summary: DemoSummary, root: str, key: str, api: Client, login: str) -> None:
     hours, minutes = divmod(int(summary.minutes_saved), 60)
+    saved = f"{hours} h {minutes} min" if hours else f"{minutes} min"
     console.print("\n[bold]Summary[/bold]")
     rows = [
         ("Messages answered", f"{summary.messages_answered} of {summary.messages_sent}"),
@@ -230,7 +239,7 @@ def _print_summary(console: Console, summary: DemoSummary, root: str, key: str, 
         ("AI cost", _usd(summary.ai_cost)),
         ("Revenue", _usd(summary.revenue)),
         ("Margin", _usd(summary.margin)),
-        ("Value delivered", f"{hours} h {minutes} min of support time saved"),
+        ("Value delivered", f"{saved} of support time saved"),
         ("Money saved", f"${Decimal(summary.money_saved_cents) / 100:.2f} at ${HOURLY_RATE_CENTS // 100}/hour"),
         ("Signals with priced cost", str(summary.priced_signals)),
     ]
