@@ -287,3 +287,20 @@ def test_collection_routes_without_trailing_slash(tenant):
     assert listed.json()["pagination"]["total"] == 1
     with_slash = tenant.http.get("/credits/currencies/")
     assert with_slash.status_code == 200
+
+
+def test_body_without_content_type_is_400(tenant):
+    response = tenant.http.post("/credits/currencies", content=b'{"name": "X", "key": "x"}', headers={"Content-Type": ""})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "unsupported_media_type"
+    assert "Content-Type: application/json" in body["error"]
+
+
+def test_misspelled_field_is_suggested(tenant):
+    response = tenant.http.post("/credits/currencies", json={"name": "X", "kye": "x"})
+    assert response.status_code == 400
+    assert "did you mean 'key'" in response.json()["error"]
+    assert "'kye'" in response.json()["error"]
+    nested = tenant.http.post("/customers/", json={"nmae": "Ada"})
+    assert "did you mean 'name'" in nested.json()["error"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from typing import Any
 
@@ -100,15 +101,28 @@ def format_location(location: tuple[Any, ...] | list[Any]) -> str:
     return "".join(parts)
 
 
-def validation_error_to_api_error(errors: list[dict[str, Any]], source: str = "body") -> ApiError:
-    """Turn pydantic's error list into one 400 whose message names the first bad field."""
+def validation_error_to_api_error(
+    errors: list[dict[str, Any]], source: str = "body", body: Any = None
+) -> ApiError:
+    """Turn pydantic's error list into one 400 whose message names the first bad field.
+
+    `body` is the parsed request body, when there is one: a missing field then suggests a
+    misspelled key that the body does carry, such as eventNme for eventName.
+    """
     fields: list[dict[str, Any]] = []
     for error in errors:
         location = list(error.get("loc", ()))
         if location and location[0] in ("body", "query", "path", "header"):
             source = location[0]
             location = location[1:]
+        if source == "body" and isinstance(error.get("input"), (bytes, bytearray)):
+            return ApiError(
+                400,
+                "unsupported_media_type",
+                "Request body must be JSON: send it with the header 'Content-Type: application/json'",
+            )
         # Discriminated unions add the tag name (such as "RecurringPerUnit") to the path.
+        raw_location = list(location)
         location = [part for part in location if not _is_union_tag(part)]
         if error.get("type") == "json_invalid":
             return ApiError(
@@ -119,9 +133,11 @@ def validation_error_to_api_error(errors: list[dict[str, Any]], source: str = "b
             )
         field = format_location(location) or source
         value = error.get("input")
+        message = error.get("msg", "invalid")
         if error.get("type") == "missing":
             value = None
-        fields.append({"field": field, "message": error.get("msg", "invalid"), "value": _jsonable(value)})
+            message += _misspelling_hint(body, raw_location)
+        fields.append({"field": field, "message": message, "value": _jsonable(value)})
 
     first = fields[0]
     if first["value"] is None:
@@ -132,6 +148,33 @@ def validation_error_to_api_error(errors: list[dict[str, Any]], source: str = "b
         message += f" (and {len(fields) - 1} more problem{'s' if len(fields) > 2 else ''})"
     details = "; ".join(f"{item['field']}: {item['message']}" for item in fields)
     return ApiError(400, "validation_error", message, details=details, fields=fields)
+
+
+def _misspelling_hint(body: Any, location: list[Any]) -> str:
+    """Return " (the body has 'eventNme'; did you mean 'eventName'?)" when a close key exists."""
+    if not location or not isinstance(location[-1], str):
+        return ""
+    parent = body
+    for part in location[:-1]:
+        if isinstance(parent, dict) and isinstance(part, str) and part in parent:
+            parent = parent[part]
+        elif isinstance(parent, list) and isinstance(part, int) and 0 <= part < len(parent):
+            parent = parent[part]
+        elif isinstance(part, str) and _is_union_tag(part):
+            continue
+        else:
+            return ""
+    if not isinstance(parent, dict):
+        return ""
+    wanted = location[-1]
+    candidates = [key for key in parent if isinstance(key, str) and key != wanted]
+    close = difflib.get_close_matches(wanted, candidates, n=1, cutoff=0.6)
+    if not close:
+        lowered = [key for key in candidates if key.lower() == wanted.lower()]
+        close = lowered[:1]
+    if not close:
+        return ""
+    return f" (the body has '{close[0]}'; did you mean '{wanted}'?)"
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -170,7 +213,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        api_error = validation_error_to_api_error(list(error.errors()))
+        api_error = validation_error_to_api_error(list(error.errors()), body=error.body)
         return JSONResponse(api_error.to_body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
