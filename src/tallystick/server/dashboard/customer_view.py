@@ -12,7 +12,6 @@ from decimal import Decimal
 from typing import Any
 
 from markupsafe import Markup
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tallystick.server.costs.margin import SignalMoney, signal_money
@@ -29,8 +28,6 @@ from tallystick.server.models import (
     LedgerEntry,
     Order,
     PendingConsumption,
-    Plan,
-    Product,
 )
 from tallystick.server.models.value import ValueReceipt
 from tallystick.server.orders.queries import invoices_statement, orders_statement
@@ -88,8 +85,8 @@ def order_views(session: Session, organization_id: str, customer_id: str, now: d
     orders = list(session.scalars(orders_statement(organization_id, customer_id=customer_id).limit(RECENT_ROWS)))
     product_ids = {order.product_id for order in orders if order.product_id}
     plan_ids = {order.plan_id for order in orders if order.plan_id}
-    products = {row.id: row.name for row in session.scalars(select(Product).where(Product.id.in_(product_ids)))}
-    plans = {row.id: row.name for row in session.scalars(select(Plan).where(Plan.id.in_(plan_ids)))}
+    products = queries.product_names(session, organization_id, product_ids)
+    plans = queries.plan_names(session, organization_id, plan_ids)
     return [
         OrderView(
             order=order,

@@ -7,7 +7,6 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tallystick.server import clock
@@ -22,7 +21,6 @@ from tallystick.server.dashboard.rendering import ListPage, redirect, render
 from tallystick.server.dashboard.session import CheckedForm, CurrentOperator, SignedIn
 from tallystick.server.deps import DbSession, Principal, ReadSession
 from tallystick.server.errors import ApiError
-from tallystick.server.models import Plan, Product
 from tallystick.server.orders.queries import invoices_statement, orders_statement
 from tallystick.server.pagination import PageParams, paginate
 
@@ -72,11 +70,8 @@ def orders_page(
     customers = queries.customers_by_id(session, organization_id, {row.customer_id for row in rows})
     plan_ids = {row.plan_id for row in rows if row.plan_id}
     product_ids = {row.product_id for row in rows if row.product_id}
-    plans = {row.id: row.name for row in session.scalars(select(Plan).where(Plan.organization_id == organization_id, Plan.id.in_(plan_ids)))}
-    products = {
-        row.id: row.name
-        for row in session.scalars(select(Product).where(Product.organization_id == organization_id, Product.id.in_(product_ids)))
-    }
+    plans = queries.plan_names(session, organization_id, plan_ids)
+    products = queries.product_names(session, organization_id, product_ids)
     context = {
         "orders": [(row, next_renewal(row, now)) for row in rows],
         "customers": customers,

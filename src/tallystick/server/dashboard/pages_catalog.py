@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tallystick.server.catalog import service as catalog
@@ -95,14 +94,12 @@ def currency_page(request: Request, currency_id: str, signed_in: CurrentOperator
 
 
 def _currency(session: Session, signed_in: SignedIn, currency_id: str) -> CreditCurrency:
-    currency = session.scalar(
-        select(CreditCurrency).where(
-            CreditCurrency.organization_id == signed_in.organization_id, CreditCurrency.id == currency_id
-        )
-    )
-    if currency is None:
-        raise PageError(404, "Credit currency not found", f"No credit currency with the id {currency_id} exists in this organization.")
-    return currency
+    try:
+        return catalog.get_currency(session, signed_in.organization_id, currency_id)
+    except ApiError:
+        raise PageError(
+            404, "Credit currency not found", f"No credit currency with the id {currency_id} exists in this organization."
+        ) from None
 
 
 def _render_currency(
@@ -150,12 +147,10 @@ def create_product_form(request: Request, signed_in: CurrentOperator, session: D
 
 
 def _product(session: Session, signed_in: SignedIn, product_id: str) -> Product:
-    product = session.scalar(
-        select(Product).where(Product.organization_id == signed_in.organization_id, Product.id == product_id)
-    )
-    if product is None:
-        raise PageError(404, "Product not found", f"No product with the id {product_id} exists in this organization.")
-    return product
+    try:
+        return catalog.get_product(session, signed_in.organization_id, product_id)
+    except ApiError:
+        raise PageError(404, "Product not found", f"No product with the id {product_id} exists in this organization.") from None
 
 
 @router.get("/dashboard/catalog/products/{product_id}")
@@ -281,10 +276,10 @@ def update_line_form(
 
 
 def _plan(session: Session, signed_in: SignedIn, plan_id: str) -> Plan:
-    plan = session.scalar(select(Plan).where(Plan.organization_id == signed_in.organization_id, Plan.id == plan_id))
-    if plan is None:
-        raise PageError(404, "Plan not found", f"No plan with the id {plan_id} exists in this organization.")
-    return plan
+    try:
+        return catalog.get_plan(session, signed_in.organization_id, plan_id)
+    except ApiError:
+        raise PageError(404, "Plan not found", f"No plan with the id {plan_id} exists in this organization.") from None
 
 
 @router.get("/dashboard/catalog/products/{product_id}/plans/new")

@@ -8,7 +8,6 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tallystick.server import clock
@@ -18,7 +17,7 @@ from tallystick.server.dashboard.rendering import redirect, render
 from tallystick.server.dashboard.session import CheckedForm, CurrentOperator, SignedIn
 from tallystick.server.deps import DbSession, ReadSession
 from tallystick.server.errors import ApiError
-from tallystick.server.models import ApiKey, Organization
+from tallystick.server.models import Organization
 from tallystick.server.value.metrics import list_metrics
 from tallystick.server.web import PageError
 from tallystick.server.webhooks import delivery
@@ -180,8 +179,7 @@ def create_key_form(request: Request, signed_in: CurrentOperator, session: DbSes
 
 @router.post("/dashboard/api-keys/{key_id}/revoke")
 def revoke_key_form(request: Request, key_id: str, signed_in: CurrentOperator, session: DbSession, form: CheckedForm) -> Response:
-    owned = session.scalar(select(ApiKey.id).where(ApiKey.organization_id == signed_in.organization_id, ApiKey.id == key_id))
-    if owned is None:
+    if queries.find_api_key(session, signed_in.organization_id, key_id) is None:
         raise PageError(404, "API key not found", f"No API key with the id {key_id} exists in this organization.")
     revoke_api_key(session, key_id)
     log.info("dashboard.api_key_revoked", extra={"operator_id": signed_in.operator_id, "api_key_id": key_id})

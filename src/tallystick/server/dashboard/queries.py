@@ -25,6 +25,8 @@ from tallystick.server.models import (
     LedgerEntry,
     Payment,
     PendingConsumption,
+    Plan,
+    Product,
     Signal,
 )
 from tallystick.server.models.cost import CostRecord
@@ -300,3 +302,23 @@ def organization_api_keys(session: Session, organization_id: str) -> list[ApiKey
             select(ApiKey).where(ApiKey.organization_id == organization_id).order_by(ApiKey.created_at.desc())
         )
     )
+
+
+def plan_names(session: Session, organization_id: str, ids: set[str]) -> dict[str, str | None]:
+    if not ids:
+        return {}
+    rows = session.execute(select(Plan.id, Plan.name).where(Plan.organization_id == organization_id, Plan.id.in_(ids)))
+    return {plan_id: name for plan_id, name in rows}
+
+
+def product_names(session: Session, organization_id: str, ids: set[str]) -> dict[str, str]:
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(Product.id, Product.name).where(Product.organization_id == organization_id, Product.id.in_(ids))
+    )
+    return {product_id: name for product_id, name in rows}
+
+
+def find_api_key(session: Session, organization_id: str, key_id: str) -> ApiKey | None:
+    return session.scalar(select(ApiKey).where(ApiKey.organization_id == organization_id, ApiKey.id == key_id))

@@ -17,7 +17,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tallystick.server import clock
@@ -27,12 +26,12 @@ from tallystick.server.checkout.schemas import CheckoutCreate
 from tallystick.server.dashboard import customer_view
 from tallystick.server.dashboard.session import read_form
 from tallystick.server.errors import ApiError
-from tallystick.server.models import Customer, Order, Plan, Product
 from tallystick.server.portal.service import (
     OpenedPortal,
     PortalClosed,
     open_portal,
     portal_url,
+    upgrade_offers,
 )
 from tallystick.server.value.links import sign_access
 from tallystick.server.web import PAGE_HEADERS, PageError, templates
@@ -96,7 +95,7 @@ def _render(
         "receipts": receipts,
         "receipt_access": _receipt_access(request, opened, receipts),
         "form_token": _form_serializer(request).dumps({"portal": opened.portal.id, "browser": browser}),
-        "can_upgrade": bool(_upgrade_offers(session, opened.customer)),
+        "can_upgrade": bool(upgrade_offers(session, opened.customer)),
         "error": error,
         # The shared tables show customers their own empty-state texts, not setup hints.
         "for_customer": True,
@@ -118,54 +117,6 @@ def _receipt_access(request: Request, opened: OpenedPortal, receipts: list[Any])
     return {receipt.id: sign_access(secret, receipt.id, opened.portal.expires_at) for receipt in receipts}
 
 
-def _upgrade_offers(session: Session, customer: Customer) -> list[dict[str, Any]]:
-    """Return the wire `products` of an upgrade checkout, or [] when there is nothing to offer.
-
-    A customer with an active order is offered the other active plans of that order's product,
-    which checkout turns into a plan change of the order. A customer without one is offered
-    every active product that has an active plan.
-    """
-    orders = list(
-        session.scalars(
-            select(Order).where(
-                Order.organization_id == customer.organization_id,
-                Order.customer_id == customer.id,
-                Order.status == "active",
-                Order.product_id.is_not(None),
-            )
-        )
-    )
-    if not orders:
-        product_ids = session.scalars(
-            select(Product.id)
-            .where(
-                Product.organization_id == customer.organization_id,
-                Product.active.is_(True),
-                Product.archived_at.is_(None),
-                Product.id.in_(select(Plan.product_id).where(Plan.status == "active")),
-            )
-            .order_by(Product.created_at)
-        )
-        return [{"id": product_id} for product_id in product_ids]
-
-    offers = []
-    for order in orders:
-        plan_ids = session.scalars(
-            select(Plan.id)
-            .where(
-                Plan.organization_id == customer.organization_id,
-                Plan.product_id == order.product_id,
-                Plan.status == "active",
-                Plan.id != order.plan_id,
-            )
-            .order_by(Plan.created_at)
-        )
-        plans = [{"id": plan_id} for plan_id in plan_ids]
-        if plans:
-            offers.append({"id": order.product_id, "plans": plans})
-    return offers
-
-
 @router.post("/portal/{token}/upgrade")
 async def upgrade(request: Request, token: str) -> Response:
     """Create a checkout for the portal's customer and send the browser to it."""
@@ -180,7 +131,7 @@ async def upgrade(request: Request, token: str) -> Response:
             )
 
         here = portal_url(public_root(request), request.app.state.secret_key, opened.portal)
-        offers = _upgrade_offers(session, opened.customer)
+        offers = upgrade_offers(session, opened.customer)
         try:
             body = CheckoutCreate(
                 products=offers,

@@ -12,6 +12,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from tallystick.server.errors import bad_request
 from tallystick.server.ids import new_id
-from tallystick.server.models import Customer, CustomerPortal
+from tallystick.server.models import Customer, CustomerPortal, Order, Plan, Product
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +120,51 @@ def open_portal(session: Session, secret: str, token: str, now: datetime) -> Ope
     if customer is None:
         raise PortalClosed("invalid")
     return OpenedPortal(portal=portal, customer=customer)
+
+
+def upgrade_offers(session: Session, customer: Customer) -> list[dict[str, Any]]:
+    """Return the wire `products` of an upgrade checkout, or [] when there is nothing to offer.
+
+    A customer with an active order is offered the other active plans of that order's product,
+    which checkout turns into a plan change of the order. A customer without one is offered
+    every active product that has an active plan.
+    """
+    orders = list(
+        session.scalars(
+            select(Order).where(
+                Order.organization_id == customer.organization_id,
+                Order.customer_id == customer.id,
+                Order.status == "active",
+                Order.product_id.is_not(None),
+            )
+        )
+    )
+    if not orders:
+        product_ids = session.scalars(
+            select(Product.id)
+            .where(
+                Product.organization_id == customer.organization_id,
+                Product.active.is_(True),
+                Product.archived_at.is_(None),
+                Product.id.in_(select(Plan.product_id).where(Plan.status == "active")),
+            )
+            .order_by(Product.created_at)
+        )
+        return [{"id": product_id} for product_id in product_ids]
+
+    offers = []
+    for order in orders:
+        plan_ids = session.scalars(
+            select(Plan.id)
+            .where(
+                Plan.organization_id == customer.organization_id,
+                Plan.product_id == order.product_id,
+                Plan.status == "active",
+                Plan.id != order.plan_id,
+            )
+            .order_by(Plan.created_at)
+        )
+        plans = [{"id": plan_id} for plan_id in plan_ids]
+        if plans:
+            offers.append({"id": order.product_id, "plans": plans})
+    return offers
