@@ -221,10 +221,27 @@ def test_pages_fit_phone_width(browser, server, tenant, store, backend, repo_roo
     page.goto(f"{server.root}/dashboard/customers/{customer['id']}")
     customer_fits = fits_width(page)
     page.screenshot(path=str(screenshot_path("customer-phone", backend, repo_root, tmp_path)), full_page=True)
+    too_wide = []
+    for path in (
+        "/dashboard/customers",
+        "/dashboard/catalog",
+        f"/dashboard/catalog/products/{catalog.product_id}",
+        f"/dashboard/catalog/plans/{catalog.plan_ids['pro']}",
+        "/dashboard/signals",
+        "/dashboard/traces",
+        "/dashboard/orders",
+        "/dashboard/webhooks",
+        "/dashboard/api-keys",
+        "/dashboard/settings/payments",
+    ):
+        page.goto(f"{server.root}{path}")
+        if not fits_width(page):
+            too_wide.append(path)
     context.close()
 
     assert overview_fits
     assert customer_fits
+    assert too_wide == []
 
 
 def test_api_key_is_shown_once(desktop, server, tenant, store):
