@@ -168,7 +168,7 @@ def test_chat_message_consumes_one_credit(tenant, store):
 
     assert response.status_code == 200
     body = response.json()
-    assert body == {"ingested": 2, "duplicates": 0, "failed": 0, "errors": []}
+    assert body == {"ingested": 2, "duplicates": 0, "failed": 0, "errors": [], "warnings": []}
     assert available_credits(store, catalog, customer_id) == Decimal(8)
     signals = stored_signals(store, tenant.organization_id)
     assert [signal.credits_consumed for signal in signals] == [Decimal(1), Decimal(1)]
@@ -530,7 +530,7 @@ def test_empty_batch_counts_nothing(tenant):
     response = send(tenant)
 
     assert response.status_code == 200
-    assert response.json() == {"ingested": 0, "duplicates": 0, "failed": 0, "errors": []}
+    assert response.json() == {"ingested": 0, "duplicates": 0, "failed": 0, "errors": [], "warnings": []}
 
 
 # Idempotency
@@ -544,8 +544,8 @@ def test_repeated_key_counts_as_duplicate(tenant, store):
     first = send(tenant, chat_message(idempotencyKey="k1"), chat_message(idempotencyKey="k1"))
     again = send(tenant, chat_message(idempotencyKey="k1"), chat_message(idempotencyKey="k2"))
 
-    assert first.json() == {"ingested": 1, "duplicates": 1, "failed": 0, "errors": []}
-    assert again.json() == {"ingested": 1, "duplicates": 1, "failed": 0, "errors": []}
+    assert first.json() == {"ingested": 1, "duplicates": 1, "failed": 0, "errors": [], "warnings": []}
+    assert again.json() == {"ingested": 1, "duplicates": 1, "failed": 0, "errors": [], "warnings": []}
     assert len(stored_signals(store, tenant.organization_id)) == 2
     assert available_credits(store, catalog, customer_id) == Decimal(8)
 
@@ -708,3 +708,24 @@ def test_non_object_signal_fails_alone(tenant, store):
     [error] = body["errors"]
     assert error["field"] == "signals[0]"
     assert error["message"] == "Invalid signals[0] 'not a signal': must be a JSON object"
+
+
+def test_unpriced_event_name_gets_warning(tenant):
+    from tests.guide import create_guide_catalog
+
+    create_guide_catalog(tenant.paid())
+    response = tenant.http.post(
+        "/signals/bulk",
+        json={
+            "signals": [
+                {"eventName": "chat_mesage", "customer": {"externalCustomerId": "w1"}, "attribution": {"externalProductId": "chatbot"}},
+                {"eventName": "chat_message", "customer": {"externalCustomerId": "w1"}, "attribution": {"externalProductId": "chatbot"}},
+            ]
+        },
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ingested"] == 2
+    assert [warning["index"] for warning in body["warnings"]] == [0]
+    assert body["warnings"][0]["code"] == "no_pricing_line"
+    assert "'chat_mesage'" in body["warnings"][0]["message"]

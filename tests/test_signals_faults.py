@@ -101,8 +101,8 @@ def test_ledger_fault_frees_key_and_retry_counts_once(tenant, store, monkeypatch
     retried = send(tenant, chat_message(idempotencyKey="k1"))
     repeated = send(tenant, chat_message(idempotencyKey="k1"))
 
-    assert retried.json() == {"ingested": 1, "duplicates": 0, "failed": 0, "errors": []}
-    assert repeated.json() == {"ingested": 0, "duplicates": 1, "failed": 0, "errors": []}
+    assert retried.json() == {"ingested": 1, "duplicates": 0, "failed": 0, "errors": [], "warnings": []}
+    assert repeated.json() == {"ingested": 0, "duplicates": 1, "failed": 0, "errors": [], "warnings": []}
     assert len(stored_signals(store, tenant.organization_id)) == 1
     assert spend_entries(store, tenant.organization_id) == 1
     assert available_credits(store, catalog, customer_id) == Decimal(9)
@@ -124,7 +124,7 @@ def test_ledger_fault_fails_only_its_signal(tenant, store, monkeypatch):
     assert first.json()["failed"] == 1
     [error] = first.json()["errors"]
     assert error["code"] == "internal_error"
-    assert retried.json() == {"ingested": 1, "duplicates": 2, "failed": 0, "errors": []}
+    assert retried.json() == {"ingested": 1, "duplicates": 2, "failed": 0, "errors": [], "warnings": []}
     assert {signal.idempotency_key for signal in stored_signals(store, tenant.organization_id)} == {"a", "b", "c"}
     assert spend_entries(store, tenant.organization_id) == 3
     assert available_credits(store, catalog, customer_id) == Decimal(7)
@@ -143,8 +143,8 @@ def test_batch_fault_retries_general_way(tenant, store, monkeypatch):
     # The first ledger batch wrote its rows, then failed: its savepoint undid them, and the
     # signals were stored and consumed again the general way, once.
     assert batch_calls[0] == 2
-    assert first.json() == {"ingested": 3, "duplicates": 0, "failed": 0, "errors": []}
-    assert retried.json() == {"ingested": 0, "duplicates": 3, "failed": 0, "errors": []}
+    assert first.json() == {"ingested": 3, "duplicates": 0, "failed": 0, "errors": [], "warnings": []}
+    assert retried.json() == {"ingested": 0, "duplicates": 3, "failed": 0, "errors": [], "warnings": []}
     assert spend_entries(store, tenant.organization_id) == 2
     assert pending_rows(store, tenant.organization_id) == 1
     assert available_credits(store, catalog, customer_id) == Decimal(0)
@@ -174,7 +174,7 @@ def test_fault_before_commit_rolls_back_batch(tenant, store, monkeypatch):
         headers={"Authorization": f"Bearer {tenant.api_key}"},
     )
 
-    assert retried.json() == {"ingested": 2, "duplicates": 0, "failed": 0, "errors": []}
+    assert retried.json() == {"ingested": 2, "duplicates": 0, "failed": 0, "errors": [], "warnings": []}
     assert spend_entries(store, tenant.organization_id) == 1
     assert pending_rows(store, tenant.organization_id) == 1
 
@@ -251,7 +251,7 @@ def test_deadlocked_batch_is_retried_once_counted(tenant, store, monkeypatch):
     response = send(tenant, chat_message(idempotencyKey="d1"))
 
     assert attempts[0] == 2
-    assert response.json() == {"ingested": 1, "duplicates": 0, "failed": 0, "errors": []}
+    assert response.json() == {"ingested": 1, "duplicates": 0, "failed": 0, "errors": [], "warnings": []}
     assert spend_entries(store, tenant.organization_id) == 1
     assert available_credits(store, catalog, customer_id) == Decimal(4)
 

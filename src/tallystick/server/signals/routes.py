@@ -26,6 +26,7 @@ from tallystick.server.signals.schemas import (
     BulkSignalErrorOut,
     BulkSignalsIn,
     BulkSignalsOut,
+    BulkSignalWarningOut,
     SignalListOut,
     SignalOut,
     idempotency_key_of,
@@ -144,12 +145,31 @@ def _bulk_result(outcomes: list[service.SignalOutcome], raw_signals: list[Any]) 
         for outcome in outcomes
         if outcome.error is not None
     ]
+    # A signal that matches no prepaid-credits line is stored but bills nothing: often a
+    # misspelled event name, so say so instead of answering a plain success.
+    warnings = [
+        BulkSignalWarningOut(
+            index=outcome.index,
+            code="no_pricing_line",
+            message=(
+                f"eventName {_event_name_of(raw_signals[outcome.index])!r} matches no prepaid-credits "
+                "pricing line, so the signal was stored but consumed no credits"
+            ),
+        )
+        for outcome in outcomes
+        if outcome.status == "ingested" and outcome.credit_currency_id is None
+    ]
     return BulkSignalsOut(
         ingested=sum(1 for outcome in outcomes if outcome.status == "ingested"),
         duplicates=sum(1 for outcome in outcomes if outcome.status == "duplicate"),
         failed=len(errors),
         errors=errors,
+        warnings=warnings,
     )
+
+
+def _event_name_of(raw: Any) -> str:
+    return str(raw.get("eventName", "")) if isinstance(raw, dict) else ""
 
 
 @router.get("/signals/", response_model=SignalListOut)

@@ -247,6 +247,12 @@ class BulkSignalErrorOut(ResponseModel):
     message: str
 
 
+class BulkSignalWarningOut(ResponseModel):
+    index: int = Field(description="Position of the signal in the request's `signals` array.")
+    code: str = Field(description="Stable snake_case code, such as no_pricing_line.")
+    message: str
+
+
 class BulkSignalsOut(ResponseModel):
     ingested: int = Field(description="Signals stored by this request.")
     duplicates: int = Field(
@@ -256,6 +262,11 @@ class BulkSignalsOut(ResponseModel):
     failed: int = Field(description="Signals rejected; see `errors`. They change nothing.")
     errors: list[BulkSignalErrorOut] = Field(
         default_factory=list, description="One entry per failed signal."
+    )
+    warnings: list[BulkSignalWarningOut] = Field(
+        default_factory=list,
+        description="Stored signals that may not do what was meant, such as an event name that "
+        "matches no prepaid-credits pricing line and so consumes nothing.",
     )
 
 
