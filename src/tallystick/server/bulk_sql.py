@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, Boolean, Integer, Table, text
+from sqlalchemy import BigInteger, Boolean, Integer, Table, and_, bindparam, text, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
@@ -110,3 +110,41 @@ def insert_rows(
         return list(session.execute(statement.returning(table.c[returning]), list(rows)).scalars())
     session.execute(statement, list(rows))
     return []
+
+
+@lru_cache(maxsize=64)
+def _postgres_update(table: Table, keys: tuple[str, ...], values: tuple[str, ...]) -> Any:
+    columns = keys + values
+    definitions = ", ".join(f"{name} {_postgres_type(table.c[name].type)}" for name in columns)
+    assignments = ", ".join(f"{name} = batch.{name}" for name in values)
+    matches = " AND ".join(f"{table.name}.{name} = batch.{name}" for name in keys)
+    return text(
+        f"UPDATE {table.name} SET {assignments} "
+        f"FROM json_to_recordset(CAST(:rows AS json)) AS batch({definitions}) WHERE {matches}"
+    )
+
+
+def update_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], *, keys: tuple[str, ...]) -> None:
+    """Update one row per dict, found by the `keys` columns, setting the dict's other columns.
+
+    All dicts carry the same columns. On PostgreSQL this is one UPDATE ... FROM
+    json_to_recordset statement; on SQLite an executemany.
+    """
+    if not rows:
+        return
+    values = tuple(name for name in rows[0] if name not in keys)
+    if session.get_bind().dialect.name == "postgresql":
+        statement = _postgres_update(table, keys, values)
+        session.execute(statement, {"rows": _json_rows(table, keys + values, rows)})
+        return
+
+    statement = (
+        update(table)
+        .where(and_(*(table.c[name] == bindparam(f"key_{name}", type_=table.c[name].type) for name in keys)))
+        .values({name: bindparam(f"value_{name}", type_=table.c[name].type) for name in values})
+    )
+    parameters = [
+        {**{f"key_{name}": row[name] for name in keys}, **{f"value_{name}": row[name] for name in values}}
+        for row in rows
+    ]
+    session.execute(statement, parameters)

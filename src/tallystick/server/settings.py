@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     webhook_retry_max_delay_seconds: float = Field(default=6 * 3600.0, gt=0)
     webhook_retry_window_seconds: float = Field(default=3 * 86400.0, gt=0)
 
+    # Mounts the floor endpoints under /api/v2/benchmark/, which authenticate and parse like the
+    # real routes but store nothing, so that benchmarks can measure the server's own floor.
+    benchmark_endpoints: bool = False
+
     # Billing. Whether this process runs the background task that renews orders, retries
     # declined renewal charges and expires checkouts, and how many seconds it sleeps when it
     # finds no work.

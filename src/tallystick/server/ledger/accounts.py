@@ -17,10 +17,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import inspect
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tallystick.server import events
-from tallystick.server.bulk_sql import insert_rows
+from tallystick.server.bulk_sql import insert_rows, update_rows
 from tallystick.server.ids import new_id
 from tallystick.server.ledger import queries
 from tallystick.server.models import (
@@ -48,6 +50,7 @@ _ENTRY_CAUSES = (
     "description",
 )
 _PENDING_COLUMNS = tuple(column.key for column in PendingConsumption.__table__.columns)
+_ACCOUNT_KEY = ("organization_id", "customer_id", "credits_currency_id")
 
 
 def is_active(grant: CreditGrant, at: datetime) -> bool:
@@ -88,6 +91,9 @@ class LockedAccount:
     # Rows to insert when the write ends.
     entry_rows: list[dict[str, Any]] = field(default_factory=list)
     new_pending: list[PendingConsumption] = field(default_factory=list)
+    # Grants whose remaining this write changed, by id.
+    touched: dict[str, CreditGrant] = field(default_factory=dict)
+    _spendable: list[CreditGrant] | None = None
 
     @property
     def organization_id(self) -> str:
@@ -106,9 +112,20 @@ class LockedAccount:
         return self.account.last_sequence
 
     def spendable_grants(self) -> list[CreditGrant]:
-        return draw_order(
-            [grant for grant in self.grants if grant.remaining > 0 and is_active(grant, self.now)]
-        )
+        """Return the grants with credits left and active now, in draw order.
+
+        The list is kept between calls, since a batch asks for it several times per signal;
+        `add_entry` and `changed_grants` drop it whenever it may no longer be right.
+        """
+        if self._spendable is None:
+            self._spendable = draw_order(
+                [grant for grant in self.grants if grant.remaining > 0 and is_active(grant, self.now)]
+            )
+        return self._spendable
+
+    def changed_grants(self) -> None:
+        """Forget the spendable grants after `grants` itself changed."""
+        self._spendable = None
 
     def grant_credits(self) -> Decimal:
         return sum((grant.remaining for grant in self.spendable_grants()), ZERO)
@@ -143,6 +160,10 @@ class LockedAccount:
         if grant.remaining < 0:
             raise AssertionError(f"grant {grant.id} would go below zero")
         self.entry_rows.append(row)
+        self.touched[grant.id] = grant
+        # A grant that reaches zero leaves the spendable grants; one that had none may join.
+        if grant.remaining == 0 or grant.remaining == amount:
+            self._spendable = None
 
     def draw(self, amount: Decimal, entry_type: str = "spend", **cause: Any) -> Decimal:
         """Take up to `amount` from spendable grants in draw order, one entry per grant touched.
@@ -180,6 +201,7 @@ class LockedAccount:
                 self.add_entry(grant, "expiry", -grant.remaining, effective_at=grant.expires_at)
             grant.expired_at = grant.expires_at
             self.grants.remove(grant)
+            self.changed_grants()
             log.info(
                 "ledger.grant_expired",
                 extra={"organization_id": self.organization_id, "grant_id": grant.id},
@@ -320,13 +342,18 @@ def open_accounts(
 
 
 def write_rows(session: Session, states: Iterable[LockedAccount]) -> None:
-    """Flush the ORM changes, then insert the buffered entries and pending consumption.
+    """Write what the accounts' write changed, with one statement per table.
 
-    Entries and pending rows go in with one statement per table (see `bulk_sql.insert_rows`).
+    Entries and new pending rows are inserted (see `bulk_sql.insert_rows`). The grants' new
+    remaining and the accounts' last sequence are written by one bulk update each rather than
+    by the ORM, which sends one UPDATE per object. The ORM flushes the rest: new grants and
+    holds, swept expiries, settled pending consumption.
     """
-    session.flush()
+    states = list(states)
     entry_rows: list[dict[str, Any]] = []
     pending_rows: list[dict[str, Any]] = []
+    grant_rows: list[dict[str, Any]] = []
+    account_rows: list[dict[str, Any]] = []
     for state in states:
         entry_rows.extend(state.entry_rows)
         state.entry_rows = []
@@ -334,5 +361,27 @@ def write_rows(session: Session, states: Iterable[LockedAccount]) -> None:
             {column: getattr(row, column) for column in _PENDING_COLUMNS} for row in state.new_pending
         )
         state.new_pending = []
+        for grant in state.touched.values():
+            # A grant created by this write is inserted by the ORM with its remaining.
+            if inspect(grant).persistent:
+                grant_rows.append({"id": grant.id, "remaining": grant.remaining})
+                set_committed_value(grant, "remaining", grant.remaining)
+        state.touched = {}
+        account = state.account
+        if not inspect(account).attrs.last_sequence.history.has_changes():
+            continue
+        account_rows.append(
+            {
+                "organization_id": account.organization_id,
+                "customer_id": account.customer_id,
+                "credits_currency_id": account.credits_currency_id,
+                "last_sequence": account.last_sequence,
+            }
+        )
+        set_committed_value(account, "last_sequence", account.last_sequence)
+
+    session.flush()
+    update_rows(session, CreditGrant.__table__, grant_rows, keys=("id",))
+    update_rows(session, CreditAccount.__table__, account_rows, keys=_ACCOUNT_KEY)
     insert_rows(session, PendingConsumption.__table__, pending_rows)
     insert_rows(session, LedgerEntry.__table__, entry_rows)

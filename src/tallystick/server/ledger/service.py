@@ -439,6 +439,7 @@ def grant(
     entry_type = "adjustment" if source == "adjustment" else "grant"
     state.add_entry(created, entry_type, amount, effective_at=starts_at, description=description)
     state.grants.append(created)
+    state.changed_grants()
     log.info(
         "ledger.grant_created",
         extra={

@@ -38,9 +38,11 @@ def taken_keys(session: Session, organization_id: str, keys: Sequence[str]) -> s
         return set()
     if session.get_bind().dialect.name == "postgresql":
         # One JSON parameter instead of a placeholder per key, as for the inserts.
+        # A join, so that each key is one probe of the unique (organization, key) index; an IN
+        # over the same subquery made PostgreSQL scan the organization's signals.
         statement = text(
-            "SELECT idempotency_key FROM signals WHERE organization_id = :organization_id "
-            "AND idempotency_key IN (SELECT json_array_elements_text(CAST(:keys AS json)))"
+            "SELECT signals.idempotency_key FROM json_array_elements_text(CAST(:keys AS json)) AS batch(key) "
+            "JOIN signals ON signals.organization_id = :organization_id AND signals.idempotency_key = batch.key"
         )
         parameters = {"organization_id": organization_id, "keys": orjson.dumps(list(keys)).decode()}
         return set(session.scalars(statement, parameters))
