@@ -43,9 +43,17 @@ RETRY_DEADLINE_SECONDS = 60
 class ServerProcess:
     """`tallystick serve` on a fixed loopback port, started and killed by the test."""
 
-    def __init__(self, port: int, database_url: str, log_path: Path, log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        port: int,
+        database_url: str,
+        log_path: Path,
+        log_level: str = "warning",
+        environment: dict[str, str] | None = None,
+    ) -> None:
         self.port = port
         self.log_level = log_level
+        self.environment = environment or {}
         self.database_url = database_url
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -61,7 +69,7 @@ class ServerProcess:
                 [CLI, "serve", "--port", str(self.port), "--database-url", self.database_url, "--log-level", self.log_level],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "TALLYSTICK_RATE_LIMIT": "off"},
+                env={**os.environ, "TALLYSTICK_RATE_LIMIT": "off", **self.environment},
             )
         self.starts += 1
         deadline = time.monotonic() + 30

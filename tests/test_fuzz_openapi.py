@@ -36,7 +36,7 @@ from tests.test_isolation_routes import World, build_world
 
 # Generated requests per operation and mode. The default keeps the run on both backends within
 # a few minutes on two cores; raise it locally for a deeper search.
-EXAMPLES_PER_OPERATION = int(os.environ.get("TALLYSTICK_FUZZ_EXAMPLES", "8"))
+EXAMPLES_PER_OPERATION = int(os.environ.get("TALLYSTICK_FUZZ_EXAMPLES", "5"))
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 

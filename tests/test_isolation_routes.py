@@ -2,7 +2,7 @@
 
 Both organizations get one object of every kind (a "world"). The walk enumerates the app's
 routes, so routes added later are walked without a change here: every route with an id in
-its path is called with B's key and A's ids, and must answer 404 and leave A's objects unchanged.
+its path is called with B's key and A's ids, and must get 404 and leave A's objects unchanged.
 Each path parameter gets its value from the world; a route with a parameter that no builder
 fills fails the walk with a message saying where to add one. Request bodies come from B's
 world, so a body is valid for B and only the ids in the path belong to A.
@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from tests.conftest import Tenant
@@ -98,6 +99,7 @@ def _catalog(world: World, store: Any) -> None:
     world.add("currency_id", currency["id"])
     world.add("credits_currency_id", currency["id"])
     world.currency_key = currency["key"]  # type: ignore[attr-defined]
+    world.add("credit_currency_key", currency["key"])
     world.bodies[("PUT", "/credits/currencies/{currency_id}")] = {"description": "updated"}
 
     product = ok(
@@ -161,6 +163,7 @@ def _catalog(world: World, store: Any) -> None:
         )
     )
     world.add("plan_id", plan["id"])
+    world.bodies[("POST", "/plans")] = {"productId": product["id"], "name": "Second plan", "attributes": []}
     world.add("external_id", f"pro-{tag}", resource="plans")
     world.bodies[("PUT", "/plans/{plan_id}")] = {"name": "Pro renamed"}
     world.bodies[("PUT", "/plans/external/{external_id}")] = {"name": "Pro renamed"}
@@ -203,6 +206,7 @@ def _signals(world: World, store: Any) -> None:
         "data": {"note": world.marker},
     }
     assert ok(http.post("/signals/bulk", json={"signals": [signal]}))["ingested"] == 1
+    world.bodies[("POST", "/signals/bulk")] = {"signals": [{**signal, "idempotencyKey": "shared-key-2"}]}
     [stored] = ok(http.get("/signals/"))["data"]
     world.add("signal_id", stored["id"])
 
@@ -316,6 +320,22 @@ def _value(world: World, store: Any) -> None:
     world.bodies[("POST", "/value-receipts/{receipt_id}/publish")] = {}
 
 
+def _test_clocks(world: World, store: Any) -> None:
+    frozen = datetime(2026, 1, 1, tzinfo=UTC)
+    created = ok(world.tenant.http.post("/test-clocks/", json={"frozenTime": frozen.isoformat(), "name": world.marker}))
+    world.add("clock_id", created["id"])
+    world.bodies[("POST", "/test-clocks")] = {"frozenTime": frozen.isoformat()}
+    world.bodies[("POST", "/test-clocks/{clock_id}/advance")] = {"frozenTime": (frozen + timedelta(days=1)).isoformat()}
+
+
+def _portals(world: World, store: Any) -> None:
+    body = {"customerId": world.customer_id}  # type: ignore[attr-defined]
+    portal = ok(world.tenant.http.post("/customer-portals/", json=body))
+    world.bodies[("POST", "/customer-portals")] = body
+    world.portal_url = portal["url"]  # type: ignore[attr-defined]
+    world.all_ids.add(portal["id"])
+
+
 # (builder, a route it needs: method and path under /api/v2)
 BUILDERS: list[tuple[Callable[[World, Any], None], tuple[str, str]]] = [
     (_catalog, ("POST", "/credits/currencies")),
@@ -325,6 +345,8 @@ BUILDERS: list[tuple[Callable[[World, Any], None], tuple[str, str]]] = [
     (_costs, ("PUT", "/costs/price-overrides")),
     (_checkouts, ("POST", "/checkouts/")),
     (_value, ("POST", "/value-metrics/")),
+    (_test_clocks, ("POST", "/test-clocks/")),
+    (_portals, ("POST", "/customer-portals/")),
 ]
 
 
@@ -387,7 +409,7 @@ def fill_path(path: str, values: dict[str, str]) -> str:
 
 def snapshot(world: World, routes: list[tuple[str, str, APIRoute]]) -> dict[str, str]:
     """GET every readable route of the world's objects with its own key; return path -> body."""
-    taken = {}
+    bodies_by_url = {}
     for method, path, _route in routes:
         parameters = PATH_PARAMETER.findall(path)
         if method != "GET" or not path.startswith(API_PREFIX) or path.endswith("/"):
@@ -397,8 +419,8 @@ def snapshot(world: World, routes: list[tuple[str, str, APIRoute]]) -> dict[str,
             continue
         url = fill_path(path, values)
         response = world.tenant.http.get(url)
-        taken[url] = f"{response.status_code} {_without_clock_readings(response.text)}"
-    return taken
+        bodies_by_url[url] = f"{response.status_code} {_without_clock_readings(response.text)}"
+    return bodies_by_url
 
 
 def _without_clock_readings(text: str) -> str:
@@ -545,3 +567,76 @@ def test_webhook_settings_are_per_organization(tenant, other_tenant):
     owner_secret = tenant.http.post("/webhooks/rotate-secret").json()["signingSecret"]
     intruder_secret = other_tenant.http.post("/webhooks/rotate-secret").json()["signingSecret"]
     assert owner_secret != intruder_secret
+
+
+def swap_ids(value: Any, replacements: dict[str, str]) -> Any:
+    """Return `value` (a JSON body) with every string found in `replacements` replaced."""
+    if isinstance(value, dict):
+        return {key: swap_ids(item, replacements) for key, item in value.items()}
+    if isinstance(value, list):
+        return [swap_ids(item, replacements) for item in value]
+    if isinstance(value, str):
+        return replacements.get(value, value)
+    return value
+
+
+def test_bodies_naming_other_organization_change_nothing(server, store, tenant, other_tenant):
+    """B sends its own valid bodies with every id and key of B replaced by A's.
+
+    Some routes reject the request (404 or 400); some create B's own object, as signals do
+    for an unknown external customer id. Neither may show A's data or change A's objects.
+    """
+    from tallystick.server.app import create_app
+    from tallystick.server.settings import Settings
+
+    routes = app_routes(create_app(Settings(database_url=server.database_url), store=store))
+    served = {(method, path) for method, path, _route in routes}
+    owner = build_world(tenant, store, served)
+    intruder = build_world(other_tenant, store, served)
+    replacements = {
+        value: owner.ids[key]
+        for key, value in intruder.ids.items()
+        if key in owner.ids and key[1] not in SHARED_NAMES and value != owner.ids[key]
+    }
+    before = snapshot(owner, routes)
+    walk = Walk(owner, intruder)
+    statuses: dict[int, int] = {}
+
+    for (method, template), body in sorted(intruder.bodies.items(), key=lambda item: item[0][0] == "DELETE"):
+        swapped = swap_ids(body, replacements)
+        if swapped == body:
+            continue
+        path = API_PREFIX + template
+        response = intruder.tenant.http.request(method, fill_path(path, intruder.path_parameters(path)), json=swapped)
+        walk.walked.append(f"{method} {template}")
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        if response.status_code >= 500:
+            walk.problems.append(f"{method} {template}: {response.status_code} {response.text[:300]}")
+        leaked = walk.leaks(response, set(replacements.values()))
+        if leaked:
+            walk.problems.append(f"{method} {template} leaked {leaked}: {response.text[:300]}")
+    after = snapshot(owner, routes)
+
+    print(f"sent {len(walk.walked)} bodies naming the other organization's objects; statuses {statuses}")
+    assert not walk.problems, "\n".join(walk.problems)
+    changed = sorted(url for url in before if before[url] != after.get(url))
+    assert changed == [], [first_difference(url, before[url], after.get(url, "")) for url in changed]
+    assert len(walk.walked) >= 8
+
+
+def test_portal_link_opens_only_its_customer(server, store, tenant, other_tenant):
+    owner = build_world(tenant, store)
+    intruder = build_world(other_tenant, store)
+    if not hasattr(owner, "portal_url"):
+        pytest.skip("this app has no customer portal")
+
+    opened = httpx.get(owner.portal_url)  # type: ignore[attr-defined]
+    other = httpx.get(intruder.portal_url)  # type: ignore[attr-defined]
+    forged = httpx.get(owner.portal_url[:-4] + "AAAA")  # type: ignore[attr-defined]
+
+    assert opened.status_code == 200
+    assert owner.marker in opened.text
+    assert intruder.marker not in opened.text
+    assert owner.marker not in other.text
+    assert forged.status_code in (403, 404)
+    assert owner.marker not in forged.text
