@@ -122,7 +122,11 @@ def api_keys_create(
         store.dispose()
 
     if as_json:
-        typer.echo(json.dumps({"organizationId": created.organization_id, "apiKey": created.secret}))
+        typer.echo(
+            json.dumps(
+                {"organizationId": created.organization_id, "apiKey": created.secret, "apiKeyId": created.api_key_id}
+            )
+        )
         return
     console.print(f"Organization: [bold]{org}[/bold] ({created.organization_id})")
     console.print(f"API key id:   {created.api_key_id}")
@@ -162,14 +166,19 @@ def api_keys_list(
     finally:
         store.dispose()
 
+    if org is not None and not items:
+        error_console.print(f"No API keys for organization '{org}'; check its name with `tallystick api-keys list`.")
+        raise typer.Exit(code=1)
     if as_json:
         typer.echo(json.dumps(items))
         return
-    table = Table("id", "organization", "name", "prefix", "created", "revoked")
+    table = Table("organization", "name", "prefix", "created", "revoked")
+    # Ids are copied into `revoke`, so they are never cut short.
+    table.add_column("id", no_wrap=True, min_width=28)
     for item in items:
         table.add_row(
-            item["id"], item["organization"], item["name"], item["prefix"] + "...",
-            item["createdAt"], item["revokedAt"] or "",
+            item["organization"], item["name"], item["prefix"] + "...",
+            item["createdAt"][:19], (item["revokedAt"] or "")[:19], item["id"],
         )
     console.print(table)
 

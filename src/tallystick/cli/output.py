@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -36,18 +37,29 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON i
 @contextmanager
 def api_client(api_url: str | None, api_key: str | None) -> Iterator[Client]:
     """Yield a client, turning API and connection errors into a message and exit code 1."""
+    if not (api_key or os.environ.get("TALLYSTICK_API_KEY")):
+        error_console.print(
+            "[red]Error:[/red] no API key: pass --api-key or set TALLYSTICK_API_KEY "
+            "(create one with `tallystick api-keys create --org NAME`)",
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=1)
     try:
         client = Client(api_url=api_url, api_key=api_key)
     except ValueError as error:
-        error_console.print(f"[red]Error:[/red] {error} (or pass --api-key)")
+        error_console.print(f"[red]Error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(code=1) from None
     try:
         yield client
     except ApiError as error:
-        error_console.print(f"[red]Error {error.status}:[/red] {error.message}")
+        error_console.print(f"[red]Error {error.status}:[/red] {error.message}", soft_wrap=True)
         raise typer.Exit(code=1) from None
     except httpx.HTTPError as error:
-        error_console.print(f"[red]Error:[/red] cannot reach {client.api_url}: {error}")
+        error_console.print(
+            f"[red]Error:[/red] cannot reach the tallystick server at {client.api_url}: {error}. "
+            "Check --api-url (or TALLYSTICK_API_URL) and that the server is running.",
+            soft_wrap=True,
+        )
         raise typer.Exit(code=1) from None
     finally:
         client.close()

@@ -258,8 +258,8 @@ def balances(
         [
             ("currency", "currencyKey"),
             ("available", lambda row: row.get("availableDecimal", row["available"])),
-            ("used", "used"),
-            ("total", "total"),
+            ("used", lambda row: row.get("usedDecimal", row["used"])),
+            ("total", lambda row: row.get("totalDecimal", row["total"])),
             ("grants", lambda row: len(row["grants"])),
         ],
     )
