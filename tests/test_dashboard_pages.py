@@ -402,3 +402,18 @@ def test_currency_form_archives_currency(dashboard, tenant):
     [currency] = tenant.http.get("/credits/currencies").json()["data"]
     assert currency["status"] == "archived"
     assert currency["description"] == "One chat message each"
+
+
+def test_rotating_webhook_secret_shows_new_one(dashboard, tenant):
+    first = dashboard.submit(
+        "/dashboard/webhooks", "/dashboard/webhooks/billing-invoice-paid", {"url": "http://127.0.0.1:9/hooks", "enabled": "on"}
+    )
+    old_secret = re.search(r'id="signing-secret">([^<]+)<', first.text).group(1)
+
+    rotated = dashboard.submit("/dashboard/webhooks", "/dashboard/webhooks/rotate-secret", {})
+
+    new_secret = re.search(r'id="signing-secret">([^<]+)<', rotated.text).group(1)
+    assert rotated.status_code == 200
+    assert new_secret.startswith("whsec_")
+    assert new_secret != old_secret
+    assert "signing-secret" not in dashboard.get("/dashboard/webhooks").text

@@ -68,6 +68,15 @@ def _render_webhooks(
     return render(request, "dashboard/webhooks.html", signed_in, "webhooks", context, status_code=status_code)
 
 
+# Declared before /dashboard/webhooks/{name}, which would otherwise match it.
+@router.post("/dashboard/webhooks/rotate-secret")
+def rotate_secret_form(request: Request, signed_in: CurrentOperator, session: DbSession, form: CheckedForm) -> Response:
+    """Replace the signing secret and show the new one once; the old one stops working at once."""
+    secret = webhooks.rotate_signing_secret(session, signed_in.organization_id)
+    log.info("dashboard.webhook_secret_rotated", extra={"operator_id": signed_in.operator_id})
+    return _render_webhooks(request, signed_in, session, status_code=200, new_secret=secret)
+
+
 @router.post("/dashboard/webhooks/{name}")
 def update_webhook_form(request: Request, name: str, signed_in: CurrentOperator, session: DbSession, form: CheckedForm) -> Response:
     """Set a webhook's URL and whether it is enabled; an empty URL clears and disables it."""
