@@ -68,7 +68,7 @@ def value_receipt_page(
                 request,
                 403,
                 "This value receipt is private",
-                "The link has expired or the receipt is no longer shared. Ask the sender for a new link.",
+                "The receipt is not shared, or this link has expired. Ask the sender for a new link.",
             )
         customer = session.get(Customer, receipt.customer_id)
         lines = [_line_view(line, receipt.currency) for line in receipts.receipt_lines(session, receipt.id)]
