@@ -1,0 +1,194 @@
+"""Load generator of the server benchmark, run as its own process by bench/run.py.
+
+Reads one JSON job from standard input, sends requests to a loopback server with an asyncio
+httpx client, and prints one JSON result to standard output. Two modes:
+
+- closed: `concurrency` workers each send the next request as soon as the previous one is
+  answered, which measures the maximum throughput;
+- open: requests start at a fixed `rate` per second whatever the answers, and latency counts
+  from each request's scheduled start, so a slow server cannot hide its queueing delay
+  (coordinated omission).
+
+Requests during the first `warmup_s` seconds are sent but not counted. Every run stops after
+`duration_s` measured seconds or `max_requests` requests, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from payloads import CURRENCY_KEY, SignalBodies, TraceBodies
+
+# Requests of one run at most, whatever the duration, so that a fast server cannot make a
+# run unbounded.
+MAX_REQUESTS = 2_000_000
+# Seconds one request may take before it counts as an error.
+REQUEST_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Tally:
+    measure_from: float
+    measure_to: float
+    latencies: list[float] = field(default_factory=list)
+    ok: int = 0
+    errors: int = 0
+    items: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    sent: int = 0
+
+    def record(self, scheduled: float, finished: float, ok: bool, items: int, problem: str | None) -> None:
+        if not self.measure_from <= scheduled < self.measure_to:
+            return
+        self.latencies.append(finished - scheduled)
+        if ok:
+            self.ok += 1
+            self.items += items
+        else:
+            self.errors += 1
+            if problem and len(self.error_samples) < 5:
+                self.error_samples.append(problem)
+
+
+class Requests:
+    """The request of one job kind: method, path, body and how many items it carries."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.kind = job["kind"]
+        self.batch = int(job.get("batch", 1))
+        customers = int(job.get("customers", 1))
+        self.signals = SignalBodies(batch=self.batch, customers=customers, key_prefix=job.get("key_prefix", "k"))
+        self.traces = TraceBodies(spans=self.batch, customers=customers) if self.kind in ("otlp", "otlp_floor") else None
+
+    def next(self) -> tuple[str, str, bytes | None, dict[str, str], int]:
+        json_headers = {"content-type": "application/json"}
+        if self.kind == "signals":
+            return "POST", "/api/v2/signals/bulk", self.signals.next_body(), json_headers, self.batch
+        if self.kind == "signals_floor":
+            return "POST", "/api/v2/benchmark/signals/bulk", self.signals.next_body(), json_headers, self.batch
+        if self.kind == "ping":
+            return "GET", "/api/v2/benchmark/ping", None, {}, 1
+        if self.kind == "balance":
+            customer = self.signals.random_customer()
+            return "GET", f"/api/v2/customers/external/{customer}/credits/balances", None, {}, 1
+        if self.kind == "hold":
+            customer = self.signals.random_customer()
+            body = orjson.dumps({"creditCurrencyKey": CURRENCY_KEY, "amount": "1", "ttlSeconds": 30})
+            return "POST", f"/api/v2/customers/external/{customer}/credits/holds", body, json_headers, 1
+        assert self.traces is not None
+        protobuf_headers = {"content-type": "application/x-protobuf"}
+        path = "/v1/traces" if self.kind == "otlp" else "/api/v2/benchmark/traces"
+        return "POST", path, self.traces.next_body(), protobuf_headers, self.batch
+
+
+async def _send(client: httpx.AsyncClient, requests: Requests, tally: Tally, scheduled: float) -> None:
+    method, path, body, headers, items = requests.next()
+    try:
+        response = await client.request(method, path, content=body, headers=headers)
+        ok = response.status_code < 300
+        problem = None if ok else f"{response.status_code} {response.text[:300]}"
+        if ok and requests.kind == "signals":
+            answer = response.json()
+            if answer.get("failed"):
+                problem = f"{answer['failed']} failed signals: {str(answer.get('errors'))[:300]}"
+            items = answer.get("ingested", 0)
+    except httpx.HTTPError as error:
+        ok, problem = False, f"{type(error).__name__}: {error}"
+    tally.record(scheduled, time.perf_counter(), ok, items, problem)
+
+
+async def run_closed(job: dict[str, Any], client: httpx.AsyncClient, requests: Requests, tally: Tally) -> None:
+    deadline = tally.measure_to
+    limit = min(int(job.get("max_requests", MAX_REQUESTS)), MAX_REQUESTS)
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline and tally.sent < limit:
+            tally.sent += 1
+            await _send(client, requests, tally, time.perf_counter())
+
+    await asyncio.gather(*(worker() for _ in range(int(job["concurrency"]))))
+
+
+async def run_open(job: dict[str, Any], client: httpx.AsyncClient, requests: Requests, tally: Tally) -> None:
+    rate = float(job["rate"])
+    limit = min(int(job.get("max_requests", MAX_REQUESTS)), MAX_REQUESTS)
+    start = time.perf_counter()
+    pending: set[asyncio.Task[None]] = set()
+    while tally.sent < limit:
+        scheduled = start + tally.sent / rate
+        if scheduled >= tally.measure_to:
+            break
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tally.sent += 1
+        task = asyncio.create_task(_send(client, requests, tally, scheduled))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.wait(pending, timeout=REQUEST_TIMEOUT_S)
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, int(round(fraction * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+async def main(job: dict[str, Any]) -> dict[str, Any]:
+    base_url = job["base_url"]
+    host = urlsplit(base_url).hostname
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit(f"refusing to load {base_url}: the benchmark only targets loopback addresses")
+
+    requests = Requests(job)
+    connections = int(job.get("concurrency", 0)) or max(16, int(float(job.get("rate", 100)) / 10))
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    headers = {"authorization": f"Bearer {job['api_key']}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=REQUEST_TIMEOUT_S) as client:
+        now = time.perf_counter()
+        tally = Tally(measure_from=now + float(job["warmup_s"]), measure_to=now + float(job["warmup_s"]) + float(job["duration_s"]))
+        wall_from = time.time() + float(job["warmup_s"])
+        if job["mode"] == "closed":
+            await run_closed(job, client, requests, tally)
+        else:
+            await run_open(job, client, requests, tally)
+
+    measured = min(float(job["duration_s"]), time.perf_counter() - tally.measure_from)
+    latencies = sorted(tally.latencies)
+    return {
+        "kind": job["kind"],
+        "mode": job["mode"],
+        "ok": tally.ok,
+        "errors": tally.errors,
+        "error_samples": tally.error_samples,
+        "items": tally.items,
+        "seconds": measured,
+        "requests_per_s": tally.ok / measured if measured > 0 else 0.0,
+        "items_per_s": tally.items / measured if measured > 0 else 0.0,
+        "p50_ms": (percentile(latencies, 0.50) or 0) * 1000,
+        "p99_ms": (percentile(latencies, 0.99) or 0) * 1000,
+        "max_ms": (latencies[-1] if latencies else 0) * 1000,
+        "window": [wall_from, wall_from + measured],
+    }
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    result = asyncio.run(main(json.load(sys.stdin)))
+    json.dump(result, sys.stdout)
