@@ -23,6 +23,7 @@ from tests.conftest import free_port, serve_app
 from tests.guide import create_guide_catalog
 from tests.test_crash_ingestion import CLI, ServerProcess
 from tests.test_isolation_routes import build_world
+from tests.test_stripe_provider import stripe_api  # noqa: F401 - a fixture
 
 
 # Loggers of the HTTP clients the test itself drives; at DEBUG they print the test's own
@@ -235,3 +236,32 @@ def test_form_token_of_another_checkout_is_rejected(tenant):
     assert re.search(r"expired or was opened in another browser", response.text)
     assert form_token(response.text) != first_token
     assert tenant.http.get("/orders/").json()["pagination"]["total"] == 0
+
+
+def test_stripe_event_cannot_complete_other_organizations_checkout(tenant, other_tenant, store, stripe_api):
+    """B signs an event with its own Stripe webhook secret, naming A's checkout in the metadata."""
+    from tests.stripe_stub import fixture, signed_event
+    from tests.test_stripe_provider import WEBHOOK_SECRET, use_stripe
+
+    victim_catalog = create_guide_catalog(tenant.paid())
+    victim_checkout = create_checkout(tenant, products=[{"id": victim_catalog.product_id}], externalCustomerId="victim")
+    use_stripe(other_tenant)
+    event = fixture("event_checkout_session_completed")
+    event["data"]["object"]["metadata"] = {
+        "tallystick_checkout_id": victim_checkout["id"],
+        "tallystick_offer": victim_catalog.plan_ids["pro"],
+        "tallystick_currency": "USD",
+    }
+    body, signature = signed_event(event, WEBHOOK_SECRET)
+
+    delivered = httpx.post(
+        f"{other_tenant.server.root}/webhooks/stripe/{other_tenant.organization_id}",
+        content=body,
+        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+    )
+
+    assert delivered.status_code == 200
+    assert delivered.json()["handled"] is False
+    assert tenant.http.get(f"/checkouts/{victim_checkout['id']}").json()["status"] == "active"
+    assert tenant.http.get("/orders/").json()["pagination"]["total"] == 0
+    assert other_tenant.http.get("/orders/").json()["pagination"]["total"] == 0

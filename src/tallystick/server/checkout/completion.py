@@ -323,6 +323,7 @@ def _fulfil(
 def complete_provider_payment(
     session: Session,
     *,
+    organization_id: str,
     checkout_id: str,
     attempt: str,
     offer_key: str,
@@ -333,10 +334,13 @@ def complete_provider_payment(
 ) -> PayResult | None:
     """Complete a checkout from a provider's later report of a payment (its webhook).
 
-    Locks the checkout first, like a form submission. Returns None for an unknown checkout.
+    Locks the checkout first, like a form submission. Returns None for an unknown checkout and
+    for a checkout of another organization than the one whose provider account reported the
+    payment: a tenant can sign events for its own account, so the event's checkout id is not
+    trusted on its own.
     """
     checkout = service.lock_checkout(session, checkout_id)
-    if checkout is None:
+    if checkout is None or checkout.organization_id != organization_id:
         return None
     choice = _choose(session, checkout, offer_key, currency)
     if isinstance(choice, InvalidChoice):

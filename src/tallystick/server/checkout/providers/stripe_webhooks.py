@@ -92,6 +92,7 @@ def handle_stripe_event(store: Store, organization_id: str, payload: bytes, sign
     with store.transaction() as session:
         result = complete_provider_payment(
             session,
+            organization_id=organization_id,
             checkout_id=checkout_id,
             attempt=metadata.get("tallystick_attempt", event.id),
             offer_key=metadata["tallystick_offer"],
