@@ -26,9 +26,15 @@ SECRET_KEY_NAME = "secret_key"
 def shared_secret(store: Store, name: str) -> str:
     """Return the installation's secret `name`, creating it on first use.
 
-    Two processes starting at once both insert with ON CONFLICT DO NOTHING; the later insert
-    does nothing and both read the first one's value.
+    Two processes starting at once both insert with ON CONFLICT DO NOTHING, so the later insert
+    does nothing and both read the first one's value. Once the secret exists, reading it takes
+    no write lock, which matters on SQLite, where a writer would wait for other writers.
     """
+    with store.read_sessions() as session:
+        existing = session.scalar(select(ServerSecret.value).where(ServerSecret.name == name))
+    if existing is not None:
+        return existing
+
     with store.transaction() as session:
         insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
         statement = insert(ServerSecret).values(name=name, value=secrets.token_urlsafe(32)).on_conflict_do_nothing()
