@@ -12,10 +12,13 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from sqlalchemy import select
+
 from tallystick.server import clock
 from tallystick.server.billing.renewals import renew_due_orders
 from tallystick.server.checkout.service import expire_due_checkouts
 from tallystick.server.db import Store
+from tallystick.server.models import Checkout, Order
 from tallystick.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,9 +68,20 @@ class BillingWorker:
     def run_once(self) -> bool:
         """Renew due orders and expire due checkouts once; return whether a batch was full."""
         now = clock.now()
-        renewed = renew_due_orders(self.store.transaction, now, limit=BATCH_SIZE)
-        with self.store.transaction() as session:
-            expired = expire_due_checkouts(session, now, limit=BATCH_SIZE)
+        # A read first, so that an idle poll takes no write lock (SQLite has one for everyone).
+        with self.store.read_sessions() as session:
+            orders_due = session.scalar(
+                select(Order.id).where(Order.billing_due_at <= now, Order.status == "active").limit(1)
+            )
+            checkouts_due = session.scalar(
+                select(Checkout.id).where(Checkout.status == "active", Checkout.expires_at <= now).limit(1)
+            )
+        renewed = expired = 0
+        if orders_due is not None:
+            renewed = renew_due_orders(self.store.transaction, now, limit=BATCH_SIZE)
+        if checkouts_due is not None:
+            with self.store.transaction() as session:
+                expired = expire_due_checkouts(session, now, limit=BATCH_SIZE)
         if renewed or expired:
             log.info("billing.worker_pass", extra={"orders_renewed": renewed, "checkouts_expired": expired})
         return renewed >= BATCH_SIZE or expired >= BATCH_SIZE
