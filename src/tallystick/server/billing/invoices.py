@@ -198,6 +198,10 @@ def charge_invoice(session: Session, order: Order, invoice: Invoice, now: dateti
     A decline schedules the next attempt after the next retry delay, or marks the invoice
     overdue when none is left. A charge whose result is unknown (the provider was unreachable)
     keeps its idempotency key for the next attempt, so it cannot be made twice.
+
+    NOTE: the provider is called inside the caller's transaction. When that transaction also
+    numbered an invoice, it holds the organization's row lock during the call, so renewals of
+    one organization are charged one at a time.
     """
     invoice.next_payment_attempt_at = None
     method = session.get(PaymentMethod, order.payment_method_id) if order.payment_method_id else None
