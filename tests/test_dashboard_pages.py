@@ -417,3 +417,35 @@ def test_rotating_webhook_secret_shows_new_one(dashboard, tenant):
     assert new_secret.startswith("whsec_")
     assert new_secret != old_secret
     assert "signing-secret" not in dashboard.get("/dashboard/webhooks").text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/dashboard?days=abc",
+        "/dashboard?days=-1",
+        "/dashboard/customers?offset=abc",
+        f"/dashboard/customers?offset={10**30}",
+        "/dashboard/signals?offset=-5&from=2030-02-31",
+        "/dashboard/orders?status=bogus",
+        "/dashboard/customers/cus_%27%22%3C",
+    ],
+)
+def test_odd_query_values_render_a_page(dashboard, path):
+    response = dashboard.get(path)
+
+    assert response.status_code in (200, 404)
+    assert response.headers["content-type"].startswith("text/html")
+
+
+def test_plan_price_beyond_bound_is_rejected(dashboard, tenant):
+    catalog = create_guide_catalog(tenant.paid())
+
+    response = dashboard.submit(
+        f"/dashboard/catalog/products/{catalog.product_id}/plans/new",
+        f"/dashboard/catalog/products/{catalog.product_id}/plans",
+        {"name": "Huge", "currency": "USD", f"price_{catalog.fee_line_id}": "1e30"},
+    )
+
+    assert response.status_code == 400
+    assert field_errors(response.text) == ["Enter a price of at most 10,000,000,000 USD."]

@@ -48,15 +48,23 @@ def decimal(form: dict[str, str], name: str, *, label: str) -> Decimal | None:
     return value
 
 
+# Largest price a form accepts, in minor units: the bound orders put on unit prices, so that a
+# price times a quantity stays within the 64-bit money columns.
+MAX_PRICE_MINOR_UNITS = 10**12
+
+
 def price_minor_units(form: dict[str, str], name: str, currency: str) -> int | None:
     """Parse a price in major units ("79" or "79.00") into minor units of `currency` (7900)."""
     value = decimal(form, name, label="the price")
     if value is None:
         return None
+    # Babel gives unknown codes two places; the pricing line's own check rejects bad codes.
     places = get_currency_precision(currency)
     minor = value.scaleb(places)
     if value < 0 or minor != minor.to_integral_value():
         raise FieldError(name, f"Enter a price of at least 0 with at most {places} decimal places, such as 79.00.")
+    if minor > MAX_PRICE_MINOR_UNITS:
+        raise FieldError(name, f"Enter a price of at most {MAX_PRICE_MINOR_UNITS // 10**places:,} {currency}.")
     return int(minor)
 
 

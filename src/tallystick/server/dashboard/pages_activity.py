@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from tallystick.server.costs.reports import TraceFilters, list_traces
 from tallystick.server.dashboard import customer_view, forms
-from tallystick.server.dashboard.rendering import ListPage, render
+from tallystick.server.dashboard.rendering import ListOffset, ListPage, render
 from tallystick.server.dashboard.session import CurrentOperator
 from tallystick.server.deps import ReadSession
 from tallystick.server.signals.queries import SignalFilters, list_signals
@@ -48,7 +48,7 @@ def _query_prefix(values: dict[str, str]) -> str:
 
 
 @router.get("/dashboard/signals")
-def signals_page(request: Request, signed_in: CurrentOperator, session: ReadSession, offset: int = 0) -> Response:
+def signals_page(request: Request, signed_in: CurrentOperator, session: ReadSession, offset: ListOffset) -> Response:
     values = _filter_values(request, ("event", "customer", "product", "from", "to"))
     errors: dict[str, str] = {}
     start, end = _date_range(values, errors)
@@ -59,12 +59,12 @@ def signals_page(request: Request, signed_in: CurrentOperator, session: ReadSess
         occurred_from=start,
         occurred_to=end,
     )
-    rows, total = list_signals(session, signed_in.organization_id, filters, PAGE_SIZE, max(offset, 0))
+    rows, total = list_signals(session, signed_in.organization_id, filters, PAGE_SIZE, offset)
     context = {
         "values": values,
         "errors": errors,
         "signals": customer_view.signal_views(session, signed_in.organization_id, rows),
-        "page": ListPage(offset=max(offset, 0), limit=PAGE_SIZE, total=total),
+        "page": ListPage(offset=offset, limit=PAGE_SIZE, total=total),
         "base_query": _query_prefix(values),
         "filtered": any(values.values()),
     }
@@ -72,7 +72,7 @@ def signals_page(request: Request, signed_in: CurrentOperator, session: ReadSess
 
 
 @router.get("/dashboard/traces")
-def traces_page(request: Request, signed_in: CurrentOperator, session: ReadSession, offset: int = 0) -> Response:
+def traces_page(request: Request, signed_in: CurrentOperator, session: ReadSession, offset: ListOffset) -> Response:
     values = _filter_values(request, ("customer", "product", "status", "from", "to"))
     errors: dict[str, str] = {}
     start, end = _date_range(values, errors)
@@ -86,7 +86,7 @@ def traces_page(request: Request, signed_in: CurrentOperator, session: ReadSessi
         external_product_id=values["product"] or None,
         status=values["status"] or None,
     )
-    result = list_traces(session, signed_in.organization_id, filters, limit=PAGE_SIZE, offset=max(offset, 0))
+    result = list_traces(session, signed_in.organization_id, filters, limit=PAGE_SIZE, offset=offset)
     context = {
         "values": values,
         "errors": errors,

@@ -17,7 +17,7 @@ from tallystick.server.checkout.providers import PROVIDER_NAMES, payment_setting
 from tallystick.server.checkout.schemas import CHECKOUT_STATUSES
 from tallystick.server.dashboard import forms, queries
 from tallystick.server.dashboard.customer_view import next_renewal
-from tallystick.server.dashboard.rendering import ListPage, redirect, render
+from tallystick.server.dashboard.rendering import ListOffset, ListPage, redirect, render
 from tallystick.server.dashboard.session import CheckedForm, CurrentOperator, SignedIn
 from tallystick.server.deps import DbSession, Principal, ReadSession
 from tallystick.server.errors import ApiError
@@ -40,12 +40,12 @@ def _choice(value: str | None, choices: tuple[str, ...]) -> str | None:
 
 @router.get("/dashboard/checkouts")
 def checkouts_page(
-    request: Request, signed_in: CurrentOperator, session: ReadSession, status: str | None = None, offset: int = 0
+    request: Request, signed_in: CurrentOperator, session: ReadSession, offset: ListOffset, status: str | None = None
 ) -> Response:
     now = clock.now()
     chosen = _choice(status, CHECKOUT_STATUSES)
     statement = checkouts.checkouts_statement(signed_in.organization_id, chosen, now)
-    rows, pagination = paginate(session, statement, PageParams(limit=PAGE_SIZE, offset=max(offset, 0)))
+    rows, pagination = paginate(session, statement, PageParams(limit=PAGE_SIZE, offset=offset))
     customers = queries.customers_by_id(session, signed_in.organization_id, {row.customer_id for row in rows if row.customer_id})
     context = {
         "checkouts": [(row, checkouts.effective_status(row, now)) for row in rows],
@@ -60,12 +60,12 @@ def checkouts_page(
 
 @router.get("/dashboard/orders")
 def orders_page(
-    request: Request, signed_in: CurrentOperator, session: ReadSession, status: str | None = None, offset: int = 0
+    request: Request, signed_in: CurrentOperator, session: ReadSession, offset: ListOffset, status: str | None = None
 ) -> Response:
     now = clock.now()
     chosen = _choice(status, ORDER_STATUSES)
     statement = orders_statement(signed_in.organization_id, status=chosen)
-    rows, pagination = paginate(session, statement, PageParams(limit=PAGE_SIZE, offset=max(offset, 0)))
+    rows, pagination = paginate(session, statement, PageParams(limit=PAGE_SIZE, offset=offset))
     organization_id = signed_in.organization_id
     customers = queries.customers_by_id(session, organization_id, {row.customer_id for row in rows})
     plan_ids = {row.plan_id for row in rows if row.plan_id}
@@ -87,11 +87,11 @@ def orders_page(
 
 @router.get("/dashboard/invoices")
 def invoices_page(
-    request: Request, signed_in: CurrentOperator, session: ReadSession, payment: str | None = None, offset: int = 0
+    request: Request, signed_in: CurrentOperator, session: ReadSession, offset: ListOffset, payment: str | None = None
 ) -> Response:
     chosen = _choice(payment, INVOICE_PAYMENT_STATUSES)
     statement = invoices_statement(signed_in.organization_id, payment_status=chosen)
-    rows, pagination = paginate(session, statement, PageParams(limit=PAGE_SIZE, offset=max(offset, 0)))
+    rows, pagination = paginate(session, statement, PageParams(limit=PAGE_SIZE, offset=offset))
     context = {
         "invoices": rows,
         "customers": queries.customers_by_id(session, signed_in.organization_id, {row.customer_id for row in rows}),

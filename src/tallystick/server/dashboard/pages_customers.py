@@ -17,7 +17,7 @@ from tallystick.server.checkout.routes import public_root
 from tallystick.server.customers.schemas import CustomerCreate
 from tallystick.server.customers.service import create_customer
 from tallystick.server.dashboard import customer_view, forms, queries
-from tallystick.server.dashboard.rendering import ListPage, redirect, render
+from tallystick.server.dashboard.rendering import ListOffset, ListPage, redirect, render
 from tallystick.server.dashboard.session import CheckedForm, CurrentOperator, SignedIn
 from tallystick.server.deps import DbSession, ReadSession
 from tallystick.server.errors import ApiError
@@ -34,7 +34,7 @@ PAGE_SIZE = 50
 
 @router.get("/dashboard/customers")
 def customers_page(
-    request: Request, signed_in: CurrentOperator, session: ReadSession, q: str | None = None, offset: int = 0
+    request: Request, signed_in: CurrentOperator, session: ReadSession, offset: ListOffset, q: str | None = None
 ) -> Response:
     return _render_list(request, signed_in, session, q, offset, values={}, errors={}, status_code=200)
 
@@ -51,7 +51,7 @@ def _render_list(
     status_code: int,
 ) -> Response:
     search = (search or "").strip()[:200] or None
-    page = PageParams(limit=PAGE_SIZE, offset=max(offset, 0))
+    page = PageParams(limit=PAGE_SIZE, offset=offset)
     customers, pagination = paginate(session, queries.customer_search(signed_in.organization_id, search), page)
     balances = queries.account_balances(
         session, signed_in.organization_id, clock.now(), customer_ids=[customer.id for customer in customers]

@@ -15,8 +15,8 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/dashboard")
-def overview_page(request: Request, signed_in: CurrentOperator, session: ReadSession, days: int = DEFAULT_PERIOD) -> Response:
-    if days not in PERIODS:
-        days = DEFAULT_PERIOD
-    overview = build_overview(session, signed_in.organization_id, clock.now(), days)
+def overview_page(request: Request, signed_in: CurrentOperator, session: ReadSession, days: str | None = None) -> Response:
+    # Only the offered periods are shown; any other value shows the default one.
+    period = next((choice for choice in PERIODS if str(choice) == days), DEFAULT_PERIOD)
+    overview = build_overview(session, signed_in.organization_id, clock.now(), period)
     return render(request, "dashboard/overview.html", signed_in, "overview", {"overview": overview, "periods": PERIODS})

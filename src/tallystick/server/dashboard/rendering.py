@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from tallystick.server.dashboard.session import SignedIn
@@ -107,6 +107,22 @@ class ListPage:
     @property
     def previous_offset(self) -> int:
         return max(self.offset - self.limit, 0)
+
+
+# Largest list offset a page link may ask for; larger ones read as this (an empty page).
+MAX_OFFSET = 10**9
+
+
+def list_offset(offset: str | None = None) -> int:
+    """Read the `offset` query parameter of a list page; anything but a number reads as 0."""
+    try:
+        value = int(offset or 0)
+    except ValueError:
+        return 0
+    return min(max(value, 0), MAX_OFFSET)
+
+
+ListOffset = Annotated[int, Depends(list_offset)]
 
 
 def short_time(value: datetime | None) -> str:
