@@ -31,6 +31,10 @@ from tests.test_stripe_provider import stripe_api  # noqa: F401 - a fixture
 CLIENT_LOGGERS = ("httpx", "httpcore")
 
 
+STRIPE_SECRET_KEY = "sk_test_51ReviewKeyThatMustNotBeLogged00"
+STRIPE_WEBHOOK_SECRET = "whsec_review_secret_that_must_not_be_logged"
+
+
 def rendered_logs(caplog: pytest.LogCaptureFixture) -> str:
     formatter = JsonLogFormatter()
     records = [record for record in caplog.records if not record.name.startswith(CLIENT_LOGGERS)]
@@ -55,6 +59,12 @@ def test_secrets_never_logged(tenant, store, caplog):
         "/webhooks/billing-checkout-completed", json={"url": "http://127.0.0.1:9/hook", "enabled": True}
     ).json()
     rotated = tenant.http.post("/webhooks/rotate-secret").json()
+    stripe_settings = tenant.http.put(
+        "/payment-settings",
+        json={"provider": "stripe", "stripeSecretKey": STRIPE_SECRET_KEY, "stripeWebhookSecret": STRIPE_WEBHOOK_SECRET},
+    )
+    # Back to the test provider, which pays on the hosted page without a network call.
+    tenant.http.put("/payment-settings", json={"provider": "test"})
 
     catalog = create_guide_catalog(tenant.paid())
     checkout = create_checkout(tenant, products=[{"id": catalog.product_id}], externalCustomerId="logged-buyer")
@@ -64,6 +74,7 @@ def test_secrets_never_logged(tenant, store, caplog):
     browser_cookie = page.client.cookies.get("tallystick_checkout_browser")
     page.client.close()
 
+    assert stripe_settings.status_code == 200
     assert opened.status_code == 200
     assert paid.status_code == 303
     logs = rendered_logs(caplog)
@@ -77,6 +88,8 @@ def test_secrets_never_logged(tenant, store, caplog):
             "test tenant's API key": tenant.api_key,
             "first webhook signing secret": enabled["signingSecret"] or rotated["signingSecret"],
             "rotated webhook signing secret": rotated["signingSecret"],
+            "Stripe secret key": STRIPE_SECRET_KEY,
+            "Stripe webhook secret": STRIPE_WEBHOOK_SECRET,
             "card number": PAYING_CARD["card_number"],
             "card number without spaces": PAYING_CARD["card_number"].replace(" ", ""),
             "form token": token,
