@@ -1,8 +1,8 @@
 """Schemathesis fuzzes every operation of the OpenAPI document against the real server.
 
 The document is read from the running server, so routes added later are fuzzed without a change
-here. Each operation gets a bounded number of generated requests, both valid ones (positive
-mode) and ones that break the schema (negative mode), sent with a valid API key of an
+here. Each operation gets a bounded number of generated requests, valid ones (positive mode)
+and, on PostgreSQL, ones that break the schema (negative mode), sent with a valid API key of an
 organization that owns one object of every kind. Operations with ids in their path are fuzzed a
 second time with the ids of those objects, so the generated bodies reach the route's own checks
 instead of stopping at a 404.
@@ -86,6 +86,9 @@ def fuzz_operation(
     def run(case: schemathesis.Case) -> None:
         if label in report.failures:
             return
+        # The document declares bearer authentication, so schemathesis generates Authorization
+        # headers of its own; the valid key replaces them so requests reach the routes.
+        case.headers = {**(case.headers or {}), **headers}
         kwargs = case.as_transport_kwargs(base_url=base_url, headers=headers)
         response = client.request(
             kwargs["method"],
@@ -123,23 +126,28 @@ def _content(kwargs: dict[str, Any]) -> bytes | None:
 
 
 @pytest.mark.slow
-def test_openapi_fuzz_finds_no_errors(server, store, tenant):
+def test_openapi_fuzz_finds_no_errors(server, store, tenant, backend):
     document = httpx.get(server.root + "/openapi.json").json()
     schema = schemathesis.openapi.from_dict(document)
     world: World = build_world(tenant, store)
     headers = {"Authorization": f"Bearer {tenant.api_key}"}
     report = FuzzReport()
 
+    # Negative mode runs on PostgreSQL only, to keep the run short: its stricter text and types
+    # are where malformed input has caused errors.
+    modes = [schemathesis.GenerationMode.POSITIVE]
+    if backend == "postgres":
+        modes.append(schemathesis.GenerationMode.NEGATIVE)
     operations = [result.ok() for result in schema.get_all_operations()]
     for operation in operations:
-        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+        for mode in modes:
             fuzz_operation(operation, report, server.root, headers, mode)
         known = world.path_parameters(operation.path)
         if known:
             fuzz_operation(operation, report, server.root, headers, schemathesis.GenerationMode.POSITIVE, known)
 
     print(
-        f"fuzzed {len(report.requests)} operations with {sum(report.requests.values())} requests; "
+        f"{backend}: fuzzed {len(report.requests)} operations with {sum(report.requests.values())} requests; "
         f"statuses {dict(sorted(report.statuses.items()))}"
     )
     assert len(operations) >= 50
