@@ -2,12 +2,13 @@
 guide's catalog through the forms. They create a customer and grant credits, then watch signals
 sent through the API change the balance and the charts. They create an API key, shown once.
 
-The SQLite run saves screenshots of the overview and the customer page, at desktop and phone
-width, into docs/screenshots/ for the README.
+With TALLYSTICK_UPDATE_SCREENSHOTS=1, the SQLite run saves screenshots of the overview and the
+customer page, at desktop and phone width, into docs/screenshots/ for the README.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -46,8 +47,13 @@ def desktop(browser):  # type: ignore[no-untyped-def]
 
 
 def screenshot_path(name: str, backend: str, repo_root: Path, tmp_path: Path) -> Path:
-    """Return where to save a screenshot: docs/screenshots/ on the SQLite run, else a temp folder."""
-    folder = repo_root / "docs" / "screenshots" if backend == "sqlite" else tmp_path
+    """Return where to save a screenshot: a temp folder, or docs/screenshots/ for the README.
+
+    The README's copies are refreshed only on request (TALLYSTICK_UPDATE_SCREENSHOTS=1 on the
+    SQLite run), so a test run leaves the work tree unchanged.
+    """
+    refresh = os.environ.get("TALLYSTICK_UPDATE_SCREENSHOTS") == "1" and backend == "sqlite"
+    folder = repo_root / "docs" / "screenshots" if refresh else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{name}.png"
 

@@ -2,8 +2,8 @@
 balance that the dashboard shows, and its upgrade button opens a checkout. An expired link
 opens nothing.
 
-The SQLite run saves screenshots of the portal (desktop and phone) and of the checkout page the
-upgrade button opens into docs/screenshots/.
+With TALLYSTICK_UPDATE_SCREENSHOTS=1, the SQLite run saves screenshots of the portal (desktop and
+phone) and of the checkout page the upgrade button opens into docs/screenshots/.
 """
 
 from __future__ import annotations
