@@ -7,7 +7,8 @@ httpx client, and prints one JSON result to standard output. Two modes:
   answered, which measures the maximum throughput;
 - open: requests start at a fixed `rate` per second whatever the answers, and latency counts
   from each request's scheduled start, so a slow server cannot hide its queueing delay
-  (coordinated omission).
+  (coordinated omission). A request due while `max_in_flight` requests are unanswered is
+  dropped and counted, so a server that cannot keep up ends the run instead of stalling it.
 
 Requests during the first `warmup_s` seconds are sent but not counted. Every run stops after
 `duration_s` measured seconds or `max_requests` requests, whichever comes first.
@@ -33,6 +34,8 @@ from payloads import CURRENCY_KEY, SignalBodies, TraceBodies
 MAX_REQUESTS = 2_000_000
 # Seconds one request may take before it counts as an error.
 REQUEST_TIMEOUT_S = 30.0
+# Seconds an open-loop run waits for its last answers before it cancels them as dropped.
+DRAIN_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Tally:
     items: int = 0
     error_samples: list[str] = field(default_factory=list)
     sent: int = 0
+    dropped: int = 0
 
     def record(self, scheduled: float, finished: float, ok: bool, items: int, problem: str | None) -> None:
         if not self.measure_from <= scheduled < self.measure_to:
@@ -121,21 +125,32 @@ async def run_closed(job: dict[str, Any], client: httpx.AsyncClient, requests: R
 async def run_open(job: dict[str, Any], client: httpx.AsyncClient, requests: Requests, tally: Tally) -> None:
     rate = float(job["rate"])
     limit = min(int(job.get("max_requests", MAX_REQUESTS)), MAX_REQUESTS)
+    max_in_flight = int(job["max_in_flight"])
     start = time.perf_counter()
     pending: set[asyncio.Task[None]] = set()
-    while tally.sent < limit:
-        scheduled = start + tally.sent / rate
+    scheduled_count = 0
+    while scheduled_count < limit:
+        scheduled = start + scheduled_count / rate
         if scheduled >= tally.measure_to:
             break
+        scheduled_count += 1
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        if len(pending) >= max_in_flight:
+            # The server is this far behind: the request is dropped, not queued without bound.
+            if tally.measure_from <= scheduled < tally.measure_to:
+                tally.dropped += 1
+            continue
         tally.sent += 1
         task = asyncio.create_task(_send(client, requests, tally, scheduled))
         pending.add(task)
         task.add_done_callback(pending.discard)
     if pending:
-        await asyncio.wait(pending, timeout=REQUEST_TIMEOUT_S)
+        _done, late = await asyncio.wait(pending, timeout=DRAIN_TIMEOUT_S)
+        for task in late:
+            task.cancel()
+        tally.dropped += len(late)
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float | None:
@@ -152,7 +167,9 @@ async def main(job: dict[str, Any]) -> dict[str, Any]:
         raise SystemExit(f"refusing to load {base_url}: the benchmark only targets loopback addresses")
 
     requests = Requests(job)
-    connections = int(job.get("concurrency", 0)) or max(16, int(float(job.get("rate", 100)) / 10))
+    # Open-loop runs keep at most one second of requests in flight; the rest are dropped.
+    job.setdefault("max_in_flight", max(16, int(float(job.get("rate", 16)))))
+    connections = int(job.get("concurrency", 0)) or min(256, int(job["max_in_flight"]))
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     headers = {"authorization": f"Bearer {job['api_key']}"}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=REQUEST_TIMEOUT_S) as client:
@@ -171,6 +188,7 @@ async def main(job: dict[str, Any]) -> dict[str, Any]:
         "mode": job["mode"],
         "ok": tally.ok,
         "errors": tally.errors,
+        "dropped": tally.dropped,
         "error_samples": tally.error_samples,
         "items": tally.items,
         "seconds": measured,

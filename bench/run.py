@@ -307,6 +307,7 @@ class Result:
     p99_ms: float | None = None
     cpu_ms_per_1000: float | None = None
     errors: int = 0
+    dropped: int = 0  # open-loop requests not sent because too many were unanswered
     runs: list[float] = field(default_factory=list)
     note: str = ""
 
@@ -348,6 +349,7 @@ class Bench:
         median["p99_ms"] = statistics.median(item["p99_ms"] for item in outcomes)
         median["p50_ms"] = statistics.median(item["p50_ms"] for item in outcomes)
         median["errors"] = sum(item["errors"] for item in outcomes)
+        median["dropped"] = sum(item.get("dropped", 0) for item in outcomes)
         samples = [sample for item in outcomes for sample in item["error_samples"]]
         if samples:
             print(f"    errors: {samples[:2]}", file=sys.stderr)
@@ -361,6 +363,7 @@ class Bench:
             p99_ms=outcome["p99_ms"],
             cpu_ms_per_1000=outcome["cpu_s"] * 1000 / items * 1000 if items else None,
             errors=outcome["errors"],
+            dropped=outcome["dropped"],
             runs=outcome["all"],
             **values,
         )
@@ -413,7 +416,7 @@ class Bench:
         self.add(outcome, backend=backend, workers=server.workers, scenario="single", case=f"offered {rate}/s",
                  unit="req/s")  # fmt: skip
 
-    def balance(self, backend: str, server: Server, tenant: Tenant) -> None:
+    def balance(self, backend: str, server: Server, tenant: Tenant, floors: dict[str, float]) -> None:
         profile = self.profile
         for kind, label in (("balance", "GET balances"), ("hold", "POST hold")):
             background = self.job(
@@ -438,6 +441,14 @@ class Bench:
                  unit="spans/s", floor=floors.get("otlp"))  # fmt: skip
 
 
+def attempt(label: str, scenario: Any, *args: Any) -> None:
+    """Run one scenario; a failure is printed and the run goes on with the next one."""
+    try:
+        scenario(*args)
+    except (RuntimeError, subprocess.TimeoutExpired) as error:
+        print(f"{label}: failed: {error}", file=sys.stderr, flush=True)
+
+
 def storage_floor(database_url: str, tenant: Tenant, rows: int) -> dict[str, Any]:
     completed = subprocess.run(
         [sys.executable, str(BENCH_DIR / "storage_floor.py"), database_url, tenant.organization_id,
@@ -459,6 +470,8 @@ def format_result(result: Result) -> str:
         parts.append(f"cpu {result.cpu_ms_per_1000:.0f} ms/1000")
     if result.errors:
         parts.append(f"{result.errors} errors")
+    if result.dropped:
+        parts.append(f"{result.dropped} dropped")
     if result.note:
         parts.append(result.note)
     return " ".join(parts)
@@ -509,12 +522,9 @@ def run_backend(bench: Bench, backend: str, workers_list: list[int], postgres_ur
                 floors_by_workers[workers] = floors
                 if "bulk" in profile.scenarios:
                     rates_before[workers] = bench.bulk(backend, server, tenant, floors, floor["rows_per_s"])
-                if "single" in profile.scenarios:
-                    bench.single(backend, server, tenant, floors)
-                if "balance" in profile.scenarios:
-                    bench.balance(backend, server, tenant)
-                if "otlp" in profile.scenarios:
-                    bench.otlp(backend, server, tenant, floors)
+                for name, scenario in (("single", bench.single), ("balance", bench.balance), ("otlp", bench.otlp)):
+                    if name in profile.scenarios:
+                        attempt(f"{backend} w{workers} {name}", scenario, backend, server, tenant, floors)
             memory = Result(backend=backend, workers=workers, scenario="memory", case="peak RSS of any server process",
                             unit="MiB", value=server.sampler.peak_rss_mb())  # fmt: skip
             bench.results.append(memory)
