@@ -212,3 +212,39 @@ def test_sigkill_during_checkout_pays_once(crash_database_url, backend, tmp_path
     assert totals.order_grants == PRO_CREDITS * BUYERS
     assert totals.grants_mismatched == 0
     assert Decimal(str(balance["data"][0]["available"])) == PRO_CREDITS
+
+
+def test_concurrent_numbering_does_not_deadlock(store, backend, tenant):
+    """Two transactions that each wrote a row of the organization both take an order number.
+
+    Each insert holds a KEY SHARE lock on the organization row (its foreign key); locking that
+    row FOR UPDATE for the number then made the two wait for each other.
+    """
+    if backend != "postgres":
+        pytest.skip("SQLite has one writer at a time")
+    from tallystick.server.billing.invoices import next_number
+    from tallystick.server.customers.service import get_or_create_by_external_id
+    from tallystick.server.models import Order
+
+    ready = threading.Barrier(2, timeout=10)
+    numbers: list[int] = []
+    errors: list[str] = []
+
+    def take_number(external_id: str) -> None:
+        try:
+            with store.transaction() as session:
+                get_or_create_by_external_id(session, tenant.organization_id, external_id)
+                session.flush()
+                ready.wait()
+                numbers.append(next_number(session, tenant.organization_id, Order))
+        except Exception as error:  # noqa: BLE001 - the test reports any failure
+            errors.append(f"{type(error).__name__}: {str(error).splitlines()[0]}")
+
+    threads = [threading.Thread(target=take_number, args=(f"numbered-{index}",)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    assert sorted(numbers) == [1, 1]

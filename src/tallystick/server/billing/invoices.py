@@ -49,10 +49,14 @@ _NET_DAYS = re.compile(r"(\d{1,3})")
 def next_number(session: Session, organization_id: str, model: type[Order | Invoice]) -> int:
     """Return the organization's next order or invoice number.
 
-    The organization row is locked first (FOR UPDATE on PostgreSQL; SQLite writers hold the
-    database write lock), so two transactions never take the same number.
+    The organization row is locked first (FOR NO KEY UPDATE on PostgreSQL; SQLite writers hold
+    the database write lock), so two transactions never take the same number. FOR UPDATE would
+    deadlock: every insert of a row referencing the organization takes a KEY SHARE lock on it,
+    which FOR UPDATE waits for and FOR NO KEY UPDATE does not.
     """
-    session.execute(select(Organization.id).where(Organization.id == organization_id).with_for_update())
+    session.execute(
+        select(Organization.id).where(Organization.id == organization_id).with_for_update(key_share=True)
+    )
     highest = session.scalar(select(func.max(model.number)).where(model.organization_id == organization_id))
     return int(highest or 0) + 1
 
