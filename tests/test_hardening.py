@@ -207,3 +207,23 @@ def test_unstorable_characters_are_400(tenant):
     )
     assert created.status_code == 201
     assert created.json()["name"] == "smile \U0001f600"
+
+
+def test_readyz_recovers_when_database_returns(tmp_path):
+    from tallystick.server.app import create_app
+    from tallystick.server.migrate import upgrade_to_head
+    from tallystick.server.settings import Settings
+
+    folder = tmp_path / "created-later"
+    url = f"sqlite:///{folder / 'db.sqlite'}"
+    app = create_app(Settings(database_url=url))
+    with serve_app(app, url) as running:
+        down = httpx.get(running.root + "/readyz")
+        folder.mkdir()
+        upgrade_to_head(url)
+        up = httpx.get(running.root + "/readyz")
+
+    assert down.status_code == 503
+    # The server started without its database and loaded the shared secret key once it answered.
+    assert up.status_code == 200
+    assert app.state.secret_key_loaded is True

@@ -62,9 +62,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         from tallystick.server.webhooks.worker import start_webhook_worker
 
         if settings.secret_key is None:
-            from tallystick.server.server_secrets import SECRET_KEY_NAME, shared_secret
-
-            app.state.secret_key = shared_secret(store, SECRET_KEY_NAME)
+            # A database that is down at start must not stop the server: /readyz reports it and
+            # loads the shared key once the database answers.
+            _load_shared_secret_key(app, store)
         webhook_worker = start_webhook_worker(store, settings)
         billing_worker = start_billing_worker(store, settings)
         yield
@@ -121,6 +121,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             return JSONResponse(
                 {"status": "unavailable", "error": "database unreachable", "code": "not_ready"}, status_code=503
             )
+        if not app.state.secret_key_loaded and not _load_shared_secret_key(app, store):
+            return JSONResponse(
+                {"status": "unavailable", "error": "shared secret key not loaded", "code": "not_ready"},
+                status_code=503,
+            )
         return JSONResponse({"status": "ok", "version": __version__})
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
@@ -166,6 +171,7 @@ def _install_pages(app: FastAPI, settings: Settings) -> None:
     from tallystick.server.routers import page_routers
     from tallystick.server.web import STATIC_DIR, install_page_errors
 
+    app.state.secret_key_loaded = settings.secret_key is not None
     if settings.secret_key is not None:
         app.state.secret_key = settings.secret_key.get_secret_value()
     else:
@@ -175,6 +181,23 @@ def _install_pages(app: FastAPI, settings: Settings) -> None:
     for router in page_routers():
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+def _load_shared_secret_key(app: FastAPI, store: Store) -> bool:
+    """Replace the process's provisional secret key with the one shared through the database.
+
+    Returns False, and keeps the provisional key, when the database cannot be read; until
+    then forms and links signed by this process do not verify on other processes.
+    """
+    from tallystick.server.server_secrets import SECRET_KEY_NAME, shared_secret
+
+    try:
+        app.state.secret_key = shared_secret(store, SECRET_KEY_NAME)
+    except SQLAlchemyError as error:
+        log.error("server_secret.load_failed", extra={"error": str(error).splitlines()[0]})
+        return False
+    app.state.secret_key_loaded = True
+    return True
 
 
 def _install_trace_intake(app: FastAPI, settings: Settings) -> None:
