@@ -322,3 +322,23 @@ def test_dashboard_session_ends_at_sign_out(server, store, tenant):
 
     assert signed_out.status_code == 303
     assert replayed.status_code == 303
+
+
+def test_span_text_with_nul_is_stored(tenant, store):
+    """Model output and ids in spans may contain NUL, which PostgreSQL cannot store in text."""
+    from tests.otlp_factories import cost_rows, export, openai_chat_attributes, post_export, span
+
+    attributes = openai_chat_attributes(customer="cust\x00omer")
+    attributes["output.value"] = "answer with \x00 inside"
+    attributes["k\x00ey"] = "value"
+    body = export(span(attributes, name="Chat\x00Completion")).SerializeToString()
+
+    response = post_export(tenant.server.root, tenant.api_key, body)
+
+    assert response.status_code == 200
+    [row] = cost_rows(store, tenant.organization_id)
+    assert row.cost_status == "priced"
+    assert row.external_customer_id == "cust\ufffdomer"
+    assert row.span_name == "Chat\ufffdCompletion"
+    assert row.attributes["output.value"] == "answer with \ufffd inside"
+    assert "k\ufffdey" in row.attributes

@@ -151,18 +151,27 @@ def _id_bytes(value: str, size: int) -> bytes:
     return decoded
 
 
+def text(value: str) -> str:
+    """Return `value` with NUL characters replaced by U+FFFD, which PostgreSQL can store.
+
+    Span text (model output, names, ids) may contain NUL; rejecting the export would lose the
+    span's cost, so the character is replaced instead.
+    """
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
 def _array(value: AnyValue) -> list[Any]:
     return [any_value(item) for item in value.array_value.values]
 
 
 def _kvlist(value: AnyValue) -> dict[str, Any]:
-    return {item.key: any_value(item.value) for item in value.kvlist_value.values}
+    return {text(item.key): any_value(item.value) for item in value.kvlist_value.values}
 
 
 # Readers of each AnyValue kind; a dict lookup is faster than a chain of comparisons, and this
 # runs for every attribute of every span.
 _READERS = {
-    "string_value": lambda value: value.string_value,
+    "string_value": lambda value: text(value.string_value),
     "int_value": lambda value: value.int_value,
     "double_value": lambda value: value.double_value,
     "bool_value": lambda value: value.bool_value,
@@ -191,8 +200,8 @@ def iterate_spans(request: ExportTraceServiceRequest) -> Iterator[tuple[SpanView
     """Yield each span as a view, or (None, reason) for a span with invalid ids."""
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
-            scope_name = scope_spans.scope.name
-            scope_version = scope_spans.scope.version
+            scope_name = text(scope_spans.scope.name)
+            scope_version = text(scope_spans.scope.version)
             for span in scope_spans.spans:
                 trace_id = span.trace_id
                 span_id = span.span_id
@@ -208,12 +217,12 @@ def iterate_spans(request: ExportTraceServiceRequest) -> Iterator[tuple[SpanView
                         trace_id=trace_id.hex(),
                         span_id=span_id.hex(),
                         parent_span_id=parent.hex() if len(parent) == SPAN_ID_BYTES else None,
-                        name=span.name,
+                        name=text(span.name),
                         scope_name=scope_name,
                         scope_version=scope_version,
                         start_time_unix_nano=span.start_time_unix_nano,
                         end_time_unix_nano=span.end_time_unix_nano,
-                        attributes={item.key: any_value(item.value) for item in span.attributes},
+                        attributes={text(item.key): any_value(item.value) for item in span.attributes},
                     ),
                     None,
                 )
