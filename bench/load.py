@@ -167,9 +167,10 @@ async def main(job: dict[str, Any]) -> dict[str, Any]:
         raise SystemExit(f"refusing to load {base_url}: the benchmark only targets loopback addresses")
 
     requests = Requests(job)
-    # Open-loop runs keep at most one second of requests in flight; the rest are dropped.
-    job.setdefault("max_in_flight", max(16, int(float(job.get("rate", 16)))))
-    connections = int(job.get("concurrency", 0)) or min(256, int(job["max_in_flight"]))
+    # Open-loop runs keep at most 64 requests unanswered and drop the rest, which bounds the
+    # backlog a server that cannot keep up is left with when the run ends.
+    job.setdefault("max_in_flight", 64)
+    connections = int(job.get("concurrency", 0)) or int(job["max_in_flight"])
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     headers = {"authorization": f"Bearer {job['api_key']}"}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=REQUEST_TIMEOUT_S) as client:

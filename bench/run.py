@@ -181,6 +181,26 @@ class Server:
     sampler: ProcessSampler
     workers: int
 
+    def wait_idle(self, timeout_s: float = 60.0) -> None:
+        """Wait until the server has finished earlier requests: under 5% of a core for 0.5 s."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            before = self._cpu_seconds()
+            time.sleep(0.5)
+            if self._cpu_seconds() - before < 0.025:
+                return
+        print(f"server at {self.root} still busy after {timeout_s:.0f} s", file=sys.stderr, flush=True)
+
+    def _cpu_seconds(self) -> float:
+        total = 0.0
+        for process in self.sampler.processes():
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
 
 @contextmanager
 def run_server(database_url: str, workers: int, log_path: Path) -> Iterator[Server]:
@@ -335,10 +355,15 @@ class Bench:
         job.update(values)
         return job
 
-    def measure(self, server: Server, tenant: Tenant, **values: Any) -> dict[str, Any]:
-        """Run one load job `runs` times; return the run with the median throughput, and all."""
+    def measure(self, server: Server, tenant: Tenant, *, idle: bool = True, **values: Any) -> dict[str, Any]:
+        """Run one load job `runs` times; return the run with the median throughput, and all.
+
+        With `idle`, each run waits until the server has finished the requests of the run before.
+        """
         outcomes = []
         for _ in range(self.profile.runs):
+            if idle:
+                server.wait_idle()
             outcome = run_load(self.job(server, tenant, **values))
             start, end = outcome["window"]
             outcome["cpu_s"] = server.sampler.cpu_between(start, end)
@@ -423,11 +448,13 @@ class Bench:
                 server, tenant, kind="signals", mode="open", rate=profile.background_batches_per_s, batch=1000,
                 customers=profile.customers, warmup_s=0, duration_s=profile.runs * (profile.warmup_s + profile.duration_s) + 5,
             )  # fmt: skip
+            server.wait_idle()
             with background_load(background):
                 time.sleep(0.5)
                 outcome = self.measure(
-                    server, tenant, kind=kind, mode="open", rate=profile.balance_rate, customers=profile.customers
-                )
+                    server, tenant, idle=False, kind=kind, mode="open", rate=profile.balance_rate,
+                    customers=profile.customers,
+                )  # fmt: skip
             signals_per_s = int(profile.background_batches_per_s * 1000)
             self.add(outcome, backend=backend, workers=server.workers, scenario="balance",
                      case=f"{label} at {profile.balance_rate}/s, ingesting {signals_per_s} signals/s",
