@@ -95,13 +95,24 @@ def test_readyz_reports_database(server):
 
 
 def test_readyz_fails_without_database(tmp_path):
+    from sqlalchemy.orm import sessionmaker
+
     from tallystick.server.app import create_app
+    from tallystick.server.db import Store, create_store_engine
+    from tallystick.server.migrate import upgrade_to_head
     from tallystick.server.settings import Settings
 
-    missing = tmp_path / "no-such-dir" / "db.sqlite"
-    app = create_app(Settings(database_url=f"sqlite:///{missing}"))
-    with serve_app(app, f"sqlite:///{missing}") as running:
+    url = f"sqlite:///{tmp_path / 'ready.db'}"
+    upgrade_to_head(url)
+    store = Store.open(url)
+    app = create_app(Settings(database_url=url), store=store)
+    with serve_app(app, url) as running:
+        assert httpx.get(running.root + "/readyz").status_code == 200
+        # The database becomes unreachable while the server runs.
+        missing = create_store_engine(f"sqlite:///{tmp_path / 'no-such-dir' / 'db.sqlite'}", read_only=True)
+        store.read_sessions = sessionmaker(missing)
         response = httpx.get(running.root + "/readyz")
+    store.dispose()
     assert response.status_code == 503
     assert response.json()["code"] == "not_ready"
 
