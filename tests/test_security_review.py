@@ -172,23 +172,52 @@ def test_receipt_link_opens_only_its_receipt(server, store, tenant, other_tenant
     assert owner.marker not in bare.text
 
 
-def test_checkout_form_rejects_nul_characters(tenant):
+def test_page_forms_reject_nul_characters(server, store, tenant):
+    from tests.dashboard_helpers import DashboardClient, make_operator
+
     catalog = create_guide_catalog(tenant.paid())
     checkout = create_checkout(
         tenant, products=[{"id": catalog.product_id}], externalCustomerId="nul-buyer", collectAddress=True
     )
     page = hosted_page(checkout)
     _, token = page.open()
+    dashboard = DashboardClient(server.root)
+    dashboard.sign_in(make_operator(store, tenant.organization_id))
 
-    response = page.submit(
+    paid = page.submit(
         token, {"option": catalog.plan_ids["pro"], **ADDRESS, "address_city": "Spring\x00field", **PAYING_CARD}
     )
+    created = dashboard.submit(
+        "/dashboard/customers", "/dashboard/customers", {"name": "Gr\x00ace", "external_id": "nul-customer"}
+    )
     page.client.close()
+    dashboard.close()
 
-    # PostgreSQL cannot store NUL, so the page shows a field error instead of failing with a 500.
-    assert response.status_code == 400
-    assert "Remove the invalid character" in response.text
+    # PostgreSQL cannot store NUL, so these are 400s instead of 500s, and nothing is written.
+    assert paid.status_code == 400
+    assert created.status_code == 400
+    assert created.json()["code"] == "invalid_string"
     assert tenant.http.get("/orders/").json()["pagination"]["total"] == 0
+    assert tenant.http.get("/customers/external/nul-customer").status_code == 404
+
+
+def test_buyer_fields_with_nul_get_field_errors():
+    from tallystick.server.checkout.forms import read_buyer
+
+    read = read_buyer({"name": "A\x00", "email": "a@example.com"}, ask_name_email=True, ask_phone=False, ask_address=False)
+
+    assert read.errors == {"name": "Remove the invalid character from this field."}
+
+
+def test_oversized_form_is_413_not_buffered(tenant):
+    body = b"name=" + b"x" * (11 * 1024 * 1024)
+    response = httpx.post(
+        tenant.server.root + "/dashboard/customers",
+        content=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+    assert response.status_code == 413
 
 
 @pytest.mark.parametrize(

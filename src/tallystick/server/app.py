@@ -89,10 +89,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.store = store
     app.state.settings = settings
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage_url)
+    # Added before the size limit, so it runs inside it and reads only bodies within the limit.
+    app.add_middleware(UnstorableTextMiddleware)
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/traces",)
     )
-    app.add_middleware(UnstorableTextMiddleware)
     # Added last, so it runs first and sees every response, including 413s.
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)

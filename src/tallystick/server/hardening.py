@@ -126,12 +126,17 @@ def has_unstorable_characters(text: str) -> bool:
     return _UNSTORABLE_CHARACTERS.search(text) is not None
 
 
-class UnstorableTextMiddleware:
-    """Reject with 400 a path or query string with characters no database can store, such as %00.
+_FORM_CONTENT_TYPE = b"application/x-www-form-urlencoded"
 
-    Without this, PostgreSQL fails such lookups with an error (a 500) instead of finding nothing.
-    It covers every route, the server-rendered pages included; JSON bodies are checked by
-    `parse_strict_json`.
+
+class UnstorableTextMiddleware:
+    """Reject with 400 a path, query string or form with characters no database can store.
+
+    Such characters are NUL (%00) and unpaired UTF-16 surrogates. Without this check,
+    PostgreSQL fails lookups and writes with such text with an error (a 500). It covers every
+    route, the server-rendered pages and their url-encoded forms included; JSON bodies are
+    checked by `parse_strict_json`. It must run inside `BodySizeLimitMiddleware`, which bounds
+    the form bodies this middleware reads into memory.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -146,14 +151,19 @@ class UnstorableTextMiddleware:
         if has_unstorable_characters(scope["path"]):
             problem = "Invalid path"
         else:
-            for name, value in parse_qsl(query, keep_blank_values=True, errors="surrogateescape"):
-                if has_unstorable_characters(name) or has_unstorable_characters(value):
-                    problem = f"Invalid query parameter {name!r}"
-                    break
+            problem = _unstorable_field(query, "query parameter")
+
+        content_type = dict(scope["headers"]).get(b"content-type", b"")
+        if problem is None and content_type.startswith(_FORM_CONTENT_TYPE):
+            messages = await _read_body(receive)
+            body = b"".join(message.get("body", b"") for message in messages)
+            problem = _unstorable_field(body.decode("utf-8", "surrogateescape"), "form field")
+            receive = _replay(messages, receive)
+
         if problem is None:
             await self.app(scope, receive, send)
             return
-        body = json.dumps(
+        payload = json.dumps(
             {
                 "error": f"{problem}: contains a NUL character or an unpaired UTF-16 surrogate, "
                 "which cannot be stored; remove it",
@@ -164,10 +174,39 @@ class UnstorableTextMiddleware:
             {
                 "type": "http.response.start",
                 "status": 400,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
             }
         )
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _unstorable_field(encoded: str, kind: str) -> str | None:
+    """Return the problem of the first unstorable name or value of url-encoded text, or None."""
+    for name, value in parse_qsl(encoded, keep_blank_values=True, errors="surrogateescape"):
+        if has_unstorable_characters(name) or has_unstorable_characters(value):
+            return f"Invalid {kind} {name!r}"
+    return None
+
+
+async def _read_body(receive: Receive) -> list[Message]:
+    messages = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return messages
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """Return a receive callable that yields `messages` again, then defers to `receive`."""
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replayed
 
 
 class BodySizeLimitMiddleware:
