@@ -36,6 +36,11 @@ TEST_WEBHOOK_ENVIRONMENT = {
 for _name, _value in TEST_WEBHOOK_ENVIRONMENT.items():
     os.environ.setdefault(_name, _value)
 
+# The renewal task reads the real clock, while billing tests freeze time and buy plans in the
+# past: a task running beside them would renew their orders up to today. Test servers run it
+# only when a test asks for it with Settings(billing_worker_enabled=True).
+os.environ.setdefault("TALLYSTICK_BILLING_WORKER_ENABLED", "false")
+
 
 def _postgres_problem() -> str | None:
     """Return why PostgreSQL cannot be used, or None when it can."""

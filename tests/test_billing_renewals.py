@@ -258,7 +258,12 @@ def test_background_task_renews_without_api_calls(tenant, store, database_url):
             tenant, products=[{"id": catalog.product_id}], expiresAt=(JAN_31 + timedelta(hours=1)).isoformat()
         )
 
-    settings = Settings(database_url=database_url, billing_poll_interval_seconds=0.1, webhook_delivery_enabled=False)
+    settings = Settings(
+        database_url=database_url,
+        billing_worker_enabled=True,
+        billing_poll_interval_seconds=0.1,
+        webhook_delivery_enabled=False,
+    )
     with frozen(FEB_28 + timedelta(minutes=1)), serve_app(create_app(settings, store=store), database_url):
         deadline = time.monotonic() + 20
         checkout_status = "active"
