@@ -35,28 +35,28 @@ def _reject_constant(name: str) -> Any:
 _UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
 
 
-def parse_strict_json(body: bytes) -> Any:
-    """Parse a request body, rejecting NaN and Infinity, documents nested too deeply and strings
-    that no database could store."""
+def parse_strict_json(body: bytes, *, check_text: bool = True) -> Any:
+    """Parse a request body, rejecting NaN and Infinity, documents nested too deeply and (unless
+    `check_text` is false) strings that no database could store."""
     try:
         value = json.loads(body, parse_constant=_reject_constant)
     except ValueError as error:
         raise ApiError(400, "invalid_json", f"Request body is not valid JSON: {error}") from None
-    _check_shape(value)
+    _check_shape(value, check_text=check_text)
     return value
 
 
-def _check_shape(value: Any) -> None:
+def _check_shape(value: Any, *, check_text: bool = True) -> None:
     """Walk `value` iteratively (hostile input cannot exhaust the stack) and raise on a problem."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         current, level = stack.pop()
         if isinstance(current, str):
-            if _UNSTORABLE_CHARACTERS.search(current):
+            if check_text and _UNSTORABLE_CHARACTERS.search(current):
                 raise _unstorable_text_error(value)
             continue
         if isinstance(current, dict):
-            if any(_UNSTORABLE_CHARACTERS.search(key) for key in current):
+            if check_text and any(_UNSTORABLE_CHARACTERS.search(key) for key in current):
                 raise _unstorable_text_error(value)
             children: Any = current.values()
         elif isinstance(current, list):
@@ -100,6 +100,10 @@ def _unstorable_text_error(value: Any) -> ApiError:
     )
 
 
+# Routes whose handlers reject unstorable text item by item, and report it per item.
+PER_ITEM_TEXT_CHECK_SUFFIXES = ("/signals/bulk",)
+
+
 class StrictJsonRoute(APIRoute):
     """A route that parses JSON bodies with `parse_strict_json` before FastAPI reads them.
 
@@ -109,13 +113,16 @@ class StrictJsonRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        # Bulk signal ingestion checks text per signal, so that one signal with a NUL character
+        # fails alone instead of failing the whole batch.
+        check_text = not self.path.endswith(PER_ITEM_TEXT_CHECK_SUFFIXES)
 
         async def strict_handler(request: Request) -> Response:
             content_type = request.headers.get("content-type", "")
             if "json" in content_type:
                 body = await request.body()
                 if body:
-                    request._json = parse_strict_json(body)  # noqa: SLF001 - Starlette's cache slot
+                    request._json = parse_strict_json(body, check_text=check_text)  # noqa: SLF001 - Starlette's cache slot
             return await handler(request)
 
         return strict_handler
