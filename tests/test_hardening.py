@@ -238,3 +238,18 @@ def test_readyz_recovers_when_database_returns(tmp_path):
     # The server started without its database and loaded the shared secret key once it answered.
     assert up.status_code == 200
     assert app.state.secret_key_loaded is True
+
+
+def test_unpaired_surrogate_in_signals_is_400(tenant):
+    # Bulk signals report NUL per signal, but no signal can store or report a lone surrogate.
+    body = (
+        b'{"signals": [{"eventName": "chat_message", "customer": {"externalCustomerId": "u"}, '
+        b'"data": {"text": "\\ud800"}}]}'
+    )
+
+    response = tenant.http.post("/signals/bulk", content=body, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_string"
+    assert response.json()["fields"][0]["field"] == "signals[0].data.text"
+    assert tenant.http.get("/signals/").json()["data"] == []

@@ -33,31 +33,36 @@ def _reject_constant(name: str) -> Any:
 # Characters no stored text may contain: NUL (PostgreSQL rejects it in text and jsonb) and lone
 # UTF-16 surrogates (they cannot be encoded as UTF-8). JSON escapes can produce both.
 _UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
+_UNPAIRED_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def parse_strict_json(body: bytes, *, check_text: bool = True) -> Any:
-    """Parse a request body, rejecting NaN and Infinity, documents nested too deeply and (unless
-    `check_text` is false) strings that no database could store."""
+    """Parse a request body, rejecting NaN and Infinity, documents nested too deeply and strings
+    that no database could store.
+
+    With `check_text` false, NUL characters are left to the route, which reports them per item;
+    unpaired surrogates are rejected all the same, since no route could store or report them.
+    """
     try:
         value = json.loads(body, parse_constant=_reject_constant)
     except ValueError as error:
         raise ApiError(400, "invalid_json", f"Request body is not valid JSON: {error}") from None
-    _check_shape(value, check_text=check_text)
+    _check_shape(value, _UNSTORABLE_CHARACTERS if check_text else _UNPAIRED_SURROGATES)
     return value
 
 
-def _check_shape(value: Any, *, check_text: bool = True) -> None:
+def _check_shape(value: Any, unstorable: re.Pattern[str]) -> None:
     """Walk `value` iteratively (hostile input cannot exhaust the stack) and raise on a problem."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         current, level = stack.pop()
         if isinstance(current, str):
-            if check_text and _UNSTORABLE_CHARACTERS.search(current):
-                raise _unstorable_text_error(value)
+            if unstorable.search(current):
+                raise _unstorable_text_error(value, unstorable)
             continue
         if isinstance(current, dict):
-            if check_text and any(_UNSTORABLE_CHARACTERS.search(key) for key in current):
-                raise _unstorable_text_error(value)
+            if any(unstorable.search(key) for key in current):
+                raise _unstorable_text_error(value, unstorable)
             children: Any = current.values()
         elif isinstance(current, list):
             children = current
@@ -72,25 +77,25 @@ def _check_shape(value: Any, *, check_text: bool = True) -> None:
         stack.extend((child, level + 1) for child in children)
 
 
-def _unstorable_text_error(value: Any) -> ApiError:
+def _unstorable_text_error(value: Any, unstorable: re.Pattern[str]) -> ApiError:
     """Build the 400 for the first unstorable string in `value`, naming where it is."""
     stack: list[tuple[Any, str]] = [(value, "")]
     field, text = "body", ""
     while stack:
         current, path = stack.pop()
         if isinstance(current, str):
-            if _UNSTORABLE_CHARACTERS.search(current):
+            if unstorable.search(current):
                 field, text = path or "body", current
                 break
         elif isinstance(current, dict):
-            bad_key = next((key for key in current if _UNSTORABLE_CHARACTERS.search(key)), None)
+            bad_key = next((key for key in current if unstorable.search(key)), None)
             if bad_key is not None:
                 field, text = f"{path} key" if path else "body key", bad_key
                 break
             stack.extend((child, f"{path}.{key}" if path else key) for key, child in current.items())
         elif isinstance(current, list):
             stack.extend((child, f"{path}[{index}]") for index, child in enumerate(current))
-    match = _UNSTORABLE_CHARACTERS.search(text)
+    match = unstorable.search(text)
     found = "a NUL character (\\u0000)" if match and match.group() == "\x00" else "an unpaired UTF-16 surrogate"
     return ApiError(
         400,
