@@ -170,7 +170,7 @@ def seed_history(store: Store, tenant: Tenant, *, signals: int) -> float:
     # Credits are stored as integers of 10**-9 credits: one credit per past signal.
     one_credit = 1_000_000_000
     customers = (
-        "customers_numbered AS (SELECT c.id AS customer_id, g.id AS grant_id, "
+        "customers_numbered AS MATERIALIZED (SELECT c.id AS customer_id, g.id AS grant_id, "
         "row_number() OVER (ORDER BY c.id) - 1 AS k FROM customers c "
         "JOIN credit_grants g ON g.customer_id = c.id AND g.organization_id = c.organization_id "
         "WHERE c.organization_id = :org) "
