@@ -38,17 +38,20 @@ def _postgres_type(column_type: Any) -> str:
 
 
 @lru_cache(maxsize=64)
-def _postgres_insert(table: Table, columns: tuple[str, ...], conflict: tuple[str, ...], returning: str | None) -> Any:
+def _postgres_insert(
+    table: Table, columns: tuple[str, ...], conflict: tuple[str, ...] | None, returning: tuple[str, ...]
+) -> Any:
     definitions = ", ".join(f"{name} {_postgres_type(table.c[name].type)}" for name in columns)
     names = ", ".join(columns)
     statement = (
         f"INSERT INTO {table.name} ({names}) SELECT {names} "
         f"FROM json_to_recordset(CAST(:rows AS json)) AS batch({definitions})"
     )
-    if conflict:
-        statement += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
+    if conflict is not None:
+        target = f" ({', '.join(conflict)})" if conflict else ""
+        statement += f" ON CONFLICT{target} DO NOTHING"
     if returning:
-        statement += f" RETURNING {returning}"
+        statement += f" RETURNING {', '.join(returning)}"
     return text(statement)
 
 
@@ -87,29 +90,36 @@ def insert_rows(
     table: Table,
     rows: Sequence[dict[str, Any]],
     *,
-    skip_conflicts_on: tuple[str, ...] = (),
-    returning: str | None = None,
+    skip_conflicts_on: tuple[str, ...] | None = None,
+    returning: str | tuple[str, ...] | None = None,
 ) -> list[Any]:
-    """Insert rows that all carry the same keys; return the `returning` column of inserted rows.
+    """Insert rows that all carry the same keys (column names); return what `returning` names.
 
-    With `skip_conflicts_on` (the columns of a unique index), rows that conflict with an
-    existing row are skipped (ON CONFLICT DO NOTHING). Without `returning`, returns [].
+    With `skip_conflicts_on` (the columns of a unique index, or () for any unique index), rows
+    that conflict with an existing row are skipped (ON CONFLICT DO NOTHING). `returning` is
+    one column, whose values are returned, or a tuple of columns, whose rows are returned, for
+    the rows inserted. Without it, returns [].
     """
     if not rows:
         return []
     columns = tuple(rows[0])
+    names = (returning,) if isinstance(returning, str) else tuple(returning or ())
     if session.get_bind().dialect.name == "postgresql":
-        statement = _postgres_insert(table, columns, skip_conflicts_on, returning)
+        statement = _postgres_insert(table, columns, skip_conflicts_on, names)
         result = session.execute(statement, {"rows": _json_rows(table, columns, rows)})
-        return list(result.scalars()) if returning else []
-
-    statement = sqlite.insert(table)
-    if skip_conflicts_on:
-        statement = statement.on_conflict_do_nothing(index_elements=list(skip_conflicts_on))
-    if returning:
-        return list(session.execute(statement.returning(table.c[returning]), list(rows)).scalars())
-    session.execute(statement, list(rows))
-    return []
+    else:
+        statement = sqlite.insert(table)
+        if skip_conflicts_on is not None:
+            statement = statement.on_conflict_do_nothing(index_elements=list(skip_conflicts_on) or None)
+        if not names:
+            session.execute(statement, list(rows))
+            return []
+        result = session.execute(statement.returning(*(table.c[name] for name in names)), list(rows))
+    if not names:
+        return []
+    if isinstance(returning, str):
+        return list(result.scalars())
+    return [tuple(row) for row in result]
 
 
 # Up to this many rows, update_rows sends an executemany of one-row updates instead of JSON.
