@@ -3,8 +3,8 @@
 Reads one JSON job from standard input, sends requests to a loopback server with an asyncio
 httpx client, and prints one JSON result to standard output. Two modes:
 
-- closed: `concurrency` workers each send the next request as soon as the previous one is
-  answered, which measures the maximum throughput;
+- closed: `concurrency` workers each send the next request as soon as the previous response
+  arrives, which measures the maximum throughput;
 - open: requests start at a fixed `rate` per second whatever the answers, and latency counts
   from each request's scheduled start, so a slow server cannot hide its queueing delay
   (coordinated omission). A request due while `max_in_flight` requests are unanswered is
@@ -34,7 +34,7 @@ from payloads import CURRENCY_KEY, SignalBodies, TraceBodies
 MAX_REQUESTS = 2_000_000
 # Seconds one request may take before it counts as an error.
 REQUEST_TIMEOUT_S = 30.0
-# Seconds an open-loop run waits for its last answers before it cancels them as dropped.
+# Seconds an open-loop run waits for its last responses before it cancels them as dropped.
 DRAIN_TIMEOUT_S = 10.0
 
 

@@ -1,6 +1,6 @@
 """Request bodies of the server benchmark: signal batches and OTLP trace exports.
 
-Bodies are built in the load generator's process, so the server sees only finished bytes.
+Bodies are built in the load generator's process, so the server receives finished bytes.
 Every signal and span carries a new idempotency key or span id, so each request is new work.
 """
 
@@ -63,8 +63,8 @@ def _attribute(key: str, value: object) -> KeyValue:
 class TraceBodies:
     """Build OTLP protobuf exports of `spans` LLM chat spans, as openinference-openai 0.1.66 sends.
 
-    One template request is built once; each body gets new trace and span ids and is
-    serialized again, which costs about a millisecond for 512 spans.
+    One template request is built once. Each body gets new trace and span ids and is serialized
+    again, which costs about a millisecond for 512 spans.
     """
 
     def __init__(self, *, spans: int, customers: int) -> None:

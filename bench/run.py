@@ -2,10 +2,10 @@
 
 Starts real `tallystick serve` processes on loopback ports, on SQLite and PostgreSQL, with 1
 and 2 worker processes, and drives them from separate load-generator processes
-(bench/load.py). Each figure is the median of several runs after a warm-up, reported with
-its ratio to a floor measured in the same run: the same server's floor endpoints, which
-authenticate and parse the same bodies but store nothing (HTTP floor), and raw inserts of
-the same rows without the server (storage floor, bench/storage_floor.py).
+(bench/load.py). Each figure is the median of several runs after a warm-up. It is reported
+with its ratio to a floor measured in the same run. The HTTP floor is the same server's floor
+endpoints, which authenticate and parse the same bodies but store nothing. The storage floor
+is raw inserts of the same rows without the server (bench/storage_floor.py).
 
     python bench/run.py            # the full run, about half an hour on 2 cores
     python bench/run.py --quick    # a smoke test of every scenario, about a minute
@@ -231,9 +231,9 @@ def run_server(database_url: str, workers: int, log_path: Path) -> Iterator[Serv
             except httpx.HTTPError:
                 ready = 0
             time.sleep(0.2)
-        # FastAPI builds each router's route table at the first request it matches; a path that
-        # no route matches builds them all, so that no measured request pays for it. Each
-        # worker process builds its own, hence a few requests.
+        # FastAPI builds each router's route table at the first request it matches. A path that
+        # no route matches builds them all, so no measured request pays for it. Every worker
+        # process builds its own tables, so a few such requests are sent.
         for _ in range(4 * workers):
             httpx.get(root + "/benchmark-warm-up", timeout=30)
         sampler = ProcessSampler(psutil.Process(process.pid))
@@ -625,7 +625,11 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None, help="Write results as JSON and Markdown here (a prefix).")
     args = parser.parse_args()
 
-    profile = SMOKE if args.smoke else QUICK if args.quick else FULL
+    profile = FULL
+    if args.quick:
+        profile = QUICK
+    if args.smoke:
+        profile = SMOKE
     if args.runs:
         profile = Profile(**{**profile.__dict__, "runs": args.runs})
     if args.scenarios:
