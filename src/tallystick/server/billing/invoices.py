@@ -265,22 +265,20 @@ def _record_failure(
     session.flush()
 
     payload = {
-        "payment": {
-            "id": None,
-            "invoiceId": invoice.id,
-            "invoiceNumber": invoice.display_number,
-            "orderId": order.id,
-            "customerId": invoice.customer_id,
-            "status": "failed",
-            "amount": invoice.total - invoice.amount_paid,
-            "currency": invoice.currency,
-            "provider": method.provider,
-            "failureCode": code,
-            "failureMessage": message,
-            "attempt": invoice.payment_attempts,
-            "nextAttemptAt": invoice.next_payment_attempt_at.isoformat() if invoice.next_payment_attempt_at else None,
-            "paymentMethod": {"brand": method.brand, "last4": method.last4},
-        }
+        "id": None,
+        "invoiceId": invoice.id,
+        "invoiceNumber": invoice.display_number,
+        "orderId": order.id,
+        "customerId": invoice.customer_id,
+        "status": "failed",
+        "amount": invoice.total - invoice.amount_paid,
+        "currency": invoice.currency,
+        "provider": method.provider,
+        "failureCode": code,
+        "failureMessage": message,
+        "attempt": invoice.payment_attempts,
+        "nextAttemptAt": invoice.next_payment_attempt_at.isoformat() if invoice.next_payment_attempt_at else None,
+        "paymentMethod": {"brand": method.brand, "last4": method.last4},
     }
     events.record_event(session, invoice.organization_id, events.PAYMENT_FAILED, payload)
     log.warning(
@@ -338,7 +336,7 @@ def record_payment(
         session,
         invoice.organization_id,
         events.PAYMENT_SUCCEEDED,
-        {"payment": payment_payload(payment, invoice, payment_method)},
+        payment_payload(payment, invoice, payment_method),
     )
     events.record_event(session, invoice.organization_id, events.INVOICE_PAID, invoice_payload(invoice))
     log.info(
@@ -376,4 +374,5 @@ def payment_payload(payment: Payment, invoice: Invoice | None, payment_method: P
 
 
 def invoice_payload(invoice: Invoice) -> dict[str, Any]:
-    return {"invoice": invoice_out(invoice).model_dump(mode="json", by_alias=True)}
+    """Return the invoice as invoice webhook events send it, under the envelope's data.invoice."""
+    return invoice_out(invoice).model_dump(mode="json", by_alias=True)

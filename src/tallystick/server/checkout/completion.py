@@ -522,20 +522,18 @@ def _record_decline(
     session: Session, checkout: Checkout, request: PaymentRequest, declined: PaymentDeclined, provider: str
 ) -> None:
     payload = {
-        "payment": {
-            "id": None,
-            "invoiceId": None,
-            "invoiceNumber": None,
-            "customerId": checkout.customer_id,
-            "checkoutId": checkout.id,
-            "status": "failed",
-            "amount": request.amount,
-            "currency": request.currency,
-            "provider": provider,
-            "failureCode": declined.code,
-            "failureMessage": declined.message,
-            "paymentMethod": {"brand": declined.brand, "last4": declined.last4},
-        }
+        "id": None,
+        "invoiceId": None,
+        "invoiceNumber": None,
+        "customerId": checkout.customer_id,
+        "checkoutId": checkout.id,
+        "status": "failed",
+        "amount": request.amount,
+        "currency": request.currency,
+        "provider": provider,
+        "failureCode": declined.code,
+        "failureMessage": declined.message,
+        "paymentMethod": {"brand": declined.brand, "last4": declined.last4},
     }
     events.record_event(session, checkout.organization_id, events.PAYMENT_FAILED, payload)
     log.info(

@@ -290,6 +290,6 @@ def selected_product(session: Session, checkout: Checkout) -> SelectedProductOut
 
 
 def checkout_payload(session: Session, checkout: Checkout, now: datetime) -> dict[str, Any]:
-    """Return the `checkout` object of checkout webhook events."""
+    """Return the checkout as checkout webhook events send it, under the envelope's data.checkout."""
     out = checkout_out(checkout, effective_status(checkout, now), selected_product(session, checkout))
-    return {"checkout": out.model_dump(mode="json", by_alias=True)}
+    return out.model_dump(mode="json", by_alias=True)
