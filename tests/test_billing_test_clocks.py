@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from tallystick.server import clock
+from tallystick.server import clock, events
 from tallystick.server.billing.renewals import renew_due_orders
 from tests.billing_helpers import available, buy, create_chat_catalog, load_order, order_grants, order_invoices, order_periods
+from tests.test_webhooks_delivery import Hang, WebhookReceiver, enable_webhooks
 
 JAN_31 = datetime(2026, 1, 31, 9, 30, tzinfo=UTC)
 FEB_28 = datetime(2026, 2, 28, 9, 30, tzinfo=UTC)
@@ -86,3 +87,70 @@ def test_deleting_clock_deletes_its_customers(tenant, store):
     assert tenant.http.get(f"/test-clocks/{test_clock['id']}").status_code == 404
     assert tenant.http.get("/customers/external/clock-2").status_code == 404
     assert load_order(store, order_id).status == "ended"
+
+
+def test_advance_returns_after_webhooks_sent(tenant, store):
+    catalog = create_chat_catalog(tenant, [("Starter", 2900, 500)])
+    test_clock = create_clock(tenant, JAN_31)
+    tenant.http.post("/customers/", json={"name": "Clocked", "externalId": "clock-3", "testClockId": test_clock["id"]})
+    buy(tenant, catalog, "Starter", "clock-3")
+    # Each response is held back, so an attempt can only be recorded by the time the advance
+    # returns if the advance itself waited for it.
+    receiver = WebhookReceiver(script=[Hang(seconds=0.3)] * 20)
+    try:
+        enable_webhooks(tenant, receiver.url, events.INVOICE_CREATED, events.INVOICE_PAID, events.PAYMENT_SUCCEEDED)
+
+        advanced = tenant.http.post(f"/test-clocks/{test_clock['id']}/advance", json={"frozenTime": "2026-03-31T10:00:00Z"})
+        assert advanced.status_code == 200, advanced.text
+
+        renewal_requests = [
+            request for request in receiver.requests if request.envelope["timestamp"][:10] in ("2026-02-28", "2026-03-31")
+        ]
+        deliveries = tenant.http.get("/webhooks/deliveries", params={"limit": 100}).json()["data"]
+    finally:
+        receiver.close()
+
+    sent = sorted((request.envelope["timestamp"], request.envelope["event"]) for request in renewal_requests)
+    assert sent == [
+        ("2026-02-28T09:30:00.000Z", events.INVOICE_CREATED),
+        ("2026-02-28T09:30:00.000Z", events.INVOICE_PAID),
+        ("2026-02-28T09:30:00.000Z", events.PAYMENT_SUCCEEDED),
+        ("2026-03-31T09:30:00.000Z", events.INVOICE_CREATED),
+        ("2026-03-31T09:30:00.000Z", events.INVOICE_PAID),
+        ("2026-03-31T09:30:00.000Z", events.PAYMENT_SUCCEEDED),
+    ]
+    # The object is the only key of data, not wrapped in its key a second time.
+    data_by_event: dict[str, list[dict]] = {}  # type: ignore[type-arg]
+    for request in renewal_requests:
+        data_by_event.setdefault(request.envelope["event"], []).append(request.envelope["data"])
+    paid_invoices = [data["invoice"] for data in data_by_event[events.INVOICE_PAID]]
+    payments = [data["payment"] for data in data_by_event[events.PAYMENT_SUCCEEDED]]
+    assert [invoice["paymentStatus"] for invoice in paid_invoices] == ["paid", "paid"]
+    assert {payment["invoiceId"] for payment in payments} == {invoice["id"] for invoice in paid_invoices}
+    renewal_event_ids = {request.envelope["id"] for request in renewal_requests}
+    renewal_deliveries = [item for item in deliveries if item["eventId"] in renewal_event_ids]
+    assert len(renewal_deliveries) == 6
+    assert {(item["status"], item["attemptCount"]) for item in renewal_deliveries} == {("delivered", 1)}
+
+
+def test_advance_leaves_failed_webhook_to_retries(tenant, store):
+    catalog = create_chat_catalog(tenant, [("Starter", 2900, 500)])
+    test_clock = create_clock(tenant, JAN_31)
+    tenant.http.post("/customers/", json={"name": "Clocked", "externalId": "clock-4", "testClockId": test_clock["id"]})
+    buy(tenant, catalog, "Starter", "clock-4")
+    receiver = WebhookReceiver(script=[503] * 50)
+    try:
+        enable_webhooks(tenant, receiver.url, events.INVOICE_PAID)
+
+        advanced = tenant.http.post(f"/test-clocks/{test_clock['id']}/advance", json={"frozenTime": "2026-02-28T10:00:00Z"})
+        assert advanced.status_code == 200, advanced.text
+
+        (renewal_request,) = [request for request in receiver.requests if request.envelope["timestamp"].startswith("2026-02-28")]
+        listed = tenant.http.get("/webhooks/deliveries", params={"eventId": renewal_request.envelope["id"]}).json()["data"]
+    finally:
+        receiver.close()
+
+    (delivery,) = listed
+    assert delivery["status"] == "pending"
+    assert delivery["attemptCount"] >= 1
+    assert delivery["nextAttemptAt"] is not None

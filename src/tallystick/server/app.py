@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             # loads the shared key once the database answers.
             _load_shared_secret_key(app, store)
         webhook_worker = start_webhook_worker(store, settings)
+        app.state.webhook_worker = webhook_worker
         billing_worker = start_billing_worker(store, settings)
         yield
         if billing_worker is not None:
@@ -88,6 +89,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     )
     app.state.store = store
     app.state.settings = settings
+    # Set by the lifespan while the server runs; None when this process sends no webhooks.
+    app.state.webhook_worker = None
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage_url)
     # Added before the size limit, so it runs inside it and reads only bodies within the limit.
     app.add_middleware(UnstorableTextMiddleware)

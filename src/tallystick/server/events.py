@@ -28,6 +28,19 @@ CREDIT_CAP_REACHED = "billing-credit-cap-reached"
 # Not a Paid event: the balance fell to or below the organization's low-balance threshold.
 CREDITS_LOW = "billing-credits-low"
 
+# Key of `Session.info` under which `record_event` lists the ids of the events it recorded, so
+# a caller can have them delivered once its transaction commits.
+RECORDED_EVENT_IDS = "tallystick.recorded_event_ids"
+
+
+def recorded_event_ids(session: Session) -> list[str]:
+    """Return the ids of the events recorded through `session`, oldest first.
+
+    A savepoint that rolled back leaves its ids in the list. Their rows do not exist, so a
+    lookup by these ids skips them.
+    """
+    return list(session.info.get(RECORDED_EVENT_IDS, ()))
+
 
 def record_event(
     session: Session, organization_id: str, event_type: str, payload: dict[str, Any]
@@ -45,6 +58,7 @@ def record_event(
     )
     session.add(event)
     session.flush()
+    session.info.setdefault(RECORDED_EVENT_IDS, []).append(event.id)
     log.info(
         "outbox.event_recorded",
         extra={"organization_id": organization_id, "event_id": event.id, "event_type": event_type},

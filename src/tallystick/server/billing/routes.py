@@ -6,11 +6,13 @@ from datetime import datetime
 
 from fastapi import Depends, Request
 from pydantic import Field
+from starlette.concurrency import run_in_threadpool
 
-from tallystick.server import clock
+from tallystick.server import clock, events
 from tallystick.server.billing import test_clocks
 from tallystick.server.checkout.providers import PROVIDER_NAMES, payment_settings
 from tallystick.server.checkout.routes import public_root
+from tallystick.server.db import Store
 from tallystick.server.deps import (
     CurrentPrincipal,
     DbSession,
@@ -26,6 +28,7 @@ from tallystick.server.schemas import (
     RequestModel,
     ResponseModel,
 )
+from tallystick.server.webhooks.worker import WebhookWorker
 
 router = Router(tags=["billing"], dependencies=[Depends(authenticate)], responses=ERROR_RESPONSES)
 
@@ -143,18 +146,35 @@ def get_test_clock(clock_id: str, principal: CurrentPrincipal, session: ReadSess
 
 
 @router.post("/test-clocks/{clock_id}/advance", response_model=TestClockOut)
-def advance_test_clock(
-    clock_id: str, body: TestClockAdvance, principal: CurrentPrincipal, session: DbSession
+async def advance_test_clock(
+    clock_id: str, body: TestClockAdvance, principal: CurrentPrincipal, request: Request
 ) -> TestClockOut:
     """Move the clock forward to `frozenTime` and run everything due for its customers.
 
     Returns when the renewals, invoices, charges, retries, allocations, rollovers and credit
-    expiries due by then are stored, each as of its own instant. Webhook events they cause
-    are in the outbox by then and are delivered by the webhook task in real time.
+    expiries due by then are stored, each as of its own instant, and the webhook events they
+    caused have had their first delivery attempt. A failed attempt is retried on the usual
+    schedule in real time. A server started with webhook delivery disabled returns without
+    sending, and another server process sends the events.
     """
-    test_clock = test_clocks.get_clock(session, principal.organization_id, clock_id, lock=True)
-    test_clocks.advance_clock(session, test_clock, body.frozen_time)
-    return _clock_out(test_clock)
+    store: Store = request.app.state.store
+    clock_out, event_ids = await run_in_threadpool(
+        _advance_and_commit, store, principal.organization_id, clock_id, body.frozen_time
+    )
+    webhook_worker: WebhookWorker | None = request.app.state.webhook_worker
+    if webhook_worker is not None:
+        await webhook_worker.deliver_now(event_ids)
+    return clock_out
+
+
+def _advance_and_commit(
+    store: Store, organization_id: str, clock_id: str, frozen_time: datetime
+) -> tuple[TestClockOut, list[str]]:
+    """Advance the clock in one transaction and return it with the ids of the events recorded."""
+    with store.transaction() as session:
+        test_clock = test_clocks.get_clock(session, organization_id, clock_id, lock=True)
+        test_clocks.advance_clock(session, test_clock, frozen_time)
+        return _clock_out(test_clock), events.recorded_event_ids(session)
 
 
 @router.delete("/test-clocks/{clock_id}", response_model=EmptyResponse)

@@ -20,10 +20,11 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from tallystick.server.errors import bad_request, not_found
@@ -85,8 +86,11 @@ def has_work(session: Session, now: datetime) -> bool:
     return session.scalar(_due_deliveries(now).with_only_columns(WebhookDelivery.id).limit(1)) is not None
 
 
-def dispatch_outbox(session: Session, now: datetime, settings: Settings, limit: int) -> int:
-    """Create deliveries for up to `limit` undelivered outbox events; return how many were taken."""
+def dispatch_outbox(
+    session: Session, now: datetime, settings: Settings, limit: int, *, event_ids: Sequence[str] | None = None
+) -> int:
+    """Create deliveries for up to `limit` undelivered outbox events, only those of `event_ids`
+    when it is given; return how many events were taken."""
     statement = (
         select(OutboxEvent)
         .where(OutboxEvent.delivered_at.is_(None))
@@ -94,6 +98,8 @@ def dispatch_outbox(session: Session, now: datetime, settings: Settings, limit: 
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    if event_ids is not None:
+        statement = statement.where(OutboxEvent.id.in_(event_ids))
     outbox_events = list(session.scalars(statement))
     if not outbox_events:
         return 0
@@ -129,9 +135,10 @@ def dispatch_outbox(session: Session, now: datetime, settings: Settings, limit: 
 
 
 def claim_due_deliveries(
-    session: Session, now: datetime, settings: Settings, limit: int
+    session: Session, now: datetime, settings: Settings, limit: int, *, event_ids: Sequence[str] | None = None
 ) -> list[ClaimedDelivery]:
-    """Claim up to `limit` due deliveries and return them ready to send.
+    """Claim up to `limit` due deliveries, only those of `event_ids` when it is given, and
+    return them ready to send.
 
     A delivery whose webhook was disabled or lost its URL since it was created is canceled
     instead. An operator can redeliver it after enabling the webhook again.
@@ -139,6 +146,8 @@ def claim_due_deliveries(
     if limit <= 0:
         return []
     statement = _due_deliveries(now).limit(limit).with_for_update(skip_locked=True)
+    if event_ids is not None:
+        statement = statement.where(WebhookDelivery.event_id.in_(event_ids))
     deliveries = list(session.scalars(statement))
     if not deliveries:
         return []
@@ -194,6 +203,24 @@ def claim_due_deliveries(
         )
     session.flush()
     return claimed
+
+
+def count_unattempted(session: Session, event_ids: Sequence[str]) -> int:
+    """Count the events of `event_ids` still waiting for their first delivery attempt: those not
+    yet dispatched, and pending deliveries that no attempt has been recorded for."""
+    undispatched = session.scalar(
+        select(func.count()).select_from(OutboxEvent).where(OutboxEvent.id.in_(event_ids), OutboxEvent.delivered_at.is_(None))
+    )
+    unattempted = session.scalar(
+        select(func.count())
+        .select_from(WebhookDelivery)
+        .where(
+            WebhookDelivery.event_id.in_(event_ids),
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.attempt_count == 0,
+        )
+    )
+    return (undispatched or 0) + (unattempted or 0)
 
 
 def record_attempt(

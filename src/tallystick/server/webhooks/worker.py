@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -89,6 +90,42 @@ class WebhookWorker:
             self._in_flight.add(task)
         return dispatched > 0 or bool(claimed)
 
+    async def deliver_now(self, event_ids: Sequence[str]) -> int:
+        """Send the first delivery attempt of each event of `event_ids` before returning; return
+        how many attempts this call made.
+
+        The events must be committed. A delivery that another worker claimed first is waited
+        for until its attempt is recorded, for at most the claim time plus the request timeout.
+        A failed attempt is retried later by the polling loop, on the usual schedule.
+        """
+        # An event leaves this set at its first attempt, so a retry that falls due meanwhile
+        # is left to the polling loop.
+        remaining = set(event_ids)
+        settings = self.settings
+        deadline = time.monotonic() + settings.webhook_claim_seconds + settings.webhook_timeout_seconds
+        attempts = 0
+        while remaining:
+            ids = sorted(remaining)
+            dispatched = await self._in_database(lambda: self._dispatch(ids))
+            claimed = await self._in_database(lambda: self._claim(MAX_IN_FLIGHT, ids))
+            await asyncio.gather(*(self._deliver(item) for item in claimed))
+            attempts += len(claimed)
+            remaining.difference_update(item.event_id for item in claimed)
+            if dispatched or claimed:
+                continue
+
+            waiting = await self._in_database(lambda: self._count_unattempted(ids))
+            if waiting == 0:
+                break
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "webhooks.deliver_now_timed_out",
+                    extra={"unattempted": waiting, "first_event_id": ids[0]},
+                )
+                break
+            await asyncio.sleep(min(settings.webhook_poll_interval_seconds, 0.05))
+        return attempts
+
     async def _deliver(self, item: ClaimedDelivery) -> None:
         result = await self._sender.send(item.url, item.body, item.secret)
         try:
@@ -106,13 +143,19 @@ class WebhookWorker:
         with self.store.read_sessions() as session:
             return delivery.has_work(session, clock.now())
 
-    def _dispatch(self) -> int:
+    def _dispatch(self, event_ids: Sequence[str] | None = None) -> int:
         with self.store.transaction() as session:
-            return delivery.dispatch_outbox(session, clock.now(), self.settings, DISPATCH_BATCH_SIZE)
+            return delivery.dispatch_outbox(
+                session, clock.now(), self.settings, DISPATCH_BATCH_SIZE, event_ids=event_ids
+            )
 
-    def _claim(self, limit: int) -> list[ClaimedDelivery]:
+    def _claim(self, limit: int, event_ids: Sequence[str] | None = None) -> list[ClaimedDelivery]:
         with self.store.transaction() as session:
-            return delivery.claim_due_deliveries(session, clock.now(), self.settings, limit)
+            return delivery.claim_due_deliveries(session, clock.now(), self.settings, limit, event_ids=event_ids)
+
+    def _count_unattempted(self, event_ids: Sequence[str]) -> int:
+        with self.store.read_sessions() as session:
+            return delivery.count_unattempted(session, event_ids)
 
     def _record(self, item: ClaimedDelivery, result: SendResult) -> None:
         with self.store.transaction() as session:
