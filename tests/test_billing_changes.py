@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from tallystick.server.models import Order
+from tallystick.server.signals.lines import find_active_orders
 from tests.billing_helpers import (
     available,
     buy,
@@ -127,3 +129,36 @@ def test_cancel_then_clear_end_date_keeps_renewing(tenant, store):
     with frozen(MAY_1):
         assert available(tenant, "cancel-2") == Decimal(500)
     assert len(order_invoices(store, order_id)) == 2
+
+
+def test_ended_line_judged_at_customer_time(tenant, store):
+    catalog = create_chat_catalog(tenant, PLANS)
+    with frozen(APR_1):
+        order_id = buy(tenant, catalog, "Starter", "line-time-1")
+    with frozen(APR_11):
+        buy(tenant, catalog, "Pro", "line-time-1")
+    # Both plans price a chat message at one credit. Pricing the ended Starter line at seven
+    # makes the two lines differ.
+    with store.transaction() as session:
+        order = session.get(Order, order_id)
+        starter_line, pro_line = sorted(order.lines, key=lambda line: line.position)
+        assert (starter_line.end_date, pro_line.end_date) == (APR_11, None)
+        starter_line.attributes = [_with_chat_cost(attribute, 7) for attribute in starter_line.attributes]
+        customer_id = order.customer_id
+    key = (customer_id, catalog.product_id)
+
+    with store.read_sessions() as session:
+        at_real_time = find_active_orders(session, tenant.organization_id, {key})
+        before_upgrade = find_active_orders(session, tenant.organization_id, {key}, {customer_id: APR_11 - timedelta(days=5)})
+
+    # The real time is months after the upgrade, so only Pro's line is in force. A customer whose
+    # time (a test clock's) is before the upgrade still has Starter's line.
+    assert at_real_time[key].lines["chat_message"].credit_cost == Decimal(1)
+    assert before_upgrade[key].lines["chat_message"].credit_cost == Decimal(7)
+
+
+def _with_chat_cost(attribute: dict, credits: int) -> dict:  # type: ignore[type-arg]
+    pricing = attribute.get("pricing") or {}
+    if pricing.get("eventName") != "chat_message":
+        return attribute
+    return {**attribute, "pricing": {**pricing, "creditCost": credits}}

@@ -7,7 +7,17 @@ from decimal import Decimal
 
 from tallystick.server import clock, events
 from tallystick.server.billing.renewals import renew_due_orders
-from tests.billing_helpers import available, buy, create_chat_catalog, load_order, order_grants, order_invoices, order_periods
+from tests.billing_helpers import (
+    available,
+    buy,
+    create_chat_catalog,
+    expiry_entries,
+    load_order,
+    order_grants,
+    order_invoices,
+    order_periods,
+    send_chat_messages,
+)
 from tests.test_webhooks_delivery import Hang, WebhookReceiver, enable_webhooks
 
 JAN_31 = datetime(2026, 1, 31, 9, 30, tzinfo=UTC)
@@ -154,3 +164,26 @@ def test_advance_leaves_failed_webhook_to_retries(tenant, store):
     assert delivery["status"] == "pending"
     assert delivery["attemptCount"] >= 1
     assert delivery["nextAttemptAt"] is not None
+
+
+def test_signals_use_customer_clock_time(tenant, store):
+    catalog = create_chat_catalog(tenant, [("Starter", 2900, 500)])
+    test_clock = create_clock(tenant, JAN_31)
+    tenant.http.post("/customers/", json={"name": "Clocked", "externalId": "clock-5", "testClockId": test_clock["id"]})
+    order_id = buy(tenant, catalog, "Starter", "clock-5")
+    advanced = tenant.http.post(f"/test-clocks/{test_clock['id']}/advance", json={"frozenTime": "2026-03-31T10:00:00Z"})
+    assert advanced.status_code == 200, advanced.text
+
+    # The real time is months past the clock's, when the March grant has long expired. The
+    # signals must draw from it as of the clock's time, without expiring it.
+    send_chat_messages(tenant, "clock-5", 3, "clocked")
+
+    assert available(tenant, "clock-5") == Decimal(497)
+    march_grant = order_grants(store, order_id)[-1]
+    assert march_grant.starts_at == MAR_31
+    assert march_grant.remaining == Decimal(497)
+    assert expiry_entries(store, march_grant.id) == []
+    listed = tenant.http.get("/signals/", params={"externalCustomerId": "clock-5"})
+    assert listed.status_code == 200, listed.text
+    occurred = sorted(item["createdAt"] for item in listed.json()["data"])
+    assert occurred == ["2026-03-31T10:00:00Z"] * 3

@@ -11,7 +11,7 @@ building ORM objects for a thousand rows per batch costs more than the SQL that 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -306,8 +306,11 @@ def open_accounts(
     now: datetime,
     *,
     load_pending: bool = False,
+    account_times: Mapping[AccountKey, datetime] | None = None,
 ) -> dict[AccountKey, LockedAccount]:
     """Lock the accounts in (customer, currency) order, load their rows, sweep and settle.
+
+    Each account works at `now`, or at its time in `account_times` (a customer on a test clock).
 
     Grants, holds and (with `load_pending`) pending consumption are loaded with one query per
     table for all the accounts, so a batch pays the same number of round trips for one account
@@ -324,7 +327,7 @@ def open_accounts(
         state = LockedAccount(
             session=session,
             account=accounts[key],
-            now=now,
+            now=account_times.get(key, now) if account_times else now,
             grants=grants.get(key, []),
             holds=holds.get(key, []),
             pending=pending.get(key, []) if pending is not None else None,

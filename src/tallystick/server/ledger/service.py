@@ -206,6 +206,9 @@ class ConsumptionRequest:
     occurred_at: datetime
     hold_id: str | None = None
     order_id: str | None = None
+    # The time of a customer on a test clock: the account's grants and expiries are judged at
+    # it instead of at clock.now(). Every request of one account must carry the same value.
+    now: datetime | None = None
 
 
 def _open_account(
@@ -235,6 +238,7 @@ def consume(
     occurred_at: datetime,
     hold_id: str | None = None,
     order_id: str | None = None,
+    now: datetime | None = None,
 ) -> ConsumptionResult:
     """Consume `amount` credits, drawing grants in order; record the uncovered rest as pending.
 
@@ -254,6 +258,7 @@ def consume(
         occurred_at=occurred_at,
         hold_id=hold_id,
         order_id=order_id,
+        now=now,
     )
     [result] = _consume_requests(session, organization_id, [request])
     if isinstance(result, ApiError):
@@ -295,8 +300,13 @@ def _consume_requests(
 
     if by_account:
         now = clock.now()
+        account_times = {
+            key: requests[indexes[0]].now for key, indexes in by_account.items() if requests[indexes[0]].now is not None
+        }
         # One request alone loads pending consumption only when free credits can settle it.
-        states = open_accounts(session, organization_id, by_account, now, load_pending=len(requests) > 1)
+        states = open_accounts(
+            session, organization_id, by_account, now, load_pending=len(requests) > 1, account_times=account_times
+        )
         thresholds = None
         if len(requests) > 1:
             thresholds = queries.low_balance_thresholds(session, organization_id, {key[1] for key in by_account})

@@ -13,8 +13,9 @@ becomes the signal's product. Otherwise the signal stays unrated and consumes no
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -44,8 +45,18 @@ class LineMatch:
     order_id: str | None
 
 
-def match_lines(session: Session, organization_id: str, lookups: Sequence[LineLookup]) -> list[LineMatch]:
-    """Return the pricing line of each lookup, in order, with a few queries for the whole batch."""
+def match_lines(
+    session: Session,
+    organization_id: str,
+    lookups: Sequence[LineLookup],
+    *,
+    customer_times: Mapping[str, datetime] | None = None,
+) -> list[LineMatch]:
+    """Return the pricing line of each lookup, in order, with a few queries for the whole batch.
+
+    Order lines are judged in force at clock.now(), or at the customer's time in
+    `customer_times` (customers on a test clock).
+    """
     event_names = {lookup.event_name for lookup in lookups}
     if not event_names:
         return []
@@ -70,7 +81,7 @@ def match_lines(session: Session, organization_id: str, lookups: Sequence[LineLo
         for lookup, product_id in zip(lookups, product_ids, strict=True)
         if lookup.customer_id and product_id
     }
-    orders = find_active_orders(session, organization_id, pairs) if pairs else {}
+    orders = find_active_orders(session, organization_id, pairs, customer_times) if pairs else {}
 
     matches = []
     for lookup, product_id in zip(lookups, product_ids, strict=True):
@@ -95,32 +106,41 @@ class ActiveOrder:
 
 
 def find_active_orders(
-    session: Session, organization_id: str, pairs: set[tuple[str, str]]
+    session: Session,
+    organization_id: str,
+    pairs: set[tuple[str, str]],
+    customer_times: Mapping[str, datetime] | None = None,
 ) -> dict[tuple[str, str], ActiveOrder]:
     """Return the active order of each (customer id, product id) pair that has one.
 
     When a customer has several active orders for one product, the one that started last wins.
     """
+    customer_times = customer_times or {}
+    now = clock.now()
+    earliest = min([now, *customer_times.values()])
     customer_ids = {customer_id for customer_id, _ in pairs}
     product_ids = {product_id for _, product_id in pairs}
     rows = session.execute(
-        select(Order.id, Order.customer_id, OrderLine.product_id, OrderLine.attributes)
+        select(Order.id, Order.customer_id, OrderLine.product_id, OrderLine.attributes, OrderLine.end_date)
         .join(OrderLine, OrderLine.order_id == Order.id)
         .where(
             Order.organization_id == organization_id,
             Order.status == "active",
             Order.customer_id.in_(customer_ids),
             OrderLine.product_id.in_(product_ids),
-            # A plan change ends the order's old line, so only lines still in force count.
-            or_(OrderLine.end_date.is_(None), OrderLine.end_date > clock.now()),
+            # A plan change ends the order's old line, so only lines still in force count. The
+            # loop below checks each line against its customer's own time.
+            or_(OrderLine.end_date.is_(None), OrderLine.end_date > earliest),
         )
         .order_by(Order.start_date.desc(), Order.id, OrderLine.position)
     )
 
     orders: dict[tuple[str, str], ActiveOrder] = {}
-    for order_id, customer_id, product_id, attributes in rows:
+    for order_id, customer_id, product_id, attributes, end_date in rows:
         key = (customer_id, product_id)
         if key not in pairs:
+            continue
+        if end_date is not None and end_date <= customer_times.get(customer_id, now):
             continue
         order = orders.setdefault(key, ActiveOrder(order_id, {}))
         if order.order_id != order_id:

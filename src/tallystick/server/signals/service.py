@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -52,7 +52,7 @@ from tallystick.server.customers.service import get_or_create_by_external_id, li
 from tallystick.server.errors import ApiError
 from tallystick.server.ids import new_id
 from tallystick.server.ledger import service as ledger
-from tallystick.server.models import CreditCurrency, CreditHold, Customer, Product
+from tallystick.server.models import CreditCurrency, CreditHold, Customer, Product, TestClock, TestClockCustomer
 from tallystick.server.models.signal import Signal
 from tallystick.server.observability import (
     CREDITS_CONSUMED,
@@ -105,6 +105,9 @@ class _Work:
     credits: Decimal | None = None
     # The currency of the signal's hold, used to settle it when no pricing line rates the signal.
     hold_currency_id: str | None = None
+    # The customer's test clock time, when it lives on one: its orders and credits are judged
+    # at that time, and a signal without a timestamp occurred at it.
+    customer_now: datetime | None = None
     signal_id: str = field(default_factory=lambda: new_id("signal"))
 
 
@@ -320,16 +323,28 @@ def _resolve_customers(
     external_ids = {work.signal.external_customer_id for work in work_items if work.signal.external_customer_id}
     by_id: set[str] = set()
     by_external_id: dict[str, str] = {}
+    # The test clock time of the customers on one; the same queries fetch it.
+    clock_times: dict[str, datetime] = {}
     if ids:
-        statement = live_customers(organization_id).where(Customer.id.in_(ids))
-        by_id = set(session.scalars(statement.with_only_columns(Customer.id)))
+        rows = session.execute(
+            _with_clock_time(live_customers(organization_id).where(Customer.id.in_(ids)), Customer.id)
+        )
+        for customer_id, frozen_time in rows:
+            by_id.add(customer_id)
+            if frozen_time is not None:
+                clock_times[customer_id] = frozen_time
     if external_ids:
         rows = session.execute(
-            live_customers(organization_id)
-            .where(Customer.external_id.in_(external_ids))
-            .with_only_columns(Customer.external_id, Customer.id)
+            _with_clock_time(
+                live_customers(organization_id).where(Customer.external_id.in_(external_ids)),
+                Customer.external_id,
+                Customer.id,
+            )
         )
-        by_external_id = {external_id: customer_id for external_id, customer_id in rows}
+        for external_id, customer_id, frozen_time in rows:
+            by_external_id[external_id] = customer_id
+            if frozen_time is not None:
+                clock_times[customer_id] = frozen_time
 
     kept = []
     for work in work_items:
@@ -342,8 +357,22 @@ def _resolve_customers(
             work.customer_id = signal.customer_id
         else:
             work.customer_id = by_external_id.get(signal.external_customer_id or "")
+        customer_now = clock_times.get(work.customer_id or "")
+        if customer_now is not None:
+            work.customer_now = customer_now
+            if signal.timestamp is None:
+                work.occurred_at = customer_now
         kept.append(work)
     return kept
+
+
+def _with_clock_time(statement: Select[tuple[Customer]], *columns: Any) -> Select[Any]:
+    """Select `columns` of the customers with their test clock's time (null without a clock)."""
+    return (
+        statement.outerjoin(TestClockCustomer, TestClockCustomer.customer_id == Customer.id)
+        .outerjoin(TestClock, TestClock.id == TestClockCustomer.test_clock_id)
+        .with_only_columns(*columns, TestClock.frozen_time)
+    )
 
 
 _NOT_FOUND_REASONS = {
@@ -376,7 +405,8 @@ def _create_customers(session: Session, organization_id: str, work_items: list[_
 
 def _choose_lines(session: Session, organization_id: str, work_items: list[_Work]) -> None:
     lookups = [LineLookup(work.signal.event_name, work.customer_id, work.product_id) for work in work_items]
-    matches = match_lines(session, organization_id, lookups)
+    customer_times = {work.customer_id: work.customer_now for work in work_items if work.customer_id and work.customer_now}
+    matches = match_lines(session, organization_id, lookups, customer_times=customer_times)
     for work, match in zip(work_items, matches, strict=True):
         work.line = match.line
         work.product_id = match.product_id
@@ -750,6 +780,7 @@ def consume_for_signal(session: Session, organization_id: str, work: _Work) -> l
         occurred_at=request.occurred_at,
         hold_id=request.hold_id,
         order_id=request.order_id,
+        now=request.now,
     )
 
 
@@ -765,6 +796,7 @@ def _consumption_request(work: _Work) -> ledger.ConsumptionRequest:
         occurred_at=work.occurred_at,
         hold_id=work.signal.hold_id,
         order_id=work.order_id,
+        now=work.customer_now,
     )
 
 
