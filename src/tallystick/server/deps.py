@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -9,10 +10,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from tallystick.server.api_keys import find_active_key
+from tallystick.server.api_keys import VerifiedKey, find_active_key_by_hash, hash_api_key, verified_keys
 from tallystick.server.db import Store
 from tallystick.server.errors import ApiError
+from tallystick.server.hardening import RateLimiter
+from tallystick.server.settings import Settings
 
 
 def get_store(request: Request) -> Store:
@@ -67,9 +71,14 @@ def _unauthorized(message: str) -> ApiError:
 _bearer_scheme = HTTPBearer(auto_error=False, description="An API key from `tallystick api-keys create`.")
 
 
-def authenticate(
+async def authenticate(
     request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)] = None
 ) -> Principal:
+    """Return the caller's organization from the Bearer API key, or raise the API's 401 or 429.
+
+    An async dependency: a key found in this process's cache of verified keys costs no
+    database query and no worker thread. Only a lookup in the database runs in a thread.
+    """
     header = request.headers.get("authorization")
     if not header:
         raise _unauthorized("Missing Authorization header; send 'Authorization: Bearer <API key>'")
@@ -79,13 +88,36 @@ def authenticate(
         raise _unauthorized("Invalid Authorization header; expected 'Bearer <API key>'")
 
     store: Store = request.app.state.store
+    settings: Settings = request.app.state.settings
+    key_hash = hash_api_key(secret)
+    ttl_seconds = settings.api_key_cache_seconds
+    key = verified_keys.get(store.url, key_hash, ttl_seconds) if ttl_seconds > 0 else None
+    if key is None:
+        key = await run_in_threadpool(_look_up_key, store, key_hash, ttl_seconds)
+    if key is None:
+        raise _unauthorized("Invalid or revoked API key")
+
+    limiter: RateLimiter = request.app.state.rate_limiter
+    if limiter.in_process:
+        limiter.check(key.api_key_id)
+    else:
+        # Shared storage such as Redis is a network call, which must not block the event loop.
+        await run_in_threadpool(limiter.check, key.api_key_id)
+    return Principal(organization_id=key.organization_id, api_key_id=key.api_key_id)
+
+
+def _look_up_key(store: Store, key_hash: str, ttl_seconds: float) -> VerifiedKey | None:
+    """Read the key from the database and, when it is active and caching is on, cache it."""
+    generation = verified_keys.generation()
+    looked_up_at = time.monotonic()
     with store.read_sessions() as session:
-        api_key = find_active_key(session, secret)
+        api_key = find_active_key_by_hash(session, key_hash)
         if api_key is None:
-            raise _unauthorized("Invalid or revoked API key")
-        principal = Principal(organization_id=api_key.organization_id, api_key_id=api_key.id)
-    request.app.state.rate_limiter.check(principal.api_key_id)
-    return principal
+            return None
+        key = VerifiedKey(organization_id=api_key.organization_id, api_key_id=api_key.id)
+    if ttl_seconds > 0:
+        verified_keys.put(store.url, key_hash, key, looked_up_at=looked_up_at, generation=generation)
+    return key
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]

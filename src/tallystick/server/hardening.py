@@ -289,6 +289,8 @@ class RateLimiter:
 
     def __init__(self, limit: str, storage_url: str = "memory://") -> None:
         self.enabled = limit.strip().lower() not in ("", "0", "off", "none")
+        # The default in-memory storage does no I/O. Any other storage is a network call.
+        self.in_process = storage_url.startswith("memory://")
         self.item: RateLimitItem | None = parse(limit) if self.enabled else None
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_url)) if self.enabled else None
 

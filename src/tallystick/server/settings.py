@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     # rate_limit_storage_url names shared storage such as redis://127.0.0.1:6379.
     rate_limit: str = "1000/second"
     rate_limit_storage_url: str = "memory://"
+    # Seconds a server process trusts an API key that it found active, before it reads the key
+    # from the database again; 0 reads it on every request. A key revoked from the dashboard is
+    # rejected at once by the process that revoked it. Other processes (further workers, a key
+    # revoked with the CLI) reject it within this many seconds.
+    api_key_cache_seconds: float = Field(default=5.0, ge=0)
     # How far past the server's clock a signal's timestamp may be, in seconds, to allow for
     # clock skew between the client and the server; later timestamps are rejected.
     signal_max_future_skew_seconds: int = Field(default=300, ge=0)

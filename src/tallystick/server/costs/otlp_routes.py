@@ -123,7 +123,7 @@ async def export_traces(request: Request) -> Response:
 
 async def _handle_export(request: Request, encoding: str, limits: TraceIntakeLimits) -> Response:
     try:
-        principal: Principal = await run_in_threadpool(authenticate, request)
+        principal: Principal = await authenticate(request)
     except ApiError as error:
         if error.status == 429:
             # Rate limited: answered as 503, which OTLP exporters before 1.45 retry and 429 not.
