@@ -307,9 +307,10 @@ def _consume_requests(
         states = open_accounts(
             session, organization_id, by_account, now, load_pending=len(requests) > 1, account_times=account_times
         )
-        thresholds = None
-        if len(requests) > 1:
-            thresholds = queries.low_balance_thresholds(session, organization_id, {key[1] for key in by_account})
+        # Loaded before any consumption, for one request too: a threshold query in the middle
+        # of the write would autoflush the changed grants and account through the ORM, one
+        # UPDATE each, before `write_rows` updates the grants again.
+        thresholds = queries.low_balance_thresholds(session, organization_id, {key[1] for key in by_account})
         for key in sorted(by_account):
             state = states[key]
             for index in by_account[key]:

@@ -32,7 +32,7 @@ routes retry it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -845,8 +845,33 @@ def _count_batch(session: Session, outcomes: list[SignalOutcome]) -> None:
             consumed[outcome.credit_currency_id] = total + outcome.credits_consumed
     if not consumed:
         return
-    rows = session.execute(select(CreditCurrency.id, CreditCurrency.key).where(CreditCurrency.id.in_(consumed)))
-    keys = {currency_id: key for currency_id, key in rows}
+    keys = _currency_keys(session, consumed)
     for currency_id, amount in consumed.items():
         # Prometheus counters are floats; the ledger keeps the exact amounts.
         count_after_commit(session, CREDITS_CONSUMED.labels(keys.get(currency_id, "unknown")), float(amount))
+
+
+# Credit currency keys by currency id, for metric labels. A currency's key never changes after
+# it is created and ids are never reused, so entries never go stale.
+_KNOWN_CURRENCY_KEYS: dict[str, str] = {}
+_MAX_KNOWN_CURRENCY_KEYS = 10_000
+
+
+def _currency_keys(session: Session, currency_ids: Iterable[str]) -> dict[str, str]:
+    """Return the key of each currency id, reading only the ones this process has not seen."""
+    keys: dict[str, str] = {}
+    missing = []
+    for currency_id in currency_ids:
+        known = _KNOWN_CURRENCY_KEYS.get(currency_id)
+        if known is None:
+            missing.append(currency_id)
+        else:
+            keys[currency_id] = known
+    if missing:
+        rows = session.execute(select(CreditCurrency.id, CreditCurrency.key).where(CreditCurrency.id.in_(missing)))
+        found = {currency_id: key for currency_id, key in rows}
+        keys.update(found)
+        if len(_KNOWN_CURRENCY_KEYS) + len(found) > _MAX_KNOWN_CURRENCY_KEYS:
+            _KNOWN_CURRENCY_KEYS.clear()
+        _KNOWN_CURRENCY_KEYS.update(found)
+    return keys
