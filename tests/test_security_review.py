@@ -331,16 +331,14 @@ def test_dashboard_sign_in_logs_no_password_or_session(server, store, tenant, ca
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sign-out deletes the cookie in the browser only; a copied session cookie stays valid "
-    "until it expires (12 hours) or the password changes",
-)
 def test_dashboard_session_ends_at_sign_out(server, store, tenant):
     from tests.dashboard_helpers import DashboardClient, make_operator
 
+    operator = make_operator(store, tenant.organization_id)
     browser = DashboardClient(server.root)
-    assert browser.sign_in(make_operator(store, tenant.organization_id)).status_code == 303
+    other_browser = DashboardClient(server.root)
+    assert browser.sign_in(operator).status_code == 303
+    assert other_browser.sign_in(operator).status_code == 303
     copied = browser.http.cookies.get("tallystick_dashboard_session")
     signed_out = browser.http.post("/dashboard/logout", data={"csrf_token": browser.csrf_token()})
     browser.close()
@@ -348,9 +346,14 @@ def test_dashboard_session_ends_at_sign_out(server, store, tenant):
     replayed = httpx.get(
         server.root + "/dashboard", cookies={"tallystick_dashboard_session": copied}, follow_redirects=False
     )
+    still_signed_in = other_browser.get("/dashboard")
+    other_browser.close()
 
     assert signed_out.status_code == 303
     assert replayed.status_code == 303
+    assert replayed.headers["location"].startswith("/dashboard/login")
+    # Sign-out ends that one session; the operator's other browser stays signed in.
+    assert still_signed_in.status_code == 200
 
 
 def test_span_text_with_nul_is_stored(tenant, store):

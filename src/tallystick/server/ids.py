@@ -32,6 +32,7 @@ PREFIXES = {
     "payment": "pay",
     "payment_method": "pm",
     "operator": "op",
+    "operator_session": "opses",
     "customer_portal": "cpor",
     "billing_period": "bper",
     "credit_allocation": "calloc",

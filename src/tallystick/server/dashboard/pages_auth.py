@@ -55,9 +55,9 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/dashboard/logout")
-def logout(form: CheckedForm) -> Response:
+def logout(request: Request, form: CheckedForm, signed_in: session.CurrentOperator) -> Response:
     response = redirect("/dashboard/login")
-    session.end_session(response)
+    session.end_session(request, response, signed_in)
     return response
 
 

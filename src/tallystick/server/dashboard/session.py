@@ -1,8 +1,9 @@
 """Dashboard sign-in sessions and the anti-forgery (CSRF) checks of its forms.
 
 A session is a cookie signed with the server secret (itsdangerous, HMAC-SHA256 with a
-timestamp): it names the operator, a digest of the operator's password hash (so a new password
-ends old sessions) and a random CSRF token. The cookie is http-only and SameSite=Lax.
+timestamp): it names the operator, its `operator_sessions` row (which sign-out ends), a digest
+of the operator's password hash (so a new password ends old sessions) and a random CSRF token.
+The cookie is http-only and SameSite=Lax.
 
 Every form of the dashboard posts the session's CSRF token in a hidden `csrf_token` field, and
 every POST route compares it with the cookie's token (the synchronizer token pattern). Another
@@ -16,15 +17,18 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, Request, Response
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy import delete
 
 from tallystick.server import clock
 from tallystick.server.dashboard.operators import password_fingerprint
-from tallystick.server.models import Operator
+from tallystick.server.ids import new_id
+from tallystick.server.models import Operator, OperatorSession
 from tallystick.server.web import PageError
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,7 @@ class SignedIn:
     organization_id: str
     email: str
     csrf_token: str
+    session_id: str
 
 
 def _secret(request: Request) -> str:
@@ -73,9 +78,26 @@ def _secure(request: Request) -> bool:
 
 
 def start_session(request: Request, response: Response, operator: Operator) -> None:
-    """Set the session cookie for `operator` on `response` and drop the pre-session cookie."""
+    """Store a session for `operator`, set its cookie on `response` and drop the pre-session
+    cookie. The operator's expired sessions are deleted on the way."""
+    now = clock.now()
+    with request.app.state.store.transaction() as db:
+        db.execute(
+            delete(OperatorSession).where(
+                OperatorSession.operator_id == operator.id, OperatorSession.expires_at <= now
+            )
+        )
+        stored = OperatorSession(
+            id=new_id("operator_session"),
+            organization_id=operator.organization_id,
+            operator_id=operator.id,
+            created_at=now,
+            expires_at=now + timedelta(seconds=SESSION_MAX_AGE_SECONDS),
+        )
+        db.add(stored)
     payload = {
         "operator": operator.id,
+        "session": stored.id,
         "password": password_fingerprint(operator),
         "csrf": secrets.token_urlsafe(24),
     }
@@ -91,8 +113,21 @@ def start_session(request: Request, response: Response, operator: Operator) -> N
     response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
 
 
-def end_session(response: Response) -> None:
+def end_session(request: Request, response: Response, signed_in: SignedIn) -> None:
+    """End the stored session, so its cookie no longer works anywhere, and delete the cookie."""
+    with request.app.state.store.transaction() as db:
+        stored = db.get(OperatorSession, signed_in.session_id, with_for_update=True)
+        if stored is not None and stored.ended_at is None:
+            stored.ended_at = clock.now()
     response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    log.info(
+        "operator.signed_out",
+        extra={
+            "organization_id": signed_in.organization_id,
+            "operator_id": signed_in.operator_id,
+            "operator_session_id": signed_in.session_id,
+        },
+    )
 
 
 def read_session(request: Request) -> SignedIn | None:
@@ -104,7 +139,8 @@ def read_session(request: Request) -> SignedIn | None:
         payload = _serializer(_secret(request), _SESSION_SALT).loads(cookie, max_age=SESSION_MAX_AGE_SECONDS)
     except BadSignature:
         return None
-    if not isinstance(payload, dict) or not all(isinstance(payload.get(key), str) for key in ("operator", "password", "csrf")):
+    fields = ("operator", "session", "password", "csrf")
+    if not isinstance(payload, dict) or not all(isinstance(payload.get(key), str) for key in fields):
         return None
 
     with request.app.state.store.read_sessions() as session:
@@ -113,11 +149,20 @@ def read_session(request: Request) -> SignedIn | None:
             return None
         if not secrets.compare_digest(password_fingerprint(operator), payload["password"]):
             return None
+        stored = session.get(OperatorSession, payload["session"])
+        if (
+            stored is None
+            or stored.operator_id != operator.id
+            or stored.ended_at is not None
+            or stored.expires_at <= clock.now()
+        ):
+            return None
         return SignedIn(
             operator_id=operator.id,
             organization_id=operator.organization_id,
             email=operator.email,
             csrf_token=payload["csrf"],
+            session_id=stored.id,
         )
 
 

@@ -36,7 +36,7 @@ from tallystick.server.models.order import (
 from tallystick.server.models.organization import ApiKey, Organization
 from tallystick.server.models.server import ServerSecret
 from tallystick.server.models.signal import Signal
-from tallystick.server.models.user import CustomerPortal, Operator
+from tallystick.server.models.user import CustomerPortal, Operator, OperatorSession
 from tallystick.server.models.value import (
     SignalValue,
     SignalValueEvaluation,
@@ -73,6 +73,7 @@ __all__ = [
     "Order",
     "OrderLine",
     "Operator",
+    "OperatorSession",
     "Organization",
     "OutboxEvent",
     "Payment",

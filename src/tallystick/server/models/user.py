@@ -1,4 +1,5 @@
-"""Operators who sign in to the dashboard, and the customer portal links given to customers."""
+"""Operators who sign in to the dashboard with their sessions, and the customer portal links
+given to customers."""
 
 from __future__ import annotations
 
@@ -27,6 +28,19 @@ class Operator(OrgScopedMixin, TimestampMixin, Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     last_login_at: Mapped[datetime | None]
     disabled_at: Mapped[datetime | None]
+
+
+class OperatorSession(OrgScopedMixin, Base):
+    """One dashboard sign-in. The session cookie names this row, and sign-out ends it, so a
+    copied cookie stops working at sign-out and not only when it expires."""
+
+    __tablename__ = "operator_sessions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    operator_id: Mapped[str] = mapped_column(String(40), ForeignKey("operators.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
 
 
 class CustomerPortal(OrgScopedMixin, Base):

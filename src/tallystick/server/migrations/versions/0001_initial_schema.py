@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 22:34:49.160404
+Create Date: 2026-12-05 01:19:39.545300
 """
 
 from __future__ import annotations
@@ -423,6 +423,21 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('low_balance_thresholds', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_low_balance_thresholds_organization_id'), ['organization_id'], unique=False)
+
+    op.create_table('operator_sessions',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('operator_id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('ended_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('organization_id', sa.String(length=40), nullable=False),
+    sa.ForeignKeyConstraint(['operator_id'], ['operators.id'], name=op.f('fk_operator_sessions_operator_id_operators'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_operator_sessions_organization_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_operator_sessions'))
+    )
+    with op.batch_alter_table('operator_sessions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_operator_sessions_operator_id'), ['operator_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_operator_sessions_organization_id'), ['organization_id'], unique=False)
 
     op.create_table('payment_methods',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -1165,6 +1180,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_payment_methods_customer_id'))
 
     op.drop_table('payment_methods')
+    with op.batch_alter_table('operator_sessions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_operator_sessions_organization_id'))
+        batch_op.drop_index(batch_op.f('ix_operator_sessions_operator_id'))
+
+    op.drop_table('operator_sessions')
     with op.batch_alter_table('low_balance_thresholds', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_low_balance_thresholds_organization_id'))
 
