@@ -49,8 +49,13 @@ def test_grant_signal_and_balance(tenant, cli_env):
     create_guide_catalog(tenant.paid())
     tenant.http.post("/customers/", json={"name": "Ada", "externalId": "ada"})
 
-    granted = invoke(cli_env, "grants", "create", "ada", "--currency", "chat_credits", "--amount", "10")
+    grant_once = ("grants", "create", "ada", "--currency", "chat_credits", "--amount", "10", "--idempotency-key", "g1")
+    granted = invoke(cli_env, *grant_once)
     assert granted.exit_code == 0, granted.output
+    assert "Granted 10 chat_credits to ada." in granted.output
+    again = invoke(cli_env, *grant_once)
+    assert again.exit_code == 0, again.output
+    assert "already exists for this idempotency key; nothing granted" in again.output
 
     sent = invoke(cli_env, "signals", "send", "chat_message", "--customer", "ada", "--product", "chatbot", "--idempotency-key", "m1")
     assert sent.exit_code == 0, sent.output

@@ -132,6 +132,9 @@ GRANT_ERRORS = [
     ({"creditCurrencyKey": "chat_credits", "amount": 5, "expiresAt": "2001-01-01T00:00:00Z"}, "expiresAt"),
     ({"creditCurrencyKey": "chat_credits", "amount": 5, "expiresAt": "soon"}, "expiresAt"),
     ({"creditCurrencyKey": "chat_credits", "amount": 5, "priority": 1.5}, "priority"),
+    ({"creditCurrencyKey": "chat_credits", "amount": 5, "idempotencyKey": ""}, "idempotencyKey"),
+    ({"creditCurrencyKey": "chat_credits", "amount": 5, "idempotencyKey": "k" * 256}, "idempotencyKey"),
+    ({"creditCurrencyKey": "chat_credits", "amount": 5, "idempotencyKey": 42}, "idempotencyKey"),
 ]
 
 
@@ -147,6 +150,88 @@ def test_grant_rejects_bad_input(tenant, body, field):
     assert field in error["error"]
     assert error["fields"][0]["field"] == field
     assert tenant.http.get("/customers/external/user-1/credits/balances").json() == {"data": []}
+
+
+def test_grant_retry_with_key_grants_once(tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+    body = {"creditCurrencyKey": "chat_credits", "amount": 25, "idempotencyKey": "welcome-bonus"}
+
+    first = post_grant(tenant, customer_id, body)
+    retried = post_grant(tenant, "external/user-1", body)
+
+    assert first.status_code == 201, first.text
+    assert retried.status_code == 200, retried.text
+    assert first.json()["created"] is True
+    assert retried.json()["created"] is False
+    assert retried.json()["grant"]["id"] == first.json()["grant"]["id"]
+    assert retried.json()["grant"]["amountDecimal"] == "25"
+    [balance] = tenant.http.get(f"/customers/{customer_id}/credits/balances").json()["data"]
+    assert balance["availableDecimal"] == "25"
+    assert len(balance["grants"]) == 1
+
+
+def test_grant_key_reused_for_other_grant_rejected(tenant):
+    customer_id = make_customer(tenant)
+    other_id = make_customer(tenant, "user-2")
+    make_currency(tenant)
+    first = post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 25, "idempotencyKey": "k1"})
+    assert first.status_code == 201, first.text
+
+    other_amount = post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 30, "idempotencyKey": "k1"})
+    other_customer = post_grant(tenant, other_id, {"creditCurrencyKey": "chat_credits", "amount": 25, "idempotencyKey": "k1"})
+
+    for response in (other_amount, other_customer):
+        assert response.status_code == 400, response.text
+        assert response.json()["fields"][0]["field"] == "idempotencyKey"
+        assert first.json()["grant"]["id"] in response.json()["error"]
+    [balance] = tenant.http.get(f"/customers/{customer_id}/credits/balances").json()["data"]
+    assert balance["availableDecimal"] == "25"
+    assert tenant.http.get(f"/customers/{other_id}/credits/balances").json() == {"data": []}
+
+
+def test_grant_key_is_per_organization(tenant, other_tenant):
+    for organization in (tenant, other_tenant):
+        customer_id = make_customer(organization)
+        make_currency(organization)
+        response = post_grant(organization, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5, "idempotencyKey": "same"})
+        assert response.status_code == 201, response.text
+        assert response.json()["created"] is True
+
+
+@pytest.mark.parametrize("customers", [1, 2], ids=["same-customer", "two-customers"])
+def test_parallel_grants_with_one_key_grant_once(tenant, customers):
+    customer_ids = [make_customer(tenant, f"user-{index}") for index in range(customers)]
+    make_currency(tenant)
+    statuses: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def request_grant(index: int) -> None:
+        start.wait()
+        customer_id = customer_ids[index % customers]
+        response = post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 10, "idempotencyKey": "once"})
+        with lock:
+            statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=request_grant, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert statuses.count(201) == 1
+    # Requests for the customer that got the grant replay it. Requests for another customer are
+    # rejected because the key belongs to a grant to someone else.
+    assert statuses.count(200) + statuses.count(400) == 7
+    if customers == 1:
+        assert statuses.count(200) == 7
+    granted = [
+        balance["availableDecimal"]
+        for customer_id in customer_ids
+        for balance in tenant.http.get(f"/customers/{customer_id}/credits/balances").json()["data"]
+    ]
+    assert granted == ["10"]
 
 
 def test_grant_rejects_non_json_body(tenant):

@@ -197,6 +197,17 @@ def test_grant_not_retried_after_server_error():
     assert len(seen) == 1
 
 
+def test_grant_with_key_retried_after_server_error():
+    transport, seen = scripted([500, 200])
+
+    fast_client(transport).customers.grant_credits(
+        external_customer_id="acme", credit_currency_key="chat_credits", amount=1, idempotency_key="bonus-1"
+    )
+
+    assert len(seen) == 2
+    assert [json.loads(request.content)["idempotencyKey"] for request in seen] == ["bonus-1", "bonus-1"]
+
+
 def test_grant_retried_when_connection_refused():
     transport, seen = scripted([httpx.ConnectError("refused"), 429, 200])
 

@@ -118,18 +118,25 @@ class Customers(Resource):
         external_customer_id: str | None = None,
         starts_at: datetime | None = None,
         expires_at: datetime | None = None,
+        idempotency_key: str | None = None,
         **fields: Any,
     ) -> GrantResult:
-        """Grant `amount` credits. Not retried after a 5xx: the grant API has no idempotency key."""
+        """Grant `amount` credits.
+
+        With `idempotency_key`, a failed request is retried, and a retry of a grant the server
+        already stored returns that grant with `created` False. Without it, nothing is retried
+        after the request may have reached the server, since a retry could grant twice.
+        """
         body = body_of(
             credit_currency_key=credit_currency_key,
             amount=Decimal(amount),
             starts_at=starts_at,
             expires_at=expires_at,
+            idempotency_key=idempotency_key,
             **fields,
         )
         path = customer_path(customer_id, external_customer_id) + "/credits/grants"
-        return self._send(Call("POST", path, body=body))
+        return self._send(Call("POST", path, body=body, idempotent=idempotency_key is not None))
 
     def pending_consumption(
         self,

@@ -271,6 +271,10 @@ def grants_create(
     currency: Annotated[str, typer.Option(help="Credit currency key, such as chat_credits.")],
     amount: Annotated[str, typer.Option(help="Credits to grant (a decimal number).")],
     expires_at: Annotated[str | None, typer.Option(help="RFC 3339 expiry time; default: never.")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(help="Key that makes the grant happen once: running the command again with it grants nothing."),
+    ] = None,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
     as_json: JsonOption = False,
@@ -286,12 +290,17 @@ def grants_create(
     body: dict[str, Any] = {"creditCurrencyKey": currency, "amount": number}
     if expires_at is not None:
         body["expiresAt"] = expires_at
+    if idempotency_key is not None:
+        body["idempotencyKey"] = idempotency_key
     with api_client(api_url, api_key) as client:
         created = client.post(_customer_path(customer) + "/credits/grants", body)
     if as_json:
         print_json(created)
         return
     grant = created["grant"]
+    if not created.get("created", True):
+        console.print(f"Grant {grant['id']} already exists for this idempotency key; nothing granted.")
+        return
     console.print(f"Granted {grant['amountDecimal']} {currency} to {customer}.")
 
 

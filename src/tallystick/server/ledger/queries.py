@@ -315,6 +315,12 @@ def unsettled_pending(
     return list(session.scalars(statement))
 
 
+def find_grant_by_idempotency_key(session: Session, organization_id: str, key: str) -> CreditGrant | None:
+    return session.scalar(
+        select(CreditGrant).where(CreditGrant.organization_id == organization_id, CreditGrant.idempotency_key == key)
+    )
+
+
 def find_hold(session: Session, organization_id: str, hold_id: str) -> CreditHold | None:
     statement = (
         select(CreditHold)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from decimal import Decimal
@@ -12,6 +13,7 @@ from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tallystick.server import clock
@@ -62,6 +64,8 @@ from tallystick.server.models import (
 from tallystick.server.pagination import Page, paginate
 from tallystick.server.routing import Router
 from tallystick.server.schemas import ERROR_RESPONSES, decimal_to_number
+
+log = logging.getLogger(__name__)
 
 router = Router(tags=["credits"], dependencies=[Depends(authenticate)], responses=ERROR_RESPONSES)
 
@@ -223,36 +227,77 @@ def _grant(session: Session, customer: Customer, body: GrantBody) -> JSONRespons
     if body.expires_at is not None and body.expires_at <= now:
         raise bad_request("expiresAt", "must be in the future", body.expires_at.isoformat())
 
-    created = service.grant(
-        session,
-        organization_id=customer.organization_id,
-        customer_id=customer.id,
-        currency_id=currency.id,
-        amount=body.amount,
-        starts_at=starts_at,
-        expires_at=body.expires_at,
-        priority=body.priority or 0,
-        source="manual",
-        origin_code="manual",
-        description=body.description,
+    key = body.idempotency_key
+    if key is not None:
+        earlier = queries.find_grant_by_idempotency_key(session, customer.organization_id, key)
+        if earlier is not None:
+            return _grant_response(_replayed_grant(earlier, customer, currency, body), customer, currency, created=False)
+    try:
+        # A savepoint, so a concurrent request that stored the same key first leaves this
+        # transaction usable for reading its grant.
+        with session.begin_nested():
+            created = service.grant(
+                session,
+                organization_id=customer.organization_id,
+                customer_id=customer.id,
+                currency_id=currency.id,
+                amount=body.amount,
+                starts_at=starts_at,
+                expires_at=body.expires_at,
+                priority=body.priority or 0,
+                source="manual",
+                origin_code="manual",
+                description=body.description,
+                idempotency_key=key,
+            )
+    except IntegrityError:
+        earlier = queries.find_grant_by_idempotency_key(session, customer.organization_id, key) if key else None
+        if earlier is None:
+            raise
+        log.info(
+            "ledger.grant_replayed_after_conflict",
+            extra={"organization_id": customer.organization_id, "grant_id": earlier.id},
+        )
+        return _grant_response(_replayed_grant(earlier, customer, currency, body), customer, currency, created=False)
+    return _grant_response(created, customer, currency, created=True)
+
+
+def _replayed_grant(earlier: CreditGrant, customer: Customer, currency: CreditCurrency, body: GrantCreate) -> CreditGrant:
+    """Return the grant an idempotency key created, after checking that the retry requests the same grant."""
+    same = (
+        earlier.customer_id == customer.id
+        and earlier.credits_currency_id == currency.id
+        and earlier.amount == body.amount
     )
+    if not same:
+        raise bad_request(
+            "idempotencyKey",
+            f"was already used for grant {earlier.id}, of another customer, currency or amount; "
+            "send a new key for a new grant",
+            body.idempotency_key,
+        )
+    return earlier
+
+
+def _grant_response(grant: CreditGrant, customer: Customer, currency: CreditCurrency, *, created: bool) -> JSONResponse:
     response = GrantResponseOut(
-        created=True,
+        created=created,
         customer=CustomerRef(id=customer.id, external_id=customer.external_id),
         credit_currency=CurrencyRef(key=currency.key, name=currency.name),
         grant=GrantResultOut(
-            id=created.id,
-            amount=int(created.amount),
-            amount_decimal=credits_text(created.amount),
-            starts_at=created.starts_at,
-            expires_at=created.expires_at,
+            id=grant.id,
+            amount=int(grant.amount),
+            amount_decimal=credits_text(grant.amount),
+            starts_at=grant.starts_at,
+            expires_at=grant.expires_at,
             status="active",
-            priority=created.priority,
-            source=created.source,
+            priority=grant.priority,
+            source=grant.source,
         ),
-        created_at=created.created_at,
+        created_at=grant.created_at,
     )
-    return JSONResponse(response.model_dump(mode="json", by_alias=True), status_code=201)
+    # A replay returns 200 because nothing was created this time.
+    return JSONResponse(response.model_dump(mode="json", by_alias=True), status_code=201 if created else 200)
 
 
 _GRANT_DOC = """\
@@ -263,7 +308,8 @@ future (up to 60 seconds of clock skew is accepted and treated as now); `expires
 the future, or null for credits that never expire. A new grant first settles the customer's
 pending consumption, oldest first. Optional `priority` (not in the Paid API) sets the draw
 order: lower is drawn first; grants of equal priority are drawn earliest expiry first, then
-oldest first.
+oldest first. Optional `idempotencyKey` (not in the Paid API) makes retries safe: a request
+with a key already used returns that grant with `created` false and status 200.
 """
 
 

@@ -51,6 +51,13 @@ class GrantCreate(RequestModel):
         description="Not in the Paid API. Draw order among grants: lower is drawn first. Default 0.",
     )
     description: str | None = Field(default=None, max_length=500, description="Not in the Paid API.")
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="Not in the Paid API. A retry with the same key returns the grant that the key "
+        "created, with created false, instead of granting again. Unique per organization.",
+    )
 
 
 class HoldCreate(RequestModel):

@@ -409,6 +409,7 @@ def grant(
     period_start: datetime | None = None,
     period_end: datetime | None = None,
     description: str | None = None,
+    idempotency_key: str | None = None,
 ) -> CreditGrant:
     """Create a grant, write its ledger entry, then settle pending consumption oldest first.
 
@@ -445,6 +446,7 @@ def grant(
         description=description,
         sequence=state.next_sequence(),
         created_at=state.now,
+        idempotency_key=idempotency_key,
     )
     session.add(created)
     entry_type = "adjustment" if source == "adjustment" else "grant"

@@ -20,7 +20,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String
+from sqlalchemy import BigInteger, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tallystick.server import clock
@@ -62,6 +62,14 @@ class CreditGrant(OrgScopedMixin, Base):
     __tablename__ = "credit_grants"
     __table_args__ = (
         Index("ix_credit_grants_account", "organization_id", "customer_id", "credits_currency_id"),
+        Index(
+            "uq_credit_grants_org_idempotency_key",
+            "organization_id",
+            "idempotency_key",
+            unique=True,
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -86,6 +94,8 @@ class CreditGrant(OrgScopedMixin, Base):
     expired_at: Mapped[datetime | None]
     sequence: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    # The client's key of a manual grant: a retry with the same key returns this grant.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
 
 
 class LedgerEntry(OrgScopedMixin, Base):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-05 01:19:39.545300
+Create Date: 2026-12-05 01:24:30.207502
 """
 
 from __future__ import annotations
@@ -336,6 +336,7 @@ def upgrade() -> None:
     sa.Column('expired_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=True),
     sa.Column('sequence', sa.BigInteger(), nullable=False),
     sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('idempotency_key', sa.String(length=255), nullable=True),
     sa.Column('organization_id', sa.String(length=40), nullable=False),
     sa.ForeignKeyConstraint(['credits_currency_id'], ['credit_currencies.id'], name=op.f('fk_credit_grants_credits_currency_id_credit_currencies')),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_credit_grants_customer_id_customers')),
@@ -346,6 +347,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_credit_grants_account', ['organization_id', 'customer_id', 'credits_currency_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_credit_grants_order_id'), ['order_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_credit_grants_organization_id'), ['organization_id'], unique=False)
+        batch_op.create_index('uq_credit_grants_org_idempotency_key', ['organization_id', 'idempotency_key'], unique=True, sqlite_where=sa.text('idempotency_key IS NOT NULL'), postgresql_where=sa.text('idempotency_key IS NOT NULL'))
 
     op.create_table('credit_holds',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -1206,6 +1208,7 @@ def downgrade() -> None:
 
     op.drop_table('credit_holds')
     with op.batch_alter_table('credit_grants', schema=None) as batch_op:
+        batch_op.drop_index('uq_credit_grants_org_idempotency_key', sqlite_where=sa.text('idempotency_key IS NOT NULL'), postgresql_where=sa.text('idempotency_key IS NOT NULL'))
         batch_op.drop_index(batch_op.f('ix_credit_grants_organization_id'))
         batch_op.drop_index(batch_op.f('ix_credit_grants_order_id'))
         batch_op.drop_index('ix_credit_grants_account')
