@@ -8,10 +8,11 @@ charges, monthly allocations, rollovers, payment retries and the end of canceled
 advance then records the credit expiries due by then. The work goes through the same code as real time, because
 `clock.at` pins the time that `clock.now()` returns while it runs.
 
-Webhook events of that work are written to the outbox before the advance returns. The webhook
-task then delivers them on its own schedule, in real time.
+Webhook events of that work are written to the outbox in the advance's transaction. The advance
+route then waits for each event's first delivery attempt; retries follow in real time.
 
-NOTE: signals of a customer on a test clock are rated at the real time, not the clock's.
+Signals of a customer on a test clock are rated, and consume credits, at the clock's time: the
+signal service reads the clock's time together with the customer.
 """
 
 from __future__ import annotations
