@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     webhook_retry_base_seconds: float = Field(default=30.0, gt=0)
     webhook_retry_max_delay_seconds: float = Field(default=6 * 3600.0, gt=0)
     webhook_retry_window_seconds: float = Field(default=3 * 86400.0, gt=0)
+    # Days an outbox event is kept after it was handed over and every delivery of it finished
+    # (delivered, failed or canceled). After that, it is deleted with its deliveries and attempts.
+    webhook_retention_days: float = Field(default=30.0, gt=0)
 
     # Mounts the floor endpoints under /api/v2/benchmark/, which authenticate and parse like the
     # real routes but store nothing, so that benchmarks can measure the server's own floor.

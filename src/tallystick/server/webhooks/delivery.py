@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from tallystick.server.errors import bad_request, not_found
@@ -221,6 +221,35 @@ def count_unattempted(session: Session, event_ids: Sequence[str]) -> int:
         )
     )
     return (undispatched or 0) + (unattempted or 0)
+
+
+def prune_finished(session: Session, now: datetime, retention: timedelta, limit: int) -> int:
+    """Delete up to `limit` outbox events older than `retention` with their finished deliveries
+    and attempts; return how many events were deleted.
+
+    An event goes once it was handed over before the cutoff and none of its deliveries is pending
+    or changed since the cutoff, so a delivery being retried or redelivered is kept.
+    """
+    cutoff = now - retention
+    recent_or_pending = select(WebhookDelivery.id).where(
+        WebhookDelivery.event_id == OutboxEvent.id,
+        or_(WebhookDelivery.status == "pending", WebhookDelivery.updated_at > cutoff),
+    )
+    event_ids = list(
+        session.scalars(
+            select(OutboxEvent.id)
+            .where(OutboxEvent.delivered_at < cutoff, ~exists(recent_or_pending))
+            .order_by(OutboxEvent.delivered_at)
+            .limit(limit)
+        )
+    )
+    if not event_ids:
+        return 0
+    deliveries = select(WebhookDelivery.id).where(WebhookDelivery.event_id.in_(event_ids))
+    session.execute(delete(WebhookDeliveryAttempt).where(WebhookDeliveryAttempt.delivery_id.in_(deliveries)))
+    session.execute(delete(WebhookDelivery).where(WebhookDelivery.event_id.in_(event_ids)))
+    session.execute(delete(OutboxEvent).where(OutboxEvent.id.in_(event_ids)))
+    return len(event_ids)
 
 
 def record_attempt(

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import TypeVar
 
 from tallystick.server import clock
@@ -30,6 +31,9 @@ MAX_IN_FLIGHT = 32
 DISPATCH_BATCH_SIZE = 200
 # Maximum pause, in seconds, after repeated database errors in the polling loop.
 MAX_ERROR_PAUSE_SECONDS = 30.0
+# Seconds between two prunes of old outbox events, and events deleted per prune transaction.
+PRUNE_INTERVAL_SECONDS = 3600.0
+PRUNE_BATCH_SIZE = 1000
 
 T = TypeVar("T")
 
@@ -45,6 +49,8 @@ class WebhookWorker:
         self._database = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhooks-db")
         self._in_flight: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        # time.monotonic() at which the next prune is due; the first comes soon after start.
+        self._next_prune = 0.0
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="webhooks-worker")
@@ -74,7 +80,27 @@ class WebhookWorker:
                 await asyncio.sleep(pause)
                 continue
             if not busy:
+                if time.monotonic() >= self._next_prune:
+                    self._next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
+                    await self.prune()
                 await asyncio.sleep(self.settings.webhook_poll_interval_seconds)
+
+    async def prune(self) -> int:
+        """Delete the outbox events past the retention period, a batch per transaction; return
+        how many were deleted. A failure is logged and left to the next prune."""
+        deleted = 0
+        try:
+            while True:
+                count = await self._in_database(self._prune_batch)
+                deleted += count
+                if count < PRUNE_BATCH_SIZE:
+                    break
+        except Exception:  # noqa: BLE001 - pruning must not stop deliveries
+            log.exception("webhooks.prune_failed", extra={"deleted": deleted})
+            return deleted
+        if deleted:
+            log.info("webhooks.pruned", extra={"deleted_events": deleted})
+        return deleted
 
     async def run_once(self) -> bool:
         """Dispatch new outbox events and start sending due deliveries; return whether any were found."""
@@ -152,6 +178,11 @@ class WebhookWorker:
     def _claim(self, limit: int, event_ids: Sequence[str] | None = None) -> list[ClaimedDelivery]:
         with self.store.transaction() as session:
             return delivery.claim_due_deliveries(session, clock.now(), self.settings, limit, event_ids=event_ids)
+
+    def _prune_batch(self) -> int:
+        retention = timedelta(days=self.settings.webhook_retention_days)
+        with self.store.transaction() as session:
+            return delivery.prune_finished(session, clock.now(), retention, PRUNE_BATCH_SIZE)
 
     def _count_unattempted(self, event_ids: Sequence[str]) -> int:
         with self.store.read_sessions() as session:
