@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from tallystick.cli.main import app
@@ -129,3 +130,34 @@ def test_import_bad_json_line_names_line(cli_env, tmp_path: Path):
     result = invoke(cli_env, "import", "signals", str(jsonl))
     assert result.exit_code == 1
     assert f"{jsonl}:2: invalid JSON" in result.output
+
+
+def test_value_model_upload_show_backfill(cli_env, tmp_path):
+    from tallystick.demo.value import VALUE_MODEL
+
+    model_file = tmp_path / "value-model.yaml"
+    model_file.write_text(yaml.safe_dump(VALUE_MODEL))
+
+    uploaded = invoke(cli_env, "value-models", "upload", str(model_file))
+    assert uploaded.exit_code == 0, uploaded.output
+    assert "Uploaded value model version 1; it is active." in uploaded.output
+
+    current = invoke(cli_env, "value-models", "show", "--json")
+    assert current.exit_code == 0, current.output
+    assert json.loads(current.output)["content"]["valueTypes"] == json.loads(json.dumps(VALUE_MODEL["valueTypes"]))
+
+    backfilled = invoke(cli_env, "value-models", "backfill", "--json")
+    assert backfilled.exit_code == 0, backfilled.output
+    result = json.loads(backfilled.output)
+    assert (result["version"], result["signalsEvaluated"], result["receiptsRefreshed"]) == (1, 0, 0)
+
+
+def test_value_model_upload_rejects_bad_file(cli_env, tmp_path):
+    not_a_model = tmp_path / "model.json"
+    not_a_model.write_text("[1, 2")
+
+    result = invoke(cli_env, "value-models", "upload", str(not_a_model))
+
+    assert result.exit_code == 2
+    assert "is not valid JSON or YAML" in result.output
+    assert invoke(cli_env, "value-models", "show").exit_code == 1

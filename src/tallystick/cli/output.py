@@ -35,8 +35,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON i
 
 
 @contextmanager
-def api_client(api_url: str | None, api_key: str | None) -> Iterator[Client]:
-    """Yield a client, turning API and connection errors into a message and exit code 1."""
+def api_client(api_url: str | None, api_key: str | None, *, timeout: float | None = None) -> Iterator[Client]:
+    """Yield a client, turning API and connection errors into a message and exit code 1.
+
+    `timeout` (seconds) replaces the SDK's default request timeout.
+    """
     if not (api_key or os.environ.get("TALLYSTICK_API_KEY")):
         error_console.print(
             "[red]Error:[/red] no API key: pass --api-key or set TALLYSTICK_API_KEY "
@@ -45,7 +48,8 @@ def api_client(api_url: str | None, api_key: str | None) -> Iterator[Client]:
         )
         raise typer.Exit(code=1)
     try:
-        client = Client(api_url=api_url, api_key=api_key)
+        options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        client = Client(api_url=api_url, api_key=api_key, **options)
     except ValueError as error:
         error_console.print(f"[red]Error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(code=1) from None

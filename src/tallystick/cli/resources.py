@@ -16,6 +16,7 @@ from tallystick.cli.output import (
     print_record,
     print_table,
 )
+from tallystick.cli.value_models import value_models
 
 LimitOption = Annotated[int, typer.Option(help="Maximum number of items to show.", min=1, max=1000)]
 OffsetOption = Annotated[int, typer.Option(help="Number of items to skip.", min=0)]
@@ -486,3 +487,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(orders, name="orders")
     app.add_typer(invoices, name="invoices")
     app.add_typer(value_receipts, name="value-receipts")
+    app.add_typer(value_models, name="value-models")
