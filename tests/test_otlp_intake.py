@@ -315,3 +315,28 @@ def test_overload_is_503_with_retry_after(tenant, store, small_intake):
     finally:
         held.close()
     assert post_export(small_intake, tenant.api_key, body).status_code == 200
+
+
+def test_wrapping_llm_span_not_billed_twice(tenant, store):
+    trace_id = new_trace_id()
+    framework_llm = span(
+        {**openai_chat_attributes(), "openinference.span.kind": "LLM", "llm.system": "langchain"},
+        name="paid.trace.ChatModel",
+        scope="openinference.instrumentation.langchain",
+        trace_id=trace_id,
+    )
+    chain = span(
+        {"openinference.span.kind": "CHAIN", "external_customer_id": "user-1"},
+        name="paid.trace.RunnableSequence",
+        scope="openinference.instrumentation.langchain",
+        trace_id=trace_id,
+        parent_span_id=framework_llm["span_id"],
+    )
+    provider_llm = span(openai_chat_attributes(), trace_id=trace_id, parent_span_id=chain["span_id"])
+    separate_call = span(openai_chat_attributes(prompt=100, completion=10), trace_id=trace_id)
+
+    send_spans(tenant, provider_llm, chain, framework_llm, separate_call)
+
+    rows = cost_rows(store, tenant.organization_id)
+    assert sorted(row.span_id for row in rows) == sorted([provider_llm["span_id"], separate_call["span_id"]])
+    assert sum(row.input_tokens for row in rows) == 2100

@@ -168,10 +168,9 @@ def is_llm_span(attributes: dict[str, Any]) -> bool:
     Attribute caps can evict `openinference.span.kind` from long chat spans, leaving only the
     model and token counts, so a span with a model and usage counts as a call too.
 
-    NOTE: when two instrumentations trace the same call (a framework's LLM span around a
-    provider SDK's span, such as LangChain over OpenAI), both spans are billed. paid-python
-    drops LangChain's ChatOpenAI and ChatAnthropic spans itself; other such pairs are not
-    detected yet.
+    When two instrumentations trace the same call (a framework's LLM span around a provider
+    SDK's span, such as LangChain over OpenAI), both spans pass this test. The intake then bills
+    only the inner one (`span_ingest`).
     """
     kind = attributes.get("openinference.span.kind")
     if isinstance(kind, str):

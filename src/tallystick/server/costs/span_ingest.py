@@ -157,7 +157,36 @@ def _classify(spans: list[SpanView], result: SpanIngestResult) -> tuple[list[_Ll
                 paid_scope_id=paid_scope_id,
             )
         )
-    return llm_spans, signal_spans
+    return _drop_wrapping_llm_spans(spans, llm_spans), signal_spans
+
+
+def _drop_wrapping_llm_spans(spans: list[SpanView], llm_spans: list[_LlmSpan]) -> list[_LlmSpan]:
+    """Drop the LLM spans that have another LLM span below them in the same export.
+
+    When two instrumentations trace one model call, such as a framework's LLM span around the
+    provider SDK's span, both carry the call's usage. The innermost span is the call itself,
+    so only it is billed. Spans of one call usually end together and share an export.
+
+    NOTE: a wrapping span exported in a later request than its inner span is still billed too.
+    """
+    if len(llm_spans) < 2:
+        return llm_spans
+    parents = {(span.trace_id, span.span_id): span.parent_span_id for span in spans}
+    llm_keys = {(item.span.trace_id, item.span.span_id) for item in llm_spans}
+    wrapping: set[tuple[str, str]] = set()
+    for item in llm_spans:
+        trace_id = item.span.trace_id
+        parent_id = item.span.parent_span_id
+        seen: set[str] = set()
+        # Walks up through non-LLM spans too, such as a framework's chain span in between.
+        while parent_id is not None and parent_id not in seen:
+            seen.add(parent_id)
+            if (trace_id, parent_id) in llm_keys:
+                wrapping.add((trace_id, parent_id))
+            parent_id = parents.get((trace_id, parent_id))
+    if wrapping:
+        log.info("otlp.wrapping_llm_spans_dropped", extra={"spans": len(wrapping)})
+    return [item for item in llm_spans if (item.span.trace_id, item.span.span_id) not in wrapping]
 
 
 def _read_signal_span(span: SpanView, result: SpanIngestResult) -> _SignalSpan | None:
