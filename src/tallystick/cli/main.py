@@ -16,6 +16,7 @@ from tallystick import __version__
 from tallystick.cli import resources
 from tallystick.cli.catalog_commands import apply, export
 from tallystick.cli.importer import import_app
+from tallystick.cli.secrets import secrets_app
 from tallystick.cli.users import users_app
 
 app = typer.Typer(
@@ -236,6 +237,7 @@ app.command()(export)
 resources.register(app)
 app.add_typer(import_app, name="import")
 app.add_typer(users_app, name="users")
+app.add_typer(secrets_app, name="secrets")
 
 
 def run() -> None:

@@ -4,7 +4,7 @@ When TALLYSTICK_SECRET_KEY is unset, the first server process to start draws a r
 stores it in `server_secrets`. Every later process, on any host sharing the database, reads the
 same one. Forms rendered by one process therefore verify on another, and signed links keep
 working across restarts. Anyone who can read the database can read this key, as they can read
-everything it protects.
+everything it protects, unless TALLYSTICK_ENCRYPTION_KEYS encrypts it at rest.
 """
 
 from __future__ import annotations

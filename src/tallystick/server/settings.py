@@ -17,7 +17,8 @@ def default_database_url() -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TALLYSTICK_", extra="ignore")
+    # Errors leave the input out, since it contains secrets such as the encryption keys.
+    model_config = SettingsConfigDict(env_prefix="TALLYSTICK_", extra="ignore", hide_input_in_errors=True)
 
     database_url: str = Field(default_factory=default_database_url)
     # Largest page a list endpoint returns, whatever `limit` the caller sends.
@@ -27,6 +28,11 @@ class Settings(BaseSettings):
     # sharing a database needs the same value; when it is unset, the first process generates
     # one and stores it in the database, where the others read it.
     secret_key: SecretStr | None = None
+    # Fernet keys (urlsafe base64 of 32 bytes, comma-separated) that encrypt the secrets stored
+    # in the database: Stripe keys, webhook signing secrets and the generated secret key. The
+    # first key encrypts and every key decrypts, so a new key goes first during a rotation.
+    # Unset: secrets are stored in clear. Generate one with `tallystick secrets generate-key`.
+    encryption_keys: SecretStr | None = None
     # Root URL at which buyers reach this server, such as https://billing.example.com; hosted
     # page links start with it. Default: the root URL of the request that creates the link.
     public_url: str | None = None
@@ -86,6 +92,18 @@ class Settings(BaseSettings):
     # stand-in in tests), and seconds one Stripe request may take.
     stripe_api_base: str = "https://api.stripe.com"
     stripe_timeout_seconds: float = Field(default=20.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_encryption_keys(self) -> Settings:
+        # Checked at start-up, because a write that failed on a bad key would report the
+        # statement's parameters, secrets included, in its error.
+        if self.encryption_keys is not None:
+            from tallystick.server.encryption import key_list_problem
+
+            problem = key_list_problem(self.encryption_keys.get_secret_value())
+            if problem is not None:
+                raise ValueError(f"encryption_keys: {problem}")
+        return self
 
     @model_validator(mode="after")
     def _check_webhook_claim(self) -> Settings:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+import tallystick.server.encryption
 import tallystick.server.models.types
 ${imports if imports else ""}
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tallystick.server import clock
+from tallystick.server.encryption import EncryptedString
 from tallystick.server.models.base import Base, OrgScopedMixin, TimestampMixin
 from tallystick.server.models.types import Credits, JsonObject
 
@@ -350,8 +351,9 @@ class PaymentSettings(Base):
         String(40), ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
     )
     provider: Mapped[str] = mapped_column(String(32), default="test")
-    stripe_secret_key: Mapped[str | None] = mapped_column(String(255))
-    stripe_webhook_secret: Mapped[str | None] = mapped_column(String(255))
+    # Encrypted at rest when TALLYSTICK_ENCRYPTION_KEYS is set.
+    stripe_secret_key: Mapped[str | None] = mapped_column(EncryptedString())
+    stripe_webhook_secret: Mapped[str | None] = mapped_column(EncryptedString())
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
     updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
 

@@ -8,6 +8,7 @@ from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tallystick.server import clock
+from tallystick.server.encryption import EncryptedString
 from tallystick.server.models.base import Base
 
 
@@ -17,5 +18,6 @@ class ServerSecret(Base):
     __tablename__ = "server_secrets"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(String(255))
+    # Encrypted at rest when TALLYSTICK_ENCRYPTION_KEYS is set.
+    value: Mapped[str] = mapped_column(EncryptedString())
     created_at: Mapped[datetime] = mapped_column(default=clock.now)

@@ -13,6 +13,7 @@ from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tallystick.server import clock
+from tallystick.server.encryption import EncryptedString
 from tallystick.server.models.base import Base, OrgScopedMixin, TimestampMixin
 from tallystick.server.models.types import Credits
 
@@ -33,14 +34,15 @@ class WebhookEndpoint(OrgScopedMixin, TimestampMixin, Base):
 
 
 class WebhookSigningSecret(Base):
-    """The organization's one webhook signing secret, kept in clear because HMAC needs it."""
+    """The organization's one webhook signing secret. HMAC needs the secret itself, so it is
+    stored reversibly: encrypted when TALLYSTICK_ENCRYPTION_KEYS is set, else in clear."""
 
     __tablename__ = "webhook_signing_secrets"
 
     organization_id: Mapped[str] = mapped_column(
         String(40), ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
     )
-    secret: Mapped[str] = mapped_column(String(128))
+    secret: Mapped[str] = mapped_column(EncryptedString())
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
 
 

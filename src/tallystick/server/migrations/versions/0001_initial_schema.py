@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-05 01:24:30.207502
+Create Date: 2026-12-05 01:37:38.350058
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+import tallystick.server.encryption
 import tallystick.server.models.types
 
 
@@ -31,7 +32,7 @@ def upgrade() -> None:
     )
     op.create_table('server_secrets',
     sa.Column('name', sa.String(length=64), nullable=False),
-    sa.Column('value', sa.String(length=255), nullable=False),
+    sa.Column('value', tallystick.server.encryption.EncryptedString(), nullable=False),
     sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_server_secrets'))
     )
@@ -160,8 +161,8 @@ def upgrade() -> None:
     op.create_table('payment_settings',
     sa.Column('organization_id', sa.String(length=40), nullable=False),
     sa.Column('provider', sa.String(length=32), nullable=False),
-    sa.Column('stripe_secret_key', sa.String(length=255), nullable=True),
-    sa.Column('stripe_webhook_secret', sa.String(length=255), nullable=True),
+    sa.Column('stripe_secret_key', tallystick.server.encryption.EncryptedString(), nullable=True),
+    sa.Column('stripe_webhook_secret', tallystick.server.encryption.EncryptedString(), nullable=True),
     sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_payment_settings_organization_id_organizations'), ondelete='CASCADE'),
@@ -238,7 +239,7 @@ def upgrade() -> None:
 
     op.create_table('webhook_signing_secrets',
     sa.Column('organization_id', sa.String(length=40), nullable=False),
-    sa.Column('secret', sa.String(length=128), nullable=False),
+    sa.Column('secret', tallystick.server.encryption.EncryptedString(), nullable=False),
     sa.Column('created_at', tallystick.server.models.types.UtcDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_webhook_signing_secrets_organization_id_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('organization_id', name=op.f('pk_webhook_signing_secrets'))

@@ -1,0 +1,74 @@
+"""`tallystick secrets`: keys that encrypt the secrets stored in the database."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tallystick.cli.users import DatabaseUrlOption, _open_store
+
+secrets_app = typer.Typer(help="Encryption of the secrets stored in the database.", no_args_is_help=True)
+
+console = Console()
+error_console = Console(stderr=True)
+
+# (model name, attribute) of every column stored with EncryptedString.
+ENCRYPTED_COLUMNS = (
+    ("PaymentSettings", "stripe_secret_key"),
+    ("PaymentSettings", "stripe_webhook_secret"),
+    ("WebhookSigningSecret", "secret"),
+    ("ServerSecret", "value"),
+)
+
+
+@secrets_app.command("generate-key")
+def generate_key() -> None:
+    """Print a new random key for TALLYSTICK_ENCRYPTION_KEYS."""
+    from tallystick.server.encryption import generate_key as new_key
+
+    print(new_key())
+
+
+@secrets_app.command("encrypt")
+def encrypt(
+    database_url: DatabaseUrlOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing on success.")] = False,
+) -> None:
+    """Rewrite every stored secret encrypted with the first key of TALLYSTICK_ENCRYPTION_KEYS.
+
+    Run it after setting the keys for the first time, and after putting a new key first, so
+    that secrets stored in clear or under an older key are rewritten. It is safe to run again.
+    """
+    from sqlalchemy import select
+    from sqlalchemy.orm.attributes import flag_modified
+
+    from tallystick.server import models
+    from tallystick.server.encryption import EncryptionKeyError, configured_fernet
+
+    try:
+        if configured_fernet() is None:
+            error_console.print(
+                "[red]Error:[/red] TALLYSTICK_ENCRYPTION_KEYS is not set; set it to one or more keys from "
+                "`tallystick secrets generate-key`, new key first",
+                soft_wrap=True,
+            )
+            raise typer.Exit(code=1)
+        store = _open_store(database_url)
+        rewritten = 0
+        try:
+            with store.transaction() as session:
+                for model_name, attribute in ENCRYPTED_COLUMNS:
+                    model = getattr(models, model_name)
+                    for row in session.scalars(select(model)):
+                        if getattr(row, attribute) is not None:
+                            flag_modified(row, attribute)
+                            rewritten += 1
+        finally:
+            store.dispose()
+    except EncryptionKeyError as error:
+        error_console.print(f"[red]Error:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    if not quiet:
+        console.print(f"Encrypted {rewritten} stored secrets with the first key.")
