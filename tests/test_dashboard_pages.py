@@ -449,3 +449,66 @@ def test_plan_price_beyond_bound_is_rejected(dashboard, tenant):
 
     assert response.status_code == 400
     assert field_errors(response.text) == ["Enter a price of at most 10,000,000,000 USD."]
+
+
+def test_value_type_edit_archive_restore(dashboard, tenant):
+    from tests.test_value_api import create_minutes_metric
+    from tests.test_value_receipts import guide_setup
+
+    create_minutes_metric(guide_setup(tenant))
+    form = "/dashboard/value-types/minutes_saved"
+
+    saved = dashboard.submit(
+        "/dashboard/value-types", form, {"name": "Minutes saved in chat", "description": "", "value_per_unit": "150"}
+    )
+    assert saved.status_code == 303
+    assert "notice=value_type_saved" in saved.headers["location"]
+    metric = tenant.http.get("/value-metrics/minutes_saved").json()
+    assert metric["name"] == "Minutes saved in chat"
+    assert metric["description"] is None
+    assert metric["monetaryConversion"]["valuePerUnit"] == 150
+
+    archived = dashboard.submit("/dashboard/value-types", form, {"action": "archive"})
+    assert archived.status_code == 303
+    assert tenant.http.get("/value-metrics/minutes_saved").json()["archivedAt"] is not None
+    assert "Restore" in dashboard.get("/dashboard/value-types").text
+
+    restored = dashboard.submit("/dashboard/value-types", form, {"action": "restore"})
+    assert restored.status_code == 303
+    assert tenant.http.get("/value-metrics/minutes_saved").json()["archivedAt"] is None
+    versions = tenant.http.get("/value-models/versions").json()["pagination"]["total"]
+    assert versions == 4
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": "", "value_per_unit": "1"}, "Enter a name."),
+        ({"name": "Minutes", "value_per_unit": "lots"}, "Enter the worth per unit as a number"),
+        ({"name": "Minutes", "value_per_unit": "-1"}, "Enter a worth per unit of 0 or more."),
+    ],
+)
+def test_value_type_edit_rejects_bad_input(dashboard, tenant, fields, message):
+    from tests.test_value_api import create_minutes_metric
+    from tests.test_value_receipts import guide_setup
+
+    create_minutes_metric(guide_setup(tenant))
+
+    response = dashboard.submit("/dashboard/value-types", "/dashboard/value-types/minutes_saved", fields)
+
+    assert response.status_code == 400
+    assert message in response.text
+    metric = tenant.http.get("/value-metrics/minutes_saved").json()
+    assert (metric["name"], metric["monetaryConversion"]["valuePerUnit"]) == ("Minutes saved", 100)
+
+
+def test_value_type_edit_unknown_slug_is_shown(dashboard, tenant):
+    from tests.test_value_api import create_minutes_metric
+    from tests.test_value_receipts import guide_setup
+
+    create_minutes_metric(guide_setup(tenant))
+
+    response = dashboard.submit("/dashboard/value-types", "/dashboard/value-types/no_such_type", {"name": "X"})
+
+    assert response.status_code == 404
+    assert "No value type is called no_such_type." in response.text

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from tallystick.server import clock
@@ -18,7 +20,8 @@ from tallystick.server.dashboard.session import CheckedForm, CurrentOperator, Si
 from tallystick.server.deps import DbSession, ReadSession
 from tallystick.server.errors import ApiError
 from tallystick.server.models import Organization
-from tallystick.server.value.metrics import list_metrics
+from tallystick.server.value.metrics import archive_metric, list_metrics, update_metric
+from tallystick.server.value.schemas import ValueMetricMonetaryConversionIn, ValueMetricUpdate
 from tallystick.server.web import PageError
 from tallystick.server.webhooks import delivery
 from tallystick.server.webhooks import service as webhooks
@@ -36,8 +39,64 @@ RECENT_DELIVERIES = 30
 
 @router.get("/dashboard/value-types")
 def value_types_page(request: Request, signed_in: CurrentOperator, session: ReadSession) -> Response:
+    return _render_value_types(request, signed_in, session, status_code=200)
+
+
+def _render_value_types(
+    request: Request, signed_in: SignedIn, session: Session, *, status_code: int, errors: dict[str, str] | None = None
+) -> Response:
     metrics = list_metrics(session, signed_in.organization_id, include_archived=True)
-    return render(request, "dashboard/value_types.html", signed_in, "value", {"metrics": metrics})
+    context = {"metrics": metrics, "errors": errors or {}}
+    return render(request, "dashboard/value_types.html", signed_in, "value", context, status_code=status_code)
+
+
+@router.post("/dashboard/value-types/{slug}")
+def update_value_type_form(
+    request: Request, slug: str, signed_in: CurrentOperator, session: DbSession, form: CheckedForm
+) -> Response:
+    """Rename, describe, price, archive or restore one value type; each save is a new model version."""
+    known = {metric["slug"] for metric in list_metrics(session, signed_in.organization_id, include_archived=True)}
+    if slug not in known:
+        raise PageError(404, "Value type not found", f"No value type is called {slug}.")
+    action = form.get("action", "save")
+    try:
+        if action == "archive":
+            archive_metric(session, signed_in.organization_id, slug, None)
+        elif action == "restore":
+            update_metric(session, signed_in.organization_id, slug, ValueMetricUpdate(archived_at=None))
+        else:
+            update_metric(session, signed_in.organization_id, slug, _value_type_update(form))
+    except forms.FieldError as error:
+        return _render_value_types(request, signed_in, session, status_code=400, errors={slug: error.message})
+    except (ApiError, ValidationError) as error:
+        session.rollback()
+        message = forms.errors_of(error, {}, "value")["value"]
+        return _render_value_types(request, signed_in, session, status_code=400, errors={slug: message})
+    log.info(
+        "dashboard.value_type_updated",
+        extra={"organization_id": signed_in.organization_id, "operator_id": signed_in.operator_id, "slug": slug},
+    )
+    return redirect("/dashboard/value-types", "value_type_saved")
+
+
+def _value_type_update(form: dict[str, str]) -> ValueMetricUpdate:
+    """Build the update of the edit form.
+
+    An empty worth per unit removes the money conversion. The form has no worth field for a
+    conversion given by a formula, which is then left alone.
+    """
+    fields: dict[str, Any] = {
+        "name": forms.required(form, "name", "a name"),
+        "description": forms.text(form, "description"),
+    }
+    if "value_per_unit" in form:
+        worth = forms.decimal(form, "value_per_unit", label="the worth per unit")
+        if worth is not None and worth < 0:
+            raise forms.FieldError("value_per_unit", "Enter a worth per unit of 0 or more.")
+        fields["monetary_conversion"] = (
+            None if worth is None else ValueMetricMonetaryConversionIn(value_per_unit=str(worth))
+        )
+    return ValueMetricUpdate(**fields)
 
 
 # Webhooks

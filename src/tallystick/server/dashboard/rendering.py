@@ -40,6 +40,7 @@ NOTICES = {
     "customer_created": "Customer created.",
     "grant_created": "Credits granted.",
     "webhook_saved": "Webhook saved.",
+    "value_type_saved": "Value type saved as a new value model version; signals were evaluated again.",
     "redelivery_queued": "The delivery will be sent again shortly.",
     "key_revoked": "API key revoked. Requests with it now get 401.",
     "payments_saved": "Payment settings saved. New checkouts use them.",
