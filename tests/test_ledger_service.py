@@ -66,12 +66,15 @@ def pending_rows(store, account):  # type: ignore[no-untyped-def]
 
 
 def depleted_events(store, account):  # type: ignore[no-untyped-def]
+    return outbox_events(store, account, "billing-credits-depleted")
+
+
+def outbox_events(store, account, event_type: str):  # type: ignore[no-untyped-def]
     with store.read_sessions() as session:
         return session.scalars(
-            select(OutboxEvent).where(
-                OutboxEvent.organization_id == account.organization_id,
-                OutboxEvent.event_type == "billing-credits-depleted",
-            )
+            select(OutboxEvent)
+            .where(OutboxEvent.organization_id == account.organization_id, OutboxEvent.event_type == event_type)
+            .order_by(OutboxEvent.created_at, OutboxEvent.id)
         ).all()
 
 
@@ -210,6 +213,50 @@ def test_depleted_event_when_available_reaches_zero(store, account):
     assert event.payload["signalId"] == "sig_last"
     # delivered_at is not checked: the shared test server's webhook task may already have
     # dispatched the event.
+
+
+def test_overage_event_when_consumption_goes_pending(store, account):
+    grant(store, account, "2")
+    consume(store, account, "1")
+    assert outbox_events(store, account, "billing-overage-incurred") == []
+
+    consume(store, account, "2.5", signal_id="sig_over")
+
+    [event] = outbox_events(store, account, "billing-overage-incurred")
+    assert event.payload == {
+        "customerId": account.customer_id,
+        "creditsCurrencyId": account.currency_id,
+        "overage": "1.5",
+        "signalCount": 1,
+        "signalIds": ["sig_over"],
+        "eventNames": ["chat_message"],
+    }
+
+
+def test_overage_event_once_per_batch(store, account):
+    grant(store, account, "1")
+    requests = [
+        service.ConsumptionRequest(
+            customer_id=account.customer_id,
+            currency_id=account.currency_id,
+            amount=Decimal(1),
+            signal_id=f"sig_{index}",
+            event_name="chat_message",
+            product_id=None,
+            occurred_at=clock.now(),
+        )
+        for index in range(4)
+    ]
+
+    with store.transaction() as session:
+        results = service.consume_batch(session, organization_id=account.organization_id, requests=requests)
+
+    assert [result.pending for result in results] == [0, 1, 1, 1]
+    [event] = outbox_events(store, account, "billing-overage-incurred")
+    assert event.payload["overage"] == "3"
+    assert event.payload["signalCount"] == 3
+    assert event.payload["signalIds"] == ["sig_1", "sig_2", "sig_3"]
+    assert grants_match_entries(store, account) == []
 
 
 def test_hold_reserves_credits_and_denies_beyond(store, account):

@@ -25,7 +25,7 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from tallystick.server import clock
+from tallystick.server import clock, events
 from tallystick.server.errors import ApiError, bad_request, not_found
 from tallystick.server.ids import new_id
 from tallystick.server.ledger import queries
@@ -45,6 +45,7 @@ from tallystick.server.models import (
     PendingConsumption,
 )
 from tallystick.server.models.types import CREDIT_PLACES
+from tallystick.server.webhooks.low_balance import format_credits
 
 log = logging.getLogger(__name__)
 
@@ -311,15 +312,45 @@ def _consume_requests(
         # of the write would autoflush the changed grants and account through the ORM, one
         # UPDATE each, before `write_rows` updates the grants again.
         thresholds = queries.low_balance_thresholds(session, organization_id, {key[1] for key in by_account})
+        overages: list[tuple[LockedAccount, list[tuple[ConsumptionRequest, Decimal]]]] = []
         for key in sorted(by_account):
             state = states[key]
+            uncovered: list[tuple[ConsumptionRequest, Decimal]] = []
             for index in by_account[key]:
                 request = requests[index]
                 hold = holds.get(request.hold_id) if request.hold_id else None
-                results[index] = _consume_locked(state, request, hold, thresholds)
+                result = _consume_locked(state, request, hold, thresholds)
+                results[index] = result
+                if result.pending > 0:
+                    uncovered.append((request, result.pending))
+            if uncovered:
+                overages.append((state, uncovered))
         write_rows(session, states.values())
+        # After the rows are written: recording an event flushes the session.
+        for state, uncovered in overages:
+            _record_overage(state, uncovered)
 
     return [result for result in results if result is not None]
+
+
+# Signal ids listed in one billing-overage-incurred event; `signalCount` counts them all.
+MAX_OVERAGE_SIGNAL_IDS = 100
+
+
+def _record_overage(state: LockedAccount, uncovered: list[tuple[ConsumptionRequest, Decimal]]) -> None:
+    """Record one billing-overage-incurred event for the consumptions of one write that credits
+    did not cover, with the total they left pending."""
+    total = sum((amount for _, amount in uncovered), ZERO)
+    signal_ids = [request.signal_id for request, _ in uncovered if request.signal_id]
+    payload = {
+        "customerId": state.customer_id,
+        "creditsCurrencyId": state.currency_id,
+        "overage": format_credits(total),
+        "signalCount": len(signal_ids),
+        "signalIds": signal_ids[:MAX_OVERAGE_SIGNAL_IDS],
+        "eventNames": sorted({request.event_name for request, _ in uncovered if request.event_name}),
+    }
+    events.record_event(state.session, state.organization_id, events.OVERAGE_INCURRED, payload)
 
 
 def _check_hold(request: ConsumptionRequest, hold: CreditHold | None) -> None:
