@@ -37,6 +37,10 @@ def test_advancing_clock_renews_each_period_once(tenant, store):
     assert (test_clock["frozenTime"], test_clock["status"]) == ("2026-01-31T09:30:00Z", "ready")
     created = tenant.http.post("/customers/", json={"name": "Clocked", "externalId": "clock-1", "testClockId": test_clock["id"]})
     assert created.status_code == 201, created.text
+    assert created.json()["testClockId"] == test_clock["id"]
+    assert tenant.http.get("/customers/external/clock-1").json()["testClockId"] == test_clock["id"]
+    listed = tenant.http.get("/customers/", params={"externalId": "clock-1"}).json()["data"]
+    assert [customer["testClockId"] for customer in listed] == [test_clock["id"]]
 
     order_id = buy(tenant, catalog, "Starter", "clock-1")
     assert load_order(store, order_id).start_date == JAN_31

@@ -6,6 +6,9 @@ the shared test database must stay readable without them.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import httpx
@@ -20,7 +23,7 @@ from tallystick.server.app import create_app
 from tallystick.server.db import Store
 from tallystick.server.encryption import EncryptionKeyError, generate_key
 from tallystick.server.migrate import upgrade_to_head
-from tallystick.server.models import PaymentSettings, WebhookSigningSecret
+from tallystick.server.models import PaymentSettings, ServerSecret, WebhookSigningSecret
 from tallystick.server.settings import Settings, get_settings
 from tests.conftest import serve_app
 
@@ -177,3 +180,34 @@ def test_malformed_key_rejected_at_start(monkeypatch):
     assert "not-a-fernet-key" not in message
     assert good_key[:8] not in message
     assert good_key[-8:] not in message
+
+
+def test_cli_reports_bad_keys_in_one_line(own_store, use_keys):
+    use_keys(generate_key())
+    store_secrets(own_store)
+    with own_store.transaction() as session:
+        session.add(ServerSecret(name="secret_key", value="signing-key"))
+    url = str(own_store.engine.url)
+
+    use_keys("not-a-fernet-key")
+    malformed = runner.invoke(cli, ["secrets", "encrypt", "--database-url", url])
+    use_keys(None)
+    # serve stops before it starts listening, because the stored signing key cannot be read. It
+    # runs in a child process, since it configures logging for the whole process.
+    environment = {name: value for name, value in os.environ.items() if name != "TALLYSTICK_ENCRYPTION_KEYS"}
+    unreadable = subprocess.run(
+        [sys.executable, "-m", "tallystick.cli.main", "serve", "--database-url", url, "--port", "9"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert malformed.exit_code == 1
+    assert malformed.output.strip().splitlines() == [
+        "Error: invalid setting: Value error, encryption_keys: key 1 is not a Fernet key (urlsafe base64 of "
+        "32 bytes); list keys separated by commas and generate them with `tallystick secrets generate-key`"
+    ]
+    assert unreadable.returncode == 1
+    assert "a stored secret is encrypted but TALLYSTICK_ENCRYPTION_KEYS is not set" in unreadable.stderr
+    assert "Traceback" not in unreadable.stderr

@@ -127,7 +127,7 @@ def _content(kwargs: dict[str, Any]) -> bytes | None:
 
 @pytest.mark.slow
 def test_openapi_fuzz_finds_no_errors(server, store, tenant, backend):
-    document = httpx.get(server.root + "/openapi.json").json()
+    document = httpx.get(server.root + "/openapi.json", timeout=60).json()
     schema = schemathesis.openapi.from_dict(document)
     world: World = build_world(tenant, store)
     headers = {"Authorization": f"Bearer {tenant.api_key}"}
@@ -155,7 +155,7 @@ def test_openapi_fuzz_finds_no_errors(server, store, tenant, backend):
 
 
 def test_openapi_describes_every_response(server):
-    document = httpx.get(server.root + "/openapi.json").json()
+    document = httpx.get(server.root + "/openapi.json", timeout=60).json()
     problems = []
 
     for path, operations in document["paths"].items():

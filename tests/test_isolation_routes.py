@@ -370,7 +370,7 @@ def build_world(tenant: Tenant, store: Any = None, routes: set[tuple[str, str]] 
 
         store = Store.open(tenant.server.database_url)
     if routes is None:
-        document = httpx.get(tenant.server.root + "/openapi.json").json()
+        document = httpx.get(tenant.server.root + "/openapi.json", timeout=60).json()
         routes = {(method.upper(), path) for path, operations in document["paths"].items() for method in operations}
     tag = secrets.token_hex(4)
     world = World(tenant=tenant, tag=tag, marker=f"private-{tag}")

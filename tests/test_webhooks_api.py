@@ -288,7 +288,7 @@ def test_low_balance_threshold_other_tenant_currency_is_404(tenant, other_tenant
 def test_openapi_documents_webhook_operations(server):
     import httpx
 
-    paths = httpx.get(server.root + "/openapi.json").json()["paths"]
+    paths = httpx.get(server.root + "/openapi.json", timeout=60).json()["paths"]
 
     assert "/api/v2/webhooks/" in paths
     assert "patch" in paths["/api/v2/webhooks/{webhook_name}"]

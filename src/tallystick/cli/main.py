@@ -49,6 +49,39 @@ def _database_url(value: str | None) -> str:
     return value or default_database_url()
 
 
+def check_settings() -> None:
+    """Exit with one line per problem when the TALLYSTICK_* settings are invalid."""
+    from pydantic import ValidationError
+
+    from tallystick.server.settings import get_settings
+
+    try:
+        get_settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            error_console.print(f"[red]Error:[/red] invalid setting: {problem['msg']}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
+
+
+def check_stored_secrets(database_url: str) -> None:
+    """Exit with one line when a stored secret cannot be decrypted with the configured keys."""
+    from sqlalchemy import select
+
+    from tallystick.server.db import Store
+    from tallystick.server.encryption import EncryptionKeyError
+    from tallystick.server.models import ServerSecret
+
+    store = Store.open(database_url)
+    try:
+        with store.read_sessions() as session:
+            session.scalars(select(ServerSecret)).all()
+    except EncryptionKeyError as error:
+        error_console.print(f"[red]Error:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    finally:
+        store.dispose()
+
+
 def _configure_logging(level: str) -> None:
     from tallystick.server.observability import configure_logging
 
@@ -75,8 +108,10 @@ def serve(
     from tallystick.server.migrate import upgrade_to_head
 
     _configure_logging(log_level)
+    check_settings()
     url = _database_url(database_url)
     upgrade_to_head(url)
+    check_stored_secrets(url)
     # Worker processes build their app from the environment, so pass the URL down that way.
     os.environ["TALLYSTICK_DATABASE_URL"] = url
     uvicorn.run(

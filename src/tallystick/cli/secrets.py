@@ -44,9 +44,11 @@ def encrypt(
     from sqlalchemy import select
     from sqlalchemy.orm.attributes import flag_modified
 
+    from tallystick.cli.main import check_settings
     from tallystick.server import models
     from tallystick.server.encryption import EncryptionKeyError, configured_fernet
 
+    check_settings()
     try:
         if configured_fernet() is None:
             error_console.print(

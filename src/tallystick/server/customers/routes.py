@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Query
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from tallystick.server.billing.customer_state import open_checkout_links, state_orders
 from tallystick.server.billing.renewals import refresh_in_session
@@ -31,7 +33,7 @@ from tallystick.server.deps import (
 )
 from tallystick.server.filters import parse_choice_filter, parse_date_filter
 from tallystick.server.ledger.service import customer_balances
-from tallystick.server.models import Customer
+from tallystick.server.models import Customer, TestClockCustomer
 from tallystick.server.pagination import Page, paginate
 from tallystick.server.routing import Router
 from tallystick.server.schemas import ERROR_RESPONSES, EmptyResponse
@@ -39,7 +41,7 @@ from tallystick.server.schemas import ERROR_RESPONSES, EmptyResponse
 router = Router(tags=["customers"], dependencies=[Depends(authenticate)], responses=ERROR_RESPONSES)
 
 
-def customer_out(customer: Customer) -> CustomerOut:
+def customer_out(customer: Customer, test_clock_id: str | None = None) -> CustomerOut:
     address = customer.billing_address
     return CustomerOut(
         id=customer.id,
@@ -59,13 +61,30 @@ def customer_out(customer: Customer) -> CustomerOut:
         connections={},
         created_at=customer.created_at,
         updated_at=customer.updated_at,
+        test_clock_id=test_clock_id,
     )
+
+
+def _customer_with_clock(session: Session, customer: Customer) -> CustomerOut:
+    return customer_out(customer, _test_clock_ids(session, [customer.id]).get(customer.id))
+
+
+def _test_clock_ids(session: Session, customer_ids: list[str]) -> dict[str, str]:
+    """Return the test clock id of each of the customers that live on one."""
+    if not customer_ids:
+        return {}
+    rows = session.execute(
+        select(TestClockCustomer.customer_id, TestClockCustomer.test_clock_id).where(
+            TestClockCustomer.customer_id.in_(customer_ids)
+        )
+    )
+    return {customer_id: clock_id for customer_id, clock_id in rows}
 
 
 @router.post("/customers/", status_code=201, response_model=CustomerOut)
 def create_customer(body: CustomerCreate, principal: CurrentPrincipal, session: DbSession) -> CustomerOut:
     """Create a customer. `externalId` is unique among the organization's customers."""
-    return customer_out(service.create_customer(session, principal.organization_id, body))
+    return _customer_with_clock(session, service.create_customer(session, principal.organization_id, body))
 
 
 @router.get("/customers/", response_model=CustomerListOut)
@@ -91,8 +110,9 @@ def list_customers(
         created_to=parse_date_filter("createdAtTo", created_at_to, end_of_day=True),
     )
     rows, pagination = paginate(session, statement, page)
+    clock_ids = _test_clock_ids(session, [row.id for row in rows])
     return CustomerListOut.model_validate(
-        {"data": [customer_out(row) for row in rows], "pagination": pagination}
+        {"data": [customer_out(row, clock_ids.get(row.id)) for row in rows], "pagination": pagination}
     )
 
 
@@ -102,7 +122,8 @@ def list_customers(
 
 @router.get("/customers/external/{external_id}", response_model=CustomerOut)
 def get_customer_by_external_id(external_id: str, principal: CurrentPrincipal, session: ReadSession) -> CustomerOut:
-    return customer_out(service.get_customer_by_external_id(session, principal.organization_id, external_id))
+    customer = service.get_customer_by_external_id(session, principal.organization_id, external_id)
+    return _customer_with_clock(session, customer)
 
 
 @router.put("/customers/external/{external_id}", response_model=CustomerOut)
@@ -111,7 +132,7 @@ def update_customer_by_external_id(
 ) -> CustomerOut:
     """Update a customer addressed by its current external id; `externalId` in the body renames it."""
     customer = service.get_customer_by_external_id(session, principal.organization_id, external_id)
-    return customer_out(service.update_customer(session, customer, body))
+    return _customer_with_clock(session, service.update_customer(session, customer, body))
 
 
 @router.delete("/customers/external/{external_id}", response_model=EmptyResponse)
@@ -131,7 +152,8 @@ def get_customer_state_by_external_id(
 
 @router.get("/customers/{customer_id}", response_model=CustomerOut)
 def get_customer(customer_id: str, principal: CurrentPrincipal, session: ReadSession) -> CustomerOut:
-    return customer_out(service.get_customer(session, principal.organization_id, customer_id))
+    customer = service.get_customer(session, principal.organization_id, customer_id)
+    return _customer_with_clock(session, customer)
 
 
 @router.put("/customers/{customer_id}", response_model=CustomerOut)
@@ -139,7 +161,7 @@ def update_customer(
     customer_id: str, body: CustomerUpdate, principal: CurrentPrincipal, session: DbSession
 ) -> CustomerOut:
     customer = service.get_customer(session, principal.organization_id, customer_id)
-    return customer_out(service.update_customer(session, customer, body))
+    return _customer_with_clock(session, service.update_customer(session, customer, body))
 
 
 @router.delete("/customers/{customer_id}", response_model=EmptyResponse)

@@ -88,6 +88,9 @@ class CustomerOut(ResponseModel):
     connections: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    test_clock_id: str | None = Field(
+        default=None, description="Not in the Paid API. The test clock the customer lives on, if any."
+    )
 
 
 class CustomerListOut(ResponseModel):
