@@ -54,7 +54,7 @@ def test_demo_summary_matches_api(tmp_path: Path):
     assert _field(output, "Money saved") == f"${4 * MESSAGES}.00 at $60/hour"
     receipt_url = _field(output, "Receipt:")
     email, password = _field(output, "Login:").split(" / ")
-    revenue = _dollars(_field(output, "Revenue"))
+    revenue = _dollars(_field(output, "Revenue of credits used"))
     cost = _dollars(_field(output, "AI cost"))
     margin = _dollars(_field(output, "Margin"))
     # Each message draws one credit of the Pro plan: $79 buys 2,000 credits.

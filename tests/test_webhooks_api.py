@@ -166,6 +166,22 @@ def test_test_webhook_sends_signed_test_event(tenant):
     assert after_failure[events.CHECKOUT_CREATED].last_status == "failed"
 
 
+def test_test_webhook_reports_receiver_status(tenant):
+    receiver = WebhookReceiver(script=[400, 200])
+    try:
+        enabled = tenant.http.patch(f"/webhooks/{events.INVOICE_PAID}", json={"url": receiver.url, "enabled": True})
+        assert enabled.status_code == 200, enabled.text
+        rejected = tenant.http.post(f"/webhooks/{events.INVOICE_PAID}/test", json={}).json()
+        accepted = tenant.http.post(f"/webhooks/{events.INVOICE_PAID}/test", json={}).json()
+    finally:
+        receiver.close()
+
+    assert (rejected["success"], rejected["responseStatus"]) == (False, 400)
+    assert rejected["error"] == "receiver responded with HTTP 400"
+    assert rejected["latencyMs"] >= 0
+    assert (accepted["success"], accepted["responseStatus"], accepted["error"]) == (True, 200, None)
+
+
 def test_test_webhook_disabled_is_400(tenant):
     with pytest.raises(BadRequestError) as raised:
         tenant.paid().webhooks.test_webhook(events.INVOICE_PAID, request_options=NO_RETRIES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -43,6 +44,8 @@ from tallystick.server.webhooks.schemas import (
     WebhookUpdateOut,
 )
 from tallystick.server.webhooks.sender import WebhookSender, build_envelope
+
+log = logging.getLogger(__name__)
 
 router = Router(tags=["webhooks"], dependencies=[Depends(authenticate)], responses=ERROR_RESPONSES)
 
@@ -276,4 +279,14 @@ async def test_webhook(webhook_name: str, request: Request, principal: CurrentPr
             delivery.note_endpoint_result(session, organization_id, webhook_name, result)
 
     await run_in_threadpool(save_result)
-    return WebhookTestOut(success=result.succeeded)
+    if not result.succeeded:
+        log.info(
+            "webhooks.test_failed",
+            extra={"organization_id": organization_id, "webhook": webhook_name, "error": result.error},
+        )
+    return WebhookTestOut(
+        success=result.succeeded,
+        response_status=result.response_status,
+        error=result.error,
+        latency_ms=result.latency_ms,
+    )

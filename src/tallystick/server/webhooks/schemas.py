@@ -46,6 +46,13 @@ class WebhookUpdateOut(WebhookOut):
 
 class WebhookTestOut(ResponseModel):
     success: bool = Field(description="Whether the receiver responded to the test event with a 2xx.")
+    response_status: int | None = Field(
+        default=None, description="Not in the Paid API. HTTP status of the response; null if none arrived."
+    )
+    error: str | None = Field(
+        default=None, description="Not in the Paid API. Why the test failed (timeout, connection error, non-2xx)."
+    )
+    latency_ms: int | None = Field(default=None, description="Not in the Paid API. Milliseconds until the outcome.")
 
 
 class RotateWebhookSecretOut(ResponseModel):
