@@ -125,7 +125,7 @@ def test_signals_survive_server_restart(server_process: tuple[ServerProcess, str
         client.customers.grant_credits(
             external_customer_id="acme", credit_currency_key="chat_credits", amount=100
         )
-        # A fresh process answers its first signal slowly (imports, statement compilation); on
+        # A fresh process handles its first signal slowly (imports, statement compilation); on
         # a loaded machine that took longer than the signal timeout, which the checks below
         # would read as the server being down.
         warmed = client.signals.send("chat_message", external_customer_id="warm-up", external_product_id="chatbot")
