@@ -106,12 +106,12 @@ def test_secrets_stored_encrypted_through_api(own_store, use_keys):
             json={"provider": "stripe", "stripeSecretKey": STRIPE_KEY, "stripeWebhookSecret": STRIPE_WEBHOOK_SECRET},
         )
         rotated = http.post("/webhooks/rotate-secret", json={})
-        shown = http.get("/payment-settings")
+        current_settings = http.get("/payment-settings")
         http.close()
 
     assert updated.status_code == 200, updated.text
     assert rotated.status_code == 200, rotated.text
-    assert shown.json()["stripeSecretKeyLast4"] == STRIPE_KEY[-4:]
+    assert current_settings.json()["stripeSecretKeyLast4"] == STRIPE_KEY[-4:]
     stored = raw_values(own_store)
     signing_secret = rotated.json()["signingSecret"]
     for value, secret in (
@@ -163,9 +163,9 @@ def test_wrong_or_missing_key_is_clear_error(own_store, use_keys):
     use_keys(None)
     with pytest.raises(EncryptionKeyError, match="not set"):
         read_secrets(own_store, organization_id)
-    refused = encrypt_command(own_store)
-    assert refused.exit_code == 1
-    assert "TALLYSTICK_ENCRYPTION_KEYS is not set" in refused.output
+    without_keys = encrypt_command(own_store)
+    assert without_keys.exit_code == 1
+    assert "TALLYSTICK_ENCRYPTION_KEYS is not set" in without_keys.output
 
 
 def test_malformed_key_rejected_at_start(monkeypatch):

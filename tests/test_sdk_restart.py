@@ -125,9 +125,9 @@ def test_signals_survive_server_restart(server_process: tuple[ServerProcess, str
         client.customers.grant_credits(
             external_customer_id="acme", credit_currency_key="chat_credits", amount=100
         )
-        # A fresh process handles its first signal slowly (imports, statement compilation); on
-        # a loaded machine that took longer than the signal timeout, which the checks below
-        # would read as the server being down.
+        # A fresh process handles its first signal slowly (imports, statement compilation). On
+        # a loaded machine that took longer than the signal timeout, so the checks below would
+        # read it as the server being down.
         warmed = client.signals.send("chat_message", external_customer_id="warm-up", external_product_id="chatbot")
         assert warmed["ingested"] == 1
         client.customers.credit_balances(external_customer_id="acme")

@@ -1,10 +1,9 @@
 """The Stripe payloads under tests/fixtures/stripe against the installed stripe library's models.
 
 No network reaches Stripe here, so the payloads that the Stripe tests replay were written by
-hand in the shape of Stripe's API reference. This check keeps them honest: every field of every
-object must be a field that the installed stripe library (16.x, as pyproject.toml requires)
-declares on the class of that object, down to the nested objects, so a misspelt or invented
-field fails.
+hand in the shape of Stripe's API reference. This check keeps them honest. Every field of every
+object, down to the nested objects, must be a field that the installed stripe library (16.x, as
+pyproject.toml requires) declares on the class of that object. A misspelt or invented field fails.
 """
 
 from __future__ import annotations

@@ -92,10 +92,10 @@ def test_prune_keeps_recent_and_unfinished(store, tenant):
         deleted = delivery.prune_finished(session, NOW, RETENTION, limit=100)
 
     assert deleted >= 2
-    kept = remaining_event_ids(store, organization_id)
-    assert delivered_long_ago not in kept
-    assert no_webhook_long_ago not in kept
-    assert kept == {still_retrying, redelivered_lately, handed_over_lately, not_handed_over}
+    remaining = remaining_event_ids(store, organization_id)
+    assert delivered_long_ago not in remaining
+    assert no_webhook_long_ago not in remaining
+    assert remaining == {still_retrying, redelivered_lately, handed_over_lately, not_handed_over}
     with store.read_sessions() as session:
         deliveries = session.scalar(
             select(func.count()).select_from(WebhookDelivery).where(WebhookDelivery.organization_id == organization_id)
@@ -125,7 +125,7 @@ def test_worker_prunes_in_batches(store, tenant, database_url, monkeypatch):  # 
 
     deleted = asyncio.run(prune_then_stop())
 
-    kept = remaining_event_ids(store, organization_id)
+    remaining = remaining_event_ids(store, organization_id)
     assert deleted >= 5
-    assert kept == {recent_id}
-    assert not kept & set(old_ids)
+    assert remaining == {recent_id}
+    assert not remaining & set(old_ids)
