@@ -12,28 +12,29 @@ import pytest
 from tallystick.server.ids import PREFIXES, new_id
 
 
-def test_id_has_its_kind_prefix_and_120_random_bits() -> None:
+def test_id_prefix_and_length() -> None:
     value = new_id("signal")
     assert re.fullmatch(r"sig_[a-z2-7]{24}", value), value
 
 
-def test_ids_made_in_parallel_threads_are_all_distinct() -> None:
-    made: list[list[str]] = [[] for _ in range(8)]
+def test_ids_distinct_across_threads() -> None:
+    ids_by_thread: list[list[str]] = [[] for _ in range(8)]
 
     def make(slot: list[str]) -> None:
         slot.extend(new_id("ledger_entry") for _ in range(5_000))
 
-    threads = [threading.Thread(target=make, args=(slot,)) for slot in made]
+    threads = [threading.Thread(target=make, args=(slot,)) for slot in ids_by_thread]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    every = [value for slot in made for value in slot]
-    assert len(set(every)) == len(every) == 40_000
+    all_ids = [value for slot in ids_by_thread for value in slot]
+    assert len(all_ids) == 40_000
+    assert len(set(all_ids)) == 40_000
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="os.fork is POSIX only")
-def test_forked_child_does_not_repeat_the_parents_ids() -> None:
+def test_ids_distinct_after_fork() -> None:
     new_id("signal")  # fills this thread's buffer, which the child would inherit
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -50,5 +51,5 @@ def test_forked_child_does_not_repeat_the_parents_ids() -> None:
     assert not set(child_ids) & set(parent_ids)
 
 
-def test_every_kind_has_a_distinct_prefix() -> None:
+def test_prefixes_distinct() -> None:
     assert len(set(PREFIXES.values())) == len(PREFIXES)

@@ -53,7 +53,7 @@ PREFIXES = {
 
 
 class _RandomBuffer(threading.local):
-    """Bytes from os.urandom, handed out in slices; one buffer per thread, so no lock."""
+    """Bytes from os.urandom, handed out in slices. Each thread has its own buffer, so no lock."""
 
     def __init__(self) -> None:
         self.data = b""
