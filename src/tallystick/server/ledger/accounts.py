@@ -107,9 +107,16 @@ class LockedAccount:
     def currency_id(self) -> str:
         return self.account.credits_currency_id
 
+    def __post_init__(self) -> None:
+        # The last sequence as stored: `write_rows` writes the account only when it moved on.
+        self.stored_sequence = self.account.last_sequence
+
     def next_sequence(self) -> int:
-        self.account.last_sequence += 1
-        return self.account.last_sequence
+        # Set as committed state, so the ORM's flush never visits the account: `write_rows`
+        # stores every account's sequence with one statement.
+        sequence = self.account.last_sequence + 1
+        set_committed_value(self.account, "last_sequence", sequence)
+        return sequence
 
     def spendable_grants(self) -> list[CreditGrant]:
         """Return the grants with credits left and active now, in draw order.
@@ -156,9 +163,16 @@ class LockedAccount:
             sequence=self.next_sequence(),
             created_at=self.now,
         )
-        grant.remaining += amount
-        if grant.remaining < 0:
+        remaining = grant.remaining + amount
+        if remaining < 0:
             raise AssertionError(f"grant {grant.id} would go below zero")
+        if inspect(grant).persistent:
+            # Committed state, as for the sequence: `write_rows` updates all touched grants at
+            # once, and a thousand objects left for the flush to compare cost more than that.
+            set_committed_value(grant, "remaining", remaining)
+        else:
+            # A grant created by this write is inserted by the ORM with its remaining.
+            grant.remaining = remaining
         self.entry_rows.append(row)
         self.touched[grant.id] = grant
         # A grant that reaches zero leaves the spendable grants; one that had none may join.
@@ -368,11 +382,11 @@ def write_rows(session: Session, states: Iterable[LockedAccount]) -> None:
             # A grant created by this write is inserted by the ORM with its remaining.
             if inspect(grant).persistent:
                 grant_rows.append({"id": grant.id, "remaining": grant.remaining})
-                set_committed_value(grant, "remaining", grant.remaining)
         state.touched = {}
         account = state.account
-        if not inspect(account).attrs.last_sequence.history.has_changes():
+        if account.last_sequence == state.stored_sequence:
             continue
+        state.stored_sequence = account.last_sequence
         account_rows.append(
             {
                 "organization_id": account.organization_id,
@@ -381,7 +395,6 @@ def write_rows(session: Session, states: Iterable[LockedAccount]) -> None:
                 "last_sequence": account.last_sequence,
             }
         )
-        set_committed_value(account, "last_sequence", account.last_sequence)
 
     session.flush()
     update_rows(session, CreditGrant.__table__, grant_rows, keys=("id",))
