@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Query, Request
 from sqlalchemy.exc import OperationalError
 
 from tallystick.server import clock
 from tallystick.server.costs.margin import SignalMoney, margin_fields, signal_money
 from tallystick.server.db import Store
-from tallystick.server.deps import CurrentPrincipal, ReadSession, authenticate
+from tallystick.server.deps import CurrentPrincipal, Principal, ReadSession, authenticate
 from tallystick.server.errors import ApiError, not_found
 from tallystick.server.filters import parse_date_filter
 from tallystick.server.pagination import Page, pagination_body
@@ -70,7 +73,7 @@ class SignalBatchRejected(ApiError):
 
 
 @router.post("/signals/bulk", response_model=BulkSignalsOut)
-def create_signals(body: BulkSignalsIn, principal: CurrentPrincipal, request: Request) -> BulkSignalsOut:
+async def create_signals(body: BulkSignalsIn, principal: CurrentPrincipal, request: Request) -> BulkSignalsOut:
     """Ingest up to 1,000 signals. Each is validated, stored and rated on its own.
 
     A signal whose `idempotencyKey` was already used in this organization, by an earlier request
@@ -99,6 +102,25 @@ def create_signals(body: BulkSignalsIn, principal: CurrentPrincipal, request: Re
             ],
         )
 
+    # A batch waits here, in the event loop, for one of the process's ingestion slots (the
+    # ingestion_concurrency setting). A few batches at a time write faster than many: the rest
+    # would only contend for the interpreter lock and for the same credit accounts' row locks.
+    limiter = _ingestion_limiter(request)
+    return await anyio.to_thread.run_sync(partial(_ingest_batch, body, principal, request), limiter=limiter)
+
+
+def _ingestion_limiter(request: Request) -> anyio.CapacityLimiter:
+    # Made at the first batch, in the event loop that uses it. The loop runs one coroutine at
+    # a time, so two first batches cannot both make one.
+    limiter = getattr(request.app.state, "ingestion_limiter", None)
+    if limiter is None:
+        settings: Settings = request.app.state.settings
+        limiter = request.app.state.ingestion_limiter = anyio.CapacityLimiter(settings.ingestion_concurrency)
+    return limiter
+
+
+def _ingest_batch(body: BulkSignalsIn, principal: Principal, request: Request) -> BulkSignalsOut:
+    """Store a batch in one transaction, retried when PostgreSQL aborts it to break a deadlock."""
     items = [parse_signal(raw, index) for index, raw in enumerate(body.signals)]
     store: Store = request.app.state.store
     settings: Settings = request.app.state.settings
