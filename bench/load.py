@@ -110,19 +110,23 @@ async def _send(client: httpx.AsyncClient, requests: Requests, tally: Tally, sch
     tally.record(scheduled, time.perf_counter(), ok, items, problem)
 
 
-async def run_closed(job: dict[str, Any], client: httpx.AsyncClient, requests: Requests, tally: Tally) -> None:
+async def run_closed(
+    job: dict[str, Any], clients: list[httpx.AsyncClient], requests: Requests, tally: Tally
+) -> None:
     deadline = tally.measure_to
     limit = min(int(job.get("max_requests", MAX_REQUESTS)), MAX_REQUESTS)
 
-    async def worker() -> None:
+    async def worker(client: httpx.AsyncClient) -> None:
         while time.perf_counter() < deadline and tally.sent < limit:
             tally.sent += 1
             await _send(client, requests, tally, time.perf_counter())
 
-    await asyncio.gather(*(worker() for _ in range(int(job["concurrency"]))))
+    await asyncio.gather(*(worker(client) for client in clients))
 
 
-async def run_open(job: dict[str, Any], client: httpx.AsyncClient, requests: Requests, tally: Tally) -> None:
+async def run_open(
+    job: dict[str, Any], clients: list[httpx.AsyncClient], requests: Requests, tally: Tally
+) -> None:
     rate = float(job["rate"])
     limit = min(int(job.get("max_requests", MAX_REQUESTS)), MAX_REQUESTS)
     max_in_flight = int(job["max_in_flight"])
@@ -143,6 +147,8 @@ async def run_open(job: dict[str, Any], client: httpx.AsyncClient, requests: Req
                 tally.dropped += 1
             continue
         tally.sent += 1
+        # Round robin over the connections; a request whose connection is busy queues behind it.
+        client = clients[scheduled_count % len(clients)]
         task = asyncio.create_task(_send(client, requests, tally, scheduled))
         pending.add(task)
         task.add_done_callback(pending.discard)
@@ -151,6 +157,43 @@ async def run_open(job: dict[str, Any], client: httpx.AsyncClient, requests: Req
         for task in late:
             task.cancel()
         tally.dropped += len(late)
+
+
+async def connect_balanced(
+    base_url: str, headers: dict[str, str], count: int, processes: int
+) -> list[httpx.AsyncClient]:
+    """Open `count` keep-alive connections, spread evenly over the server's worker processes.
+
+    Worker processes share one listening socket, and whichever is awake accepts: left alone,
+    all the connections of a run often land on one process, and a 2-process server measures
+    like a 1-process one. Each connection calls the floor ping route, which returns the id of
+    the process that handled it, and is reopened while that process already has its share, up to a bounded number of tries.
+    """
+    clients = []
+    served_by: dict[int, int] = {}
+    share = -(-count // processes)
+    reopen_budget = 20 * count
+    for _ in range(count):
+        client = _one_connection(base_url, headers)
+        while processes > 1:
+            response = await client.get("/api/v2/benchmark/ping")
+            response.raise_for_status()
+            process = int(response.json()["process"])
+            if served_by.get(process, 0) < share or reopen_budget <= 0:
+                served_by[process] = served_by.get(process, 0) + 1
+                break
+            reopen_budget -= 1
+            await client.aclose()
+            client = _one_connection(base_url, headers)
+        clients.append(client)
+    if processes > 1 and len(served_by) < processes:
+        print(f"warning: connections reached only {len(served_by)} of {processes} server processes", file=sys.stderr)
+    return clients
+
+
+def _one_connection(base_url: str, headers: dict[str, str]) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    return httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=REQUEST_TIMEOUT_S)
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float | None:
@@ -171,16 +214,19 @@ async def main(job: dict[str, Any]) -> dict[str, Any]:
     # backlog a server that cannot keep up is left with when the run ends.
     job.setdefault("max_in_flight", 64)
     connections = int(job.get("concurrency", 0)) or int(job["max_in_flight"])
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     headers = {"authorization": f"Bearer {job['api_key']}"}
-    async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=REQUEST_TIMEOUT_S) as client:
+    clients = await connect_balanced(base_url, headers, connections, int(job.get("server_processes", 1)))
+    try:
         now = time.perf_counter()
         tally = Tally(measure_from=now + float(job["warmup_s"]), measure_to=now + float(job["warmup_s"]) + float(job["duration_s"]))
         wall_from = time.time() + float(job["warmup_s"])
         if job["mode"] == "closed":
-            await run_closed(job, client, requests, tally)
+            await run_closed(job, clients, requests, tally)
         else:
-            await run_open(job, client, requests, tally)
+            await run_open(job, clients, requests, tally)
+    finally:
+        for client in clients:
+            await client.aclose()
 
     measured = min(float(job["duration_s"]), time.perf_counter() - tally.measure_from)
     latencies = sorted(tally.latencies)

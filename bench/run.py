@@ -353,6 +353,7 @@ class Bench:
             "warmup_s": self.profile.warmup_s,
             "duration_s": self.profile.duration_s,
             "key_prefix": f"{self.key_prefix}-{self.run_counter}-",
+            "server_processes": server.workers,
         }
         job.update(values)
         return job

@@ -8,6 +8,8 @@ not by default, and are left out of the OpenAPI document.
 
 from __future__ import annotations
 
+import os
+
 from fastapi import Depends, Request
 from fastapi.responses import Response
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -31,9 +33,13 @@ def parse_signals(body: BulkSignalsIn, principal: CurrentPrincipal) -> BulkSigna
 
 
 @router.get("/benchmark/ping")
-def ping(principal: CurrentPrincipal) -> dict[str, str]:
-    """Authenticate and return the caller's organization id, reading nothing else."""
-    return {"organizationId": principal.organization_id}
+def ping(principal: CurrentPrincipal) -> dict[str, str | int]:
+    """Authenticate and return the caller's organization id and the id of the server process
+    that handled the request.
+
+    The load generator uses the process id to spread its connections over worker processes.
+    """
+    return {"organizationId": principal.organization_id, "process": os.getpid()}
 
 
 @router.post("/benchmark/traces")
