@@ -167,7 +167,8 @@ async def connect_balanced(
     Worker processes share one listening socket, and whichever is awake accepts: left alone,
     all the connections of a run often land on one process, and a 2-process server measures
     like a 1-process one. Each connection calls the floor ping route, which returns the id of
-    the process that handled it, and is reopened while that process already has its share, up to a bounded number of tries.
+    the process that handled it. A connection to a process that already has its share is
+    closed and opened again, up to a bounded number of tries.
     """
     clients = []
     served_by: dict[int, int] = {}

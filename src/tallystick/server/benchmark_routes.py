@@ -34,8 +34,7 @@ def parse_signals(body: BulkSignalsIn, principal: CurrentPrincipal) -> BulkSigna
 
 @router.get("/benchmark/ping")
 def ping(principal: CurrentPrincipal) -> dict[str, str | int]:
-    """Authenticate and return the caller's organization id and the id of the server process
-    that handled the request.
+    """Authenticate and return the caller's organization id and this server process's id.
 
     The load generator uses the process id to spread its connections over worker processes.
     """
