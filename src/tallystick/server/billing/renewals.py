@@ -20,7 +20,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from tallystick.server import clock
@@ -250,17 +250,20 @@ def renew_customer(session: Session, organization_id: str, customer_id: str, now
 
 
 def due_order_ids(session: Session, organization_id: str, customer_id: str, now: datetime) -> list[str]:
-    return list(
-        session.scalars(
-            select(Order.id)
-            .where(
-                Order.organization_id == organization_id,
-                Order.customer_id == customer_id,
-                Order.billing_due_at <= now,
-            )
-            .order_by(Order.billing_due_at, Order.id)
-        )
+    parameters = {"organization_id": organization_id, "customer_id": customer_id, "now": now}
+    return list(session.scalars(_DUE_ORDER_IDS, parameters))
+
+
+# Built once, with bound parameters, since every balance read runs it.
+_DUE_ORDER_IDS = (
+    select(Order.id)
+    .where(
+        Order.organization_id == bindparam("organization_id"),
+        Order.customer_id == bindparam("customer_id"),
+        Order.billing_due_at <= bindparam("now"),
     )
+    .order_by(Order.billing_due_at, Order.id)
+)
 
 
 def refresh_for_read(store: Store, session: Session, organization_id: str, customer_id: str) -> datetime:

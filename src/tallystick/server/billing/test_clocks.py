@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from tallystick.server import clock
@@ -94,11 +94,14 @@ def customer_clock_id(session: Session, customer_id: str) -> str | None:
 
 def customer_clock_time(session: Session, customer_id: str) -> datetime | None:
     """Return the frozen time of the customer's test clock, or None for a customer on real time."""
-    return session.scalar(
-        select(TestClock.frozen_time)
-        .join(TestClockCustomer, TestClockCustomer.test_clock_id == TestClock.id)
-        .where(TestClockCustomer.customer_id == customer_id)
-    )
+    return session.scalar(_CUSTOMER_CLOCK_TIME, {"customer_id": customer_id})
+
+
+_CUSTOMER_CLOCK_TIME = (
+    select(TestClock.frozen_time)
+    .join(TestClockCustomer, TestClockCustomer.test_clock_id == TestClock.id)
+    .where(TestClockCustomer.customer_id == bindparam("customer_id"))
+)
 
 
 def customer_now(session: Session, customer_id: str) -> datetime:

@@ -6,7 +6,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,14 +26,22 @@ def live_customers(organization_id: str) -> Select[tuple[Customer]]:
     )
 
 
+# Built once, with bound parameters, since every request by customer runs one of them.
+_LIVE_CUSTOMER = select(Customer).where(
+    Customer.organization_id == bindparam("organization_id"), Customer.deleted_at.is_(None)
+)
+_CUSTOMER_BY_ID = _LIVE_CUSTOMER.where(Customer.id == bindparam("customer_id"))
+_CUSTOMER_BY_EXTERNAL_ID = _LIVE_CUSTOMER.where(Customer.external_id == bindparam("external_id"))
+
+
 def find_customer(session: Session, organization_id: str, customer_id: str) -> Customer | None:
-    return session.scalar(live_customers(organization_id).where(Customer.id == customer_id))
+    return session.scalar(_CUSTOMER_BY_ID, {"organization_id": organization_id, "customer_id": customer_id})
 
 
 def find_customer_by_external_id(
     session: Session, organization_id: str, external_id: str
 ) -> Customer | None:
-    return session.scalar(live_customers(organization_id).where(Customer.external_id == external_id))
+    return session.scalar(_CUSTOMER_BY_EXTERNAL_ID, {"organization_id": organization_id, "external_id": external_id})
 
 
 def get_customer(session: Session, organization_id: str, customer_id: str) -> Customer:

@@ -23,6 +23,124 @@ from tallystick.server.models import (
     PendingConsumption,
 )
 
+# The statements of the busiest queries are built once, with bound parameters for their
+# values. Building a select and its cache key on every call took about as long as running it.
+_ID_ARRAY = postgresql.ARRAY(String())
+
+
+def _account_where(model):  # type: ignore[no-untyped-def]
+    return (
+        model.organization_id == bindparam("organization_id"),
+        model.customer_id == bindparam("customer_id"),
+        model.credits_currency_id == bindparam("currency_id"),
+    )
+
+
+def _account_parameters(organization_id: str, customer_id: str, currency_id: str) -> dict[str, str]:
+    return {"organization_id": organization_id, "customer_id": customer_id, "currency_id": currency_id}
+
+
+def _accounts_where(model, dialect: str):  # type: ignore[no-untyped-def]
+    # Customers and currencies filtered apart: the index on (organization, customer, currency)
+    # serves both, and _by_account drops the pairs that are not among the keys.
+    if dialect == "postgresql":
+        # One array parameter each: an IN list renders a placeholder per id, which SQLAlchemy
+        # and psycopg then spend more time on than PostgreSQL spends on the query.
+        return (
+            model.organization_id == bindparam("organization_id"),
+            model.customer_id == any_(bindparam("customer_ids", type_=_ID_ARRAY)),
+            model.credits_currency_id == any_(bindparam("currency_ids", type_=_ID_ARRAY)),
+        )
+    return (
+        model.organization_id == bindparam("organization_id"),
+        model.customer_id.in_(bindparam("customer_ids", expanding=True)),
+        model.credits_currency_id.in_(bindparam("currency_ids", expanding=True)),
+    )
+
+
+def _accounts_parameters(organization_id: str, keys: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "organization_id": organization_id,
+        "customer_ids": sorted({customer_id for customer_id, _ in keys}),
+        "currency_ids": sorted({currency_id for _, currency_id in keys}),
+    }
+
+
+def _for_each_dialect(build) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return {dialect: build(dialect) for dialect in ("postgresql", "sqlite")}
+
+
+_LOCK_ACCOUNT = (
+    select(CreditAccount)
+    .where(*_account_where(CreditAccount))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_OPEN_GRANTS = (
+    select(CreditGrant)
+    .where(*_account_where(CreditGrant), CreditGrant.expired_at.is_(None))
+    .order_by(CreditGrant.sequence)
+    .execution_options(populate_existing=True)
+)
+_OPEN_GRANTS_WITH_CREDITS = _OPEN_GRANTS.where(CreditGrant.remaining > 0)
+_ACTIVE_HOLDS = (
+    select(CreditHold)
+    .where(*_account_where(CreditHold), CreditHold.status == "active")
+    .order_by(CreditHold.created_at, CreditHold.id)
+    .execution_options(populate_existing=True)
+)
+_UNSETTLED_PENDING = (
+    select(PendingConsumption)
+    .where(*_account_where(PendingConsumption), PendingConsumption.settled_at.is_(None))
+    .order_by(PendingConsumption.sequence)
+    .execution_options(populate_existing=True)
+)
+_OPEN_GRANTS_OF = _for_each_dialect(
+    lambda dialect: select(CreditGrant)
+    .where(*_accounts_where(CreditGrant, dialect), CreditGrant.expired_at.is_(None), CreditGrant.remaining > 0)
+    .order_by(CreditGrant.sequence)
+    .execution_options(populate_existing=True)
+)
+_ACTIVE_HOLDS_OF = _for_each_dialect(
+    lambda dialect: select(CreditHold)
+    .where(*_accounts_where(CreditHold, dialect), CreditHold.status == "active")
+    .order_by(CreditHold.created_at, CreditHold.id)
+    .execution_options(populate_existing=True)
+)
+_UNSETTLED_PENDING_OF = _for_each_dialect(
+    lambda dialect: select(PendingConsumption)
+    .where(*_accounts_where(PendingConsumption, dialect), PendingConsumption.settled_at.is_(None))
+    .order_by(PendingConsumption.sequence)
+    .execution_options(populate_existing=True)
+)
+_FIND_HOLD = (
+    select(CreditHold)
+    .where(CreditHold.organization_id == bindparam("organization_id"), CreditHold.id == bindparam("hold_id"))
+    .execution_options(populate_existing=True)
+)
+_FIND_HOLDS = (
+    select(CreditHold)
+    .where(
+        CreditHold.organization_id == bindparam("organization_id"),
+        CreditHold.id.in_(bindparam("hold_ids", expanding=True)),
+    )
+    .execution_options(populate_existing=True)
+)
+_LOW_BALANCE_THRESHOLDS = select(LowBalanceThreshold.credits_currency_id, LowBalanceThreshold.threshold).where(
+    LowBalanceThreshold.organization_id == bindparam("organization_id"),
+    LowBalanceThreshold.credits_currency_id.in_(bindparam("currency_ids", expanding=True)),
+)
+_CUSTOMER_ACCOUNTS = (
+    select(CreditCurrency)
+    .join(CreditAccount, CreditAccount.credits_currency_id == CreditCurrency.id)
+    .where(
+        CreditAccount.organization_id == bindparam("organization_id"),
+        CreditAccount.customer_id == bindparam("customer_id"),
+        CreditCurrency.organization_id == bindparam("organization_id"),
+    )
+    .order_by(CreditCurrency.name, CreditCurrency.id)
+)
+
 
 def lock_account(
     session: Session, organization_id: str, customer_id: str, currency_id: str
@@ -35,17 +153,8 @@ def lock_account(
     SQLite renders no FOR UPDATE, but its writers already hold the database write lock, since
     write sessions begin with BEGIN IMMEDIATE.
     """
-    statement = (
-        select(CreditAccount)
-        .where(
-            CreditAccount.organization_id == organization_id,
-            CreditAccount.customer_id == customer_id,
-            CreditAccount.credits_currency_id == currency_id,
-        )
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    account = session.scalars(statement).one_or_none()
+    parameters = _account_parameters(organization_id, customer_id, currency_id)
+    account = session.scalars(_LOCK_ACCOUNT, parameters).one_or_none()
     if account is not None:
         return account
 
@@ -61,7 +170,7 @@ def lock_account(
         )
         .on_conflict_do_nothing()
     )
-    return session.scalars(statement).one()
+    return session.scalars(_LOCK_ACCOUNT, parameters).one()
 
 
 def lock_accounts(
@@ -163,79 +272,36 @@ def _by_account(rows: Iterable[Any], keys: Sequence[tuple[str, str]]) -> dict[tu
     return grouped
 
 
-def _accounts_filter(session: Session, model, organization_id: str, keys: Sequence[tuple[str, str]]):  # type: ignore[no-untyped-def]  # noqa: E501
-    # Customers and currencies filtered apart: the index on (organization, customer, currency)
-    # serves both, and _by_account drops the pairs that are not among `keys`.
-    customer_ids = sorted({customer_id for customer_id, _ in keys})
-    currency_ids = sorted({currency_id for _, currency_id in keys})
-    if session.get_bind().dialect.name == "postgresql":
-        # One array parameter each: an IN list renders a placeholder per id, which SQLAlchemy
-        # and psycopg then spend more time on than PostgreSQL spends on the query.
-        id_array = postgresql.ARRAY(String())
-        return (
-            model.organization_id == organization_id,
-            model.customer_id == any_(bindparam("customer_ids", customer_ids, type_=id_array)),
-            model.credits_currency_id == any_(bindparam("currency_ids", currency_ids, type_=id_array)),
-        )
-    return (
-        model.organization_id == organization_id,
-        model.customer_id.in_(customer_ids),
-        model.credits_currency_id.in_(currency_ids),
-    )
-
-
 def open_grants_of(
     session: Session, organization_id: str, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], list[CreditGrant]]:
     """Load the accounts' grants that have credits left and are not swept as expired."""
-    statement = (
-        select(CreditGrant)
-        .where(*_accounts_filter(session, CreditGrant, organization_id, keys))
-        .where(CreditGrant.expired_at.is_(None), CreditGrant.remaining > 0)
-        .order_by(CreditGrant.sequence)
-        .execution_options(populate_existing=True)
-    )
-    return _by_account(session.scalars(statement), keys)
+    statement = _OPEN_GRANTS_OF[session.get_bind().dialect.name]
+    return _by_account(session.scalars(statement, _accounts_parameters(organization_id, keys)), keys)
 
 
 def active_holds_of(
     session: Session, organization_id: str, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], list[CreditHold]]:
     """Load the accounts' holds whose status is still active."""
-    statement = (
-        select(CreditHold)
-        .where(*_accounts_filter(session, CreditHold, organization_id, keys))
-        .where(CreditHold.status == "active")
-        .order_by(CreditHold.created_at, CreditHold.id)
-        .execution_options(populate_existing=True)
-    )
-    return _by_account(session.scalars(statement), keys)
+    statement = _ACTIVE_HOLDS_OF[session.get_bind().dialect.name]
+    return _by_account(session.scalars(statement, _accounts_parameters(organization_id, keys)), keys)
 
 
 def unsettled_pending_of(
     session: Session, organization_id: str, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], list[PendingConsumption]]:
     """Load the accounts' unsettled pending consumption in settlement order."""
-    statement = (
-        select(PendingConsumption)
-        .where(*_accounts_filter(session, PendingConsumption, organization_id, keys))
-        .where(PendingConsumption.settled_at.is_(None))
-        .order_by(PendingConsumption.sequence)
-        .execution_options(populate_existing=True)
-    )
-    return _by_account(session.scalars(statement), keys)
+    statement = _UNSETTLED_PENDING_OF[session.get_bind().dialect.name]
+    return _by_account(session.scalars(statement, _accounts_parameters(organization_id, keys)), keys)
 
 
 def find_holds(session: Session, organization_id: str, hold_ids: Iterable[str]) -> dict[str, CreditHold]:
     ids = sorted(set(hold_ids))
     if not ids:
         return {}
-    statement = (
-        select(CreditHold)
-        .where(CreditHold.organization_id == organization_id, CreditHold.id.in_(ids))
-        .execution_options(populate_existing=True)
-    )
-    return {hold.id: hold for hold in session.scalars(statement)}
+    parameters = {"organization_id": organization_id, "hold_ids": ids}
+    return {hold.id: hold for hold in session.scalars(_FIND_HOLDS, parameters)}
 
 
 def low_balance_thresholds(
@@ -243,23 +309,12 @@ def low_balance_thresholds(
 ) -> dict[str, Decimal | None]:
     """Return each currency's low-balance threshold, None for a currency without one."""
     ids = sorted(set(currency_ids))
-    rows = session.execute(
-        select(LowBalanceThreshold.credits_currency_id, LowBalanceThreshold.threshold).where(
-            LowBalanceThreshold.organization_id == organization_id,
-            LowBalanceThreshold.credits_currency_id.in_(ids),
-        )
-    )
+    rows = session.execute(_LOW_BALANCE_THRESHOLDS, {"organization_id": organization_id, "currency_ids": ids})
     thresholds: dict[str, Decimal | None] = dict.fromkeys(ids)
     thresholds.update({currency_id: threshold for currency_id, threshold in rows})
     return thresholds
 
 
-def _account_filter(model, organization_id: str, customer_id: str, currency_id: str):  # type: ignore[no-untyped-def]
-    return (
-        model.organization_id == organization_id,
-        model.customer_id == customer_id,
-        model.credits_currency_id == currency_id,
-    )
 
 
 def open_grants(
@@ -275,44 +330,23 @@ def open_grants(
     `with_credits_only` leaves out grants whose credits are all used, which writes never need;
     balance reads keep them, since they count in a pool's total and used credits.
     """
-    statement = (
-        select(CreditGrant)
-        .where(*_account_filter(CreditGrant, organization_id, customer_id, currency_id))
-        .where(CreditGrant.expired_at.is_(None))
-        .order_by(CreditGrant.sequence)
-        .execution_options(populate_existing=True)
-    )
-    if with_credits_only:
-        statement = statement.where(CreditGrant.remaining > 0)
-    return list(session.scalars(statement))
+    statement = _OPEN_GRANTS_WITH_CREDITS if with_credits_only else _OPEN_GRANTS
+    return list(session.scalars(statement, _account_parameters(organization_id, customer_id, currency_id)))
 
 
 def active_holds(
     session: Session, organization_id: str, customer_id: str, currency_id: str
 ) -> list[CreditHold]:
     """Load holds whose status is still active, including ones past expires_at not yet swept."""
-    statement = (
-        select(CreditHold)
-        .where(*_account_filter(CreditHold, organization_id, customer_id, currency_id))
-        .where(CreditHold.status == "active")
-        .order_by(CreditHold.created_at, CreditHold.id)
-        .execution_options(populate_existing=True)
-    )
-    return list(session.scalars(statement))
+    return list(session.scalars(_ACTIVE_HOLDS, _account_parameters(organization_id, customer_id, currency_id)))
 
 
 def unsettled_pending(
     session: Session, organization_id: str, customer_id: str, currency_id: str
 ) -> list[PendingConsumption]:
     """Load unsettled pending consumption in settlement order: first recorded, first settled."""
-    statement = (
-        select(PendingConsumption)
-        .where(*_account_filter(PendingConsumption, organization_id, customer_id, currency_id))
-        .where(PendingConsumption.settled_at.is_(None))
-        .order_by(PendingConsumption.sequence)
-        .execution_options(populate_existing=True)
-    )
-    return list(session.scalars(statement))
+    parameters = _account_parameters(organization_id, customer_id, currency_id)
+    return list(session.scalars(_UNSETTLED_PENDING, parameters))
 
 
 def find_grant_by_idempotency_key(session: Session, organization_id: str, key: str) -> CreditGrant | None:
@@ -322,27 +356,13 @@ def find_grant_by_idempotency_key(session: Session, organization_id: str, key: s
 
 
 def find_hold(session: Session, organization_id: str, hold_id: str) -> CreditHold | None:
-    statement = (
-        select(CreditHold)
-        .where(CreditHold.organization_id == organization_id, CreditHold.id == hold_id)
-        .execution_options(populate_existing=True)
-    )
-    return session.scalar(statement)
+    return session.scalar(_FIND_HOLD, {"organization_id": organization_id, "hold_id": hold_id})
 
 
 def customer_accounts(session: Session, organization_id: str, customer_id: str) -> list[CreditCurrency]:
     """Return the credit currencies in which the customer has an account, by currency name."""
-    statement = (
-        select(CreditCurrency)
-        .join(CreditAccount, CreditAccount.credits_currency_id == CreditCurrency.id)
-        .where(
-            CreditAccount.organization_id == organization_id,
-            CreditAccount.customer_id == customer_id,
-            CreditCurrency.organization_id == organization_id,
-        )
-        .order_by(CreditCurrency.name, CreditCurrency.id)
-    )
-    return list(session.scalars(statement))
+    parameters = {"organization_id": organization_id, "customer_id": customer_id}
+    return list(session.scalars(_CUSTOMER_ACCOUNTS, parameters))
 
 
 def find_currency_by_key(session: Session, organization_id: str, key: str) -> CreditCurrency | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from tallystick.server import clock
@@ -120,20 +120,13 @@ def find_active_orders(
     earliest = min([now, *customer_times.values()])
     customer_ids = {customer_id for customer_id, _ in pairs}
     product_ids = {product_id for _, product_id in pairs}
-    rows = session.execute(
-        select(Order.id, Order.customer_id, OrderLine.product_id, OrderLine.attributes, OrderLine.end_date)
-        .join(OrderLine, OrderLine.order_id == Order.id)
-        .where(
-            Order.organization_id == organization_id,
-            Order.status == "active",
-            Order.customer_id.in_(customer_ids),
-            OrderLine.product_id.in_(product_ids),
-            # A plan change ends the order's old line, so only lines still in force count. The
-            # loop below checks each line against its customer's own time.
-            or_(OrderLine.end_date.is_(None), OrderLine.end_date > earliest),
-        )
-        .order_by(Order.start_date.desc(), Order.id, OrderLine.position)
-    )
+    parameters = {
+        "organization_id": organization_id,
+        "customer_ids": sorted(customer_ids),
+        "product_ids": sorted(product_ids),
+        "earliest": earliest,
+    }
+    rows = session.execute(_ACTIVE_ORDER_LINES, parameters)
 
     orders: dict[tuple[str, str], ActiveOrder] = {}
     for order_id, customer_id, product_id, attributes, end_date in rows:
@@ -196,20 +189,47 @@ def _prepaid_filter(organization_id: str, event_names: set[str]) -> list[Any]:
     ]
 
 
+# Built once, with bound parameters: building a select and its cache key on every batch took
+# about as long as running it.
+_PRODUCT_LINES = (
+    select(*_LINE_COLUMNS)
+    .where(
+        ProductAttribute.organization_id == bindparam("organization_id"),
+        ProductAttribute.event_name.in_(bindparam("event_names", expanding=True)),
+        ProductAttribute.pricing_type.in_(PREPAID_CREDIT_TYPES),
+        ProductAttribute.active.is_(True),
+        ProductAttribute.product_id.in_(bindparam("product_ids", expanding=True)),
+    )
+    .order_by(ProductAttribute.position, ProductAttribute.id)
+)
+_ACTIVE_ORDER_LINES = (
+    select(Order.id, Order.customer_id, OrderLine.product_id, OrderLine.attributes, OrderLine.end_date)
+    .join(OrderLine, OrderLine.order_id == Order.id)
+    .where(
+        Order.organization_id == bindparam("organization_id"),
+        Order.status == "active",
+        Order.customer_id.in_(bindparam("customer_ids", expanding=True)),
+        OrderLine.product_id.in_(bindparam("product_ids", expanding=True)),
+        # A plan change ends the order's old line, so only lines still in force count.
+        # find_active_orders checks each line against its customer's own time.
+        or_(OrderLine.end_date.is_(None), OrderLine.end_date > bindparam("earliest")),
+    )
+    .order_by(Order.start_date.desc(), Order.id, OrderLine.position)
+)
+
+
 def _product_lines(
     session: Session, organization_id: str, event_names: set[str], product_ids: set[str]
 ) -> dict[tuple[str, str], PricingLine]:
     """Return the first active prepaid line by position per (product id, event name)."""
     if not product_ids:
         return {}
-    rows = session.execute(
-        select(*_LINE_COLUMNS)
-        .where(
-            *_prepaid_filter(organization_id, event_names),
-            ProductAttribute.product_id.in_(product_ids),
-        )
-        .order_by(ProductAttribute.position, ProductAttribute.id)
-    )
+    parameters = {
+        "organization_id": organization_id,
+        "event_names": sorted(event_names),
+        "product_ids": sorted(product_ids),
+    }
+    rows = session.execute(_PRODUCT_LINES, parameters)
     lines: dict[tuple[str, str], PricingLine] = {}
     for row in rows:
         line = _product_line(row)

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, func, select, text
+from sqlalchemy import Select, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from tallystick.server.bulk_sql import insert_rows
@@ -40,16 +40,19 @@ def taken_keys(session: Session, organization_id: str, keys: Sequence[str]) -> s
         # One JSON parameter instead of a placeholder per key, as for the inserts.
         # A join, so that each key is one probe of the unique (organization, key) index; an IN
         # over the same subquery made PostgreSQL scan the organization's signals.
-        statement = text(
-            "SELECT signals.idempotency_key FROM json_array_elements_text(CAST(:keys AS json)) AS batch(key) "
-            "JOIN signals ON signals.organization_id = :organization_id AND signals.idempotency_key = batch.key"
-        )
         parameters = {"organization_id": organization_id, "keys": orjson.dumps(list(keys)).decode()}
-        return set(session.scalars(statement, parameters))
-    statement = select(Signal.idempotency_key).where(
-        Signal.organization_id == organization_id, Signal.idempotency_key.in_(keys)
-    )
-    return set(session.scalars(statement))
+        return set(session.scalars(_POSTGRES_TAKEN_KEYS, parameters))
+    return set(session.scalars(_TAKEN_KEYS, {"organization_id": organization_id, "keys": list(keys)}))
+
+
+_POSTGRES_TAKEN_KEYS = text(
+    "SELECT signals.idempotency_key FROM json_array_elements_text(CAST(:keys AS json)) AS batch(key) "
+    "JOIN signals ON signals.organization_id = :organization_id AND signals.idempotency_key = batch.key"
+)
+_TAKEN_KEYS = select(Signal.idempotency_key).where(
+    Signal.organization_id == bindparam("organization_id"),
+    Signal.idempotency_key.in_(bindparam("keys", expanding=True)),
+)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import Select, bindparam, delete, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -48,11 +48,18 @@ from tallystick.server.costs.signal_costs import (
     attach_costs_to_signals,
     cost_data_problem,
 )
-from tallystick.server.customers.service import get_or_create_by_external_id, live_customers
+from tallystick.server.customers.service import get_or_create_by_external_id
 from tallystick.server.errors import ApiError
 from tallystick.server.ids import new_id
 from tallystick.server.ledger import service as ledger
-from tallystick.server.models import CreditCurrency, CreditHold, Customer, Product, TestClock, TestClockCustomer
+from tallystick.server.models import (
+    CreditCurrency,
+    CreditHold,
+    Customer,
+    Product,
+    TestClock,
+    TestClockCustomer,
+)
 from tallystick.server.models.signal import Signal
 from tallystick.server.observability import (
     CREDITS_CONSUMED,
@@ -64,7 +71,11 @@ from tallystick.server.settings import get_settings
 from tallystick.server.signals import queries
 from tallystick.server.signals.lines import LineLookup, match_lines
 from tallystick.server.signals.rating import PricingLine, RatingError, credits_for
-from tallystick.server.signals.schemas import SignalError, SignalInput, signal_storage_problem
+from tallystick.server.signals.schemas import (
+    SignalError,
+    SignalInput,
+    signal_storage_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -281,18 +292,10 @@ def _resolve_products(
     by_id: set[str] = set()
     by_external_id: dict[str, str] = {}
     if ids:
-        by_id = set(
-            session.scalars(
-                select(Product.id).where(Product.organization_id == organization_id, Product.id.in_(ids))
-            )
-        )
+        by_id = set(session.scalars(_PRODUCTS_BY_ID, {"organization_id": organization_id, "ids": sorted(ids)}))
     if external_ids:
-        rows = session.execute(
-            select(Product.external_id, Product.id).where(
-                Product.organization_id == organization_id, Product.external_id.in_(external_ids)
-            )
-        )
-        by_external_id = {external_id: product_id for external_id, product_id in rows}
+        parameters = {"organization_id": organization_id, "external_ids": sorted(external_ids)}
+        by_external_id = {external_id: product_id for external_id, product_id in session.execute(_PRODUCTS_BY_EXTERNAL_ID, parameters)}
 
     kept = []
     for work in work_items:
@@ -326,21 +329,14 @@ def _resolve_customers(
     # The test clock time of the customers on one; the same queries fetch it.
     clock_times: dict[str, datetime] = {}
     if ids:
-        rows = session.execute(
-            _with_clock_time(live_customers(organization_id).where(Customer.id.in_(ids)), Customer.id)
-        )
+        rows = session.execute(_CUSTOMERS_BY_ID, {"organization_id": organization_id, "ids": sorted(ids)})
         for customer_id, frozen_time in rows:
             by_id.add(customer_id)
             if frozen_time is not None:
                 clock_times[customer_id] = frozen_time
     if external_ids:
-        rows = session.execute(
-            _with_clock_time(
-                live_customers(organization_id).where(Customer.external_id.in_(external_ids)),
-                Customer.external_id,
-                Customer.id,
-            )
-        )
+        parameters = {"organization_id": organization_id, "external_ids": sorted(external_ids)}
+        rows = session.execute(_CUSTOMERS_BY_EXTERNAL_ID, parameters)
         for external_id, customer_id, frozen_time in rows:
             by_external_id[external_id] = customer_id
             if frozen_time is not None:
@@ -374,6 +370,27 @@ def _with_clock_time(statement: Select[tuple[Customer]], *columns: Any) -> Selec
         .with_only_columns(*columns, TestClock.frozen_time)
     )
 
+
+# Built once, with bound parameters: building a select and its cache key on every batch took
+# about as long as running it.
+_PRODUCTS_BY_ID = select(Product.id).where(
+    Product.organization_id == bindparam("organization_id"), Product.id.in_(bindparam("ids", expanding=True))
+)
+_PRODUCTS_BY_EXTERNAL_ID = select(Product.external_id, Product.id).where(
+    Product.organization_id == bindparam("organization_id"),
+    Product.external_id.in_(bindparam("external_ids", expanding=True)),
+)
+_LIVE_CUSTOMERS = select(Customer).where(
+    Customer.organization_id == bindparam("organization_id"), Customer.deleted_at.is_(None)
+)
+_CUSTOMERS_BY_ID = _with_clock_time(
+    _LIVE_CUSTOMERS.where(Customer.id.in_(bindparam("ids", expanding=True))), Customer.id
+)
+_CUSTOMERS_BY_EXTERNAL_ID = _with_clock_time(
+    _LIVE_CUSTOMERS.where(Customer.external_id.in_(bindparam("external_ids", expanding=True))),
+    Customer.external_id,
+    Customer.id,
+)
 
 _NOT_FOUND_REASONS = {
     "product_not_found": "product not found. Signals never create products, so create it first",
