@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,40 @@ def create_store_engine(url: str, *, read_only: bool = False) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _configure_sqlite(engine, begin_immediate=not read_only)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=10, max_overflow=20)
+    _ping_idle_connections(engine)
+    return engine
+
+
+# Seconds a pooled PostgreSQL connection may sit unused before its next checkout tests it. A
+# busy server reuses its connections sooner, so it pays no extra round trip per transaction,
+# while a connection left idle across a database restart is replaced before a request uses it.
+PING_AFTER_IDLE_S = 2.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Test a connection at checkout when it has been idle; replace it when the test fails.
+
+    SQLAlchemy's pool_pre_ping tests every checkout, which costs one round trip per
+    transaction; this tests only connections idle for PING_AFTER_IDLE_S or longer.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection, record):  # type: ignore[no-untyped-def]
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, record, _proxy):  # type: ignore[no-untyped-def]
+        checked_in_at = record.info.get("checked_in_at")
+        if checked_in_at is None or time.monotonic() - checked_in_at < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            log.warning("database.connection_replaced", extra={"reason": reason})
+            # The pool discards this connection and checks out another, or opens a new one.
+            raise DisconnectionError(reason) from error
 
 
 @dataclass

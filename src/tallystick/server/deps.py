@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,7 +12,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from tallystick.server.api_keys import VerifiedKey, find_active_key_by_hash, hash_api_key, verified_keys
+from tallystick.server.api_keys import (
+    VerifiedKey,
+    find_active_key_by_hash,
+    hash_api_key,
+    verified_keys,
+)
 from tallystick.server.db import Store
 from tallystick.server.errors import ApiError
 from tallystick.server.hardening import RateLimiter
@@ -23,29 +28,50 @@ def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """Yield the request's write session; commit when the route returns, roll back if it raises.
 
     The request owns the transaction: services only flush.
     """
+    # Made in the event loop: a new session does no I/O until the route's first query, so the
+    # route's own thread is the only thread a request without a transaction to end needs.
     store: Store = request.app.state.store
-    with store.sessions() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    session = store.sessions()
+    try:
+        yield session
+    except BaseException:
+        await _end(session, commit=False)
+        raise
+    await _end(session, commit=True)
 
 
-def get_read_session(request: Request) -> Iterator[Session]:
+async def get_read_session(request: Request) -> AsyncIterator[Session]:
     """Yield a session for routes that only read; on SQLite it does not take the write lock."""
     store: Store = request.app.state.store
-    with store.read_sessions() as session:
-        try:
-            yield session
-        finally:
+    session = store.read_sessions()
+    try:
+        yield session
+    finally:
+        await _end(session, commit=False)
+
+
+async def _end(session: Session, *, commit: bool) -> None:
+    """Commit or roll back the session's transaction, in a worker thread, and close it."""
+    if not session.in_transaction():
+        # No transaction, so no connection: closing does no I/O.
+        session.close()
+        return
+    await run_in_threadpool(_end_in_thread, session, commit)
+
+
+def _end_in_thread(session: Session, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
             session.rollback()
+    finally:
+        session.close()
 
 
 # scope="function" runs the commit before the response is sent, so a client never sees a
