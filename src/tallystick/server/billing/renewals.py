@@ -18,18 +18,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
-
 from tallystick.server import clock
 from tallystick.server.billing import allocations, invoices
 from tallystick.server.billing.allocations import schedule_of
 from tallystick.server.billing.periods import Period
 from tallystick.server.db import Store
 from tallystick.server.ids import new_id
-from tallystick.server.models import BillingPeriod, Invoice, Order, TestClockCustomer
+from tallystick.server.models import (
+    BillingPeriod,
+    Customer,
+    Invoice,
+    Order,
+    TestClock,
+    TestClockCustomer,
+)
+from tallystick.server.models.types import UtcDateTime
 from tallystick.server.observability import RENEWAL_LAG
 
 log = logging.getLogger(__name__)
@@ -254,7 +262,29 @@ def due_order_ids(session: Session, organization_id: str, customer_id: str, now:
     return list(session.scalars(_DUE_ORDER_IDS, parameters))
 
 
-# Built once, with bound parameters, since every balance read runs it.
+def _customer_to_read(match):  # type: ignore[no-untyped-def]
+    # The due-order test of `due_order_ids`, at the customer's test clock time when it has one.
+    now = func.coalesce(TestClock.frozen_time, bindparam("now", type_=UtcDateTime()))
+    renewal_due = (
+        select(Order.id)
+        .where(
+            Order.organization_id == Customer.organization_id,
+            Order.customer_id == Customer.id,
+            Order.billing_due_at <= now,
+        )
+        .exists()
+    )
+    return (
+        select(Customer, TestClock.frozen_time, renewal_due)
+        .outerjoin(TestClockCustomer, TestClockCustomer.customer_id == Customer.id)
+        .outerjoin(TestClock, TestClock.id == TestClockCustomer.test_clock_id)
+        .where(Customer.organization_id == bindparam("organization_id"), Customer.deleted_at.is_(None), match)
+    )
+
+
+# Built once, with bound parameters, since every balance read runs them.
+_CUSTOMER_TO_READ_BY_ID = _customer_to_read(Customer.id == bindparam("customer_id"))
+_CUSTOMER_TO_READ_BY_EXTERNAL_ID = _customer_to_read(Customer.external_id == bindparam("external_id"))
 _DUE_ORDER_IDS = (
     select(Order.id)
     .where(
@@ -266,20 +296,53 @@ _DUE_ORDER_IDS = (
 )
 
 
-def refresh_for_read(store: Store, session: Session, organization_id: str, customer_id: str) -> datetime:
+@dataclass(frozen=True)
+class CustomerToRead:
+    """A customer about to be read, with its test clock's time and whether a renewal is due."""
+
+    customer: Customer
+    clock_time: datetime | None
+    renewal_due: bool
+
+
+def find_customer_to_read(
+    session: Session, organization_id: str, *, customer_id: str | None = None, external_id: str | None = None
+) -> CustomerToRead | None:
+    """Find a live customer by id or external id, with what `refresh_for_read` needs, in one query."""
+    parameters = {"organization_id": organization_id, "now": clock.now()}
+    if external_id is not None:
+        row = session.execute(_CUSTOMER_TO_READ_BY_EXTERNAL_ID, {**parameters, "external_id": external_id}).one_or_none()
+    else:
+        row = session.execute(_CUSTOMER_TO_READ_BY_ID, {**parameters, "customer_id": customer_id}).one_or_none()
+    if row is None:
+        return None
+    customer, clock_time, renewal_due = row
+    return CustomerToRead(customer, clock_time, bool(renewal_due))
+
+
+def refresh_for_read(
+    store: Store, session: Session, organization_id: str, customer_id: str, *, found: CustomerToRead | None = None
+) -> datetime:
     """Bring the customer's billing up to date before a read; return the instant to read at.
 
     Only when the indexed due-order lookup finds work does this open a write transaction of its
     own. `session` (the read) is then rolled back, so that its next query starts a new snapshot
     that includes the renewal, because SQLite keeps a reader on the snapshot of its first
-    query. A customer on a test clock is read, and renewed, at the clock's time.
+    query. A customer on a test clock is read, and renewed, at the clock's time. `found`, from
+    `find_customer_to_read`, saves the two lookups.
     """
     from tallystick.server.billing.test_clocks import customer_clock_time
 
-    clock_time = customer_clock_time(session, customer_id)
-    now = clock_time or clock.now()
-    if not due_order_ids(session, organization_id, customer_id, now):
-        return now
+    if found is not None:
+        clock_time = found.clock_time
+        now = clock_time or clock.now()
+        if not found.renewal_due:
+            return now
+    else:
+        clock_time = customer_clock_time(session, customer_id)
+        now = clock_time or clock.now()
+        if not due_order_ids(session, organization_id, customer_id, now):
+            return now
     with store.transaction() as write, clock.at(now) if clock_time is not None else nullcontext():
         renew_customer(write, organization_id, customer_id, now)
     session.rollback()

@@ -17,7 +17,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tallystick.server import clock
-from tallystick.server.billing.renewals import refresh_for_read
+from tallystick.server.billing.renewals import (
+    CustomerToRead,
+    find_customer_to_read,
+    refresh_for_read,
+)
 from tallystick.server.customers import service as customers
 from tallystick.server.deps import (
     CurrentPrincipal,
@@ -28,6 +32,7 @@ from tallystick.server.deps import (
 from tallystick.server.errors import (
     ApiError,
     bad_request,
+    not_found,
     validation_error_to_api_error,
 )
 from tallystick.server.filters import parse_choice_filter, parse_date_filter
@@ -140,10 +145,11 @@ def _currency_by_key(session: Session, organization_id: str, key: str) -> Credit
 # Balances
 
 
-def _balances(request: Request, session: Session, customer: Customer) -> CreditBalanceListOut:
+def _balances(request: Request, session: Session, found: CustomerToRead) -> CreditBalanceListOut:
     # Billing periods that started since the last renewal are granted first, so a read never
     # shows a stale period.
-    now = refresh_for_read(request.app.state.store, session, customer.organization_id, customer.id)
+    customer = found.customer
+    now = refresh_for_read(request.app.state.store, session, customer.organization_id, customer.id, found=found)
     balances = []
     for currency, view in service.customer_balances(session, customer.organization_id, customer.id, now):
         grants = [
@@ -193,8 +199,10 @@ def get_balances_by_external_id(
     external_id: str, request: Request, principal: CurrentPrincipal, session: ReadSession
 ) -> CreditBalanceListOut:
     """List the customer's credit balance in each credit currency, with its active grants."""
-    customer = customers.get_customer_by_external_id(session, principal.organization_id, external_id)
-    return _balances(request, session, customer)
+    found = find_customer_to_read(session, principal.organization_id, external_id=external_id)
+    if found is None:
+        raise not_found("Customer", "externalId", external_id)
+    return _balances(request, session, found)
 
 
 @router.get("/customers/{customer_id}/credits/balances", response_model=CreditBalanceListOut)
@@ -207,8 +215,10 @@ def get_balances(
     credits reserved by holds and unsettled pending consumption. Each grant's `available` is
     its share after holds and pending consumption are assigned to grants in draw order.
     """
-    customer = customers.get_customer(session, principal.organization_id, customer_id)
-    return _balances(request, session, customer)
+    found = find_customer_to_read(session, principal.organization_id, customer_id=customer_id)
+    if found is None:
+        raise not_found("Customer", "id", customer_id)
+    return _balances(request, session, found)
 
 
 # Grants
