@@ -15,7 +15,9 @@ from tests.test_signals_api import chat_message, create_catalog
 
 
 def _post_batch(tenant, key: str, answers: list[httpx.Response]) -> None:  # type: ignore[no-untyped-def]
-    body = {"signals": [chat_message("slot-customer", idempotencyKey=key)]}
+    # Two signals: one-signal requests wait in the coalescer's queue instead (see
+    # test_signal_coalescing).
+    body = {"signals": [chat_message("slot-customer", idempotencyKey=f"{key}-{part}") for part in ("a", "b")]}
     with httpx.Client(base_url=tenant.server.api_url, headers=tenant.http.headers, timeout=30) as client:
         answers.append(client.post("/signals/bulk", json=body))
 
@@ -59,7 +61,7 @@ def test_second_batch_waits_for_slot(store, database_url: str) -> None:  # type:
         for thread in threads:
             thread.join(timeout=30)
         assert [answer.status_code for answer in answers] == [200, 200]
-        assert [answer.json()["ingested"] for answer in answers] == [1, 1]
+        assert [answer.json()["ingested"] for answer in answers] == [2, 2]
         assert limiter.statistics().borrowed_tokens == 0
         tenant.http.close()
 

@@ -36,6 +36,11 @@ CREDITS_CONSUMED = Counter(
 SPANS_PRICED = Counter("tallystick_spans_priced_total", "LLM spans priced.")
 SPANS_UNPRICED = Counter("tallystick_spans_unpriced_total", "LLM spans stored without a price.")
 WEBHOOK_FAILURES = Counter("tallystick_webhook_failures_total", "Webhook delivery attempts that failed.")
+SIGNAL_REQUESTS_PER_TRANSACTION = Histogram(
+    "tallystick_signal_requests_per_transaction",
+    "One-signal requests written together in one shared transaction.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1000),
+)
 RENEWAL_LAG = Histogram(
     "tallystick_renewal_lag_seconds",
     "Delay between a billing period's start and the renewal that granted it.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import timedelta
 from decimal import Decimal
@@ -16,7 +17,12 @@ from sqlalchemy.exc import OperationalError
 from tallystick.server import clock
 from tallystick.server.costs.margin import SignalMoney, margin_fields, signal_money
 from tallystick.server.db import Store
-from tallystick.server.deps import CurrentPrincipal, Principal, ReadSession, authenticate
+from tallystick.server.deps import (
+    CurrentPrincipal,
+    Principal,
+    ReadSession,
+    authenticate,
+)
 from tallystick.server.errors import ApiError, not_found
 from tallystick.server.filters import parse_date_filter
 from tallystick.server.pagination import Page, pagination_body
@@ -24,6 +30,7 @@ from tallystick.server.routing import Router
 from tallystick.server.schemas import ERROR_RESPONSES
 from tallystick.server.settings import Settings
 from tallystick.server.signals import queries, service
+from tallystick.server.signals.coalescing import SignalCoalescer, WaitingRequest
 from tallystick.server.signals.schemas import (
     MAX_SIGNALS_PER_REQUEST,
     BulkSignalErrorOut,
@@ -102,11 +109,74 @@ async def create_signals(body: BulkSignalsIn, principal: CurrentPrincipal, reque
             ],
         )
 
+    if len(body.signals) == 1:
+        # Concurrent one-signal requests share transactions (see signals.coalescing).
+        coalescer = _coalescer(request)
+        waiting = WaitingRequest(body, principal, request)
+        result: BulkSignalsOut = await coalescer.write(principal.organization_id, waiting, _write_group)
+        return result
     # A batch waits here, in the event loop, for one of the process's ingestion slots (the
     # ingestion_concurrency setting). A few batches at a time write faster than many: the rest
     # would only contend for the interpreter lock and for the same credit accounts' row locks.
     limiter = _ingestion_limiter(request)
     return await anyio.to_thread.run_sync(partial(_ingest_batch, body, principal, request), limiter=limiter)
+
+
+def _coalescer(request: Request) -> SignalCoalescer:
+    coalescer = getattr(request.app.state, "signal_coalescer", None)
+    if coalescer is None:
+        settings: Settings = request.app.state.settings
+        coalescer = request.app.state.signal_coalescer = SignalCoalescer(settings.ingestion_concurrency)
+    return coalescer
+
+
+async def _write_group(organization_id: str, group: list[WaitingRequest]) -> list[Any]:
+    limiter = _ingestion_limiter(group[0].request)
+    return await anyio.to_thread.run_sync(partial(_ingest_group, organization_id, group), limiter=limiter)
+
+
+class _GroupFailed(Exception):
+    """A signal of a shared transaction failed: roll it back and write each request alone."""
+
+
+def _ingest_group(organization_id: str, group: list[WaitingRequest]) -> list[BulkSignalsOut | Exception]:
+    """Write one-signal requests in one transaction; return each request's result or error.
+
+    When a signal fails, or the transaction does, each request is written alone instead, so
+    that it gets exactly the response (and the rollback) it would get alone.
+    """
+    if len(group) > 1:
+        items = [parse_signal(waiting.body.signals[0], 0) for waiting in group]
+        request = group[0].request
+        store: Store = request.app.state.store
+        settings: Settings = request.app.state.settings
+        skew = timedelta(seconds=settings.signal_max_future_skew_seconds)
+        try:
+            with store.transaction() as session:
+                outcomes = service.ingest_signals(
+                    session, organization_id, items, received_at=clock.now(), max_future_skew=skew
+                )
+                if any(outcome.status == "failed" for outcome in outcomes):
+                    raise _GroupFailed
+            return [
+                _bulk_result([dataclasses.replace(outcome, index=0)], waiting.body.signals)
+                for waiting, outcome in zip(group, outcomes, strict=True)
+            ]
+        except _GroupFailed:
+            log.info("signals.group_split", extra={"organization_id": organization_id, "requests": len(group)})
+        except OperationalError as error:
+            log.warning(
+                "signals.group_split",
+                extra={"organization_id": organization_id, "requests": len(group), "error": str(error).splitlines()[0]},
+            )
+
+    results: list[BulkSignalsOut | Exception] = []
+    for waiting in group:
+        try:
+            results.append(_ingest_batch(waiting.body, waiting.principal, waiting.request))
+        except Exception as error:  # noqa: BLE001 - handed to the request, whose handler renders it
+            results.append(error)
+    return results
 
 
 def _ingestion_limiter(request: Request) -> anyio.CapacityLimiter:
