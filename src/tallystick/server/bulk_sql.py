@@ -16,11 +16,41 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, Boolean, Integer, Table, and_, bindparam, text, update
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Integer,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tallystick.server.models.types import JsonDocument, ScaledDecimal, UtcDateTime
+
+_TEXT_ARRAY = postgresql.ARRAY(String())
+
+
+def in_list(column: Any, name: str, dialect: str) -> Any:
+    """Return `column IN (list parameter `name`)` for a text column, built for `dialect`.
+
+    On PostgreSQL the list travels as one array parameter (`= ANY(:name)`). An IN list renders
+    a placeholder per value, which SQLAlchemy and psycopg then spend more time on than
+    PostgreSQL spends on the query, and psycopg does not cache such a query's conversion.
+    """
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=_TEXT_ARRAY))
+    return column.in_(bindparam(name, expanding=True))
+
+
+def for_each_dialect(build: Any) -> dict[str, Any]:
+    """Build a statement once per supported dialect, for lookup by `dialect.name`."""
+    return {dialect: build(dialect) for dialect in ("postgresql", "sqlite")}
 
 
 def _postgres_type(column_type: Any) -> str:

@@ -8,10 +8,11 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, String, any_, bindparam, select, text, tuple_
+from sqlalchemy import Select, bindparam, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from tallystick.server.bulk_sql import for_each_dialect, in_list
 from tallystick.server.models import (
     CreditAccount,
     CreditCurrency,
@@ -23,11 +24,9 @@ from tallystick.server.models import (
     PendingConsumption,
 )
 
+
 # The statements of the busiest queries are built once, with bound parameters for their
 # values. Building a select and its cache key on every call took about as long as running it.
-_ID_ARRAY = postgresql.ARRAY(String())
-
-
 def _account_where(model):  # type: ignore[no-untyped-def]
     return (
         model.organization_id == bindparam("organization_id"),
@@ -43,18 +42,10 @@ def _account_parameters(organization_id: str, customer_id: str, currency_id: str
 def _accounts_where(model, dialect: str):  # type: ignore[no-untyped-def]
     # Customers and currencies filtered apart: the index on (organization, customer, currency)
     # serves both, and _by_account drops the pairs that are not among the keys.
-    if dialect == "postgresql":
-        # One array parameter each: an IN list renders a placeholder per id, which SQLAlchemy
-        # and psycopg then spend more time on than PostgreSQL spends on the query.
-        return (
-            model.organization_id == bindparam("organization_id"),
-            model.customer_id == any_(bindparam("customer_ids", type_=_ID_ARRAY)),
-            model.credits_currency_id == any_(bindparam("currency_ids", type_=_ID_ARRAY)),
-        )
     return (
         model.organization_id == bindparam("organization_id"),
-        model.customer_id.in_(bindparam("customer_ids", expanding=True)),
-        model.credits_currency_id.in_(bindparam("currency_ids", expanding=True)),
+        in_list(model.customer_id, "customer_ids", dialect),
+        in_list(model.credits_currency_id, "currency_ids", dialect),
     )
 
 
@@ -64,10 +55,6 @@ def _accounts_parameters(organization_id: str, keys: Sequence[tuple[str, str]]) 
         "customer_ids": sorted({customer_id for customer_id, _ in keys}),
         "currency_ids": sorted({currency_id for _, currency_id in keys}),
     }
-
-
-def _for_each_dialect(build) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    return {dialect: build(dialect) for dialect in ("postgresql", "sqlite")}
 
 
 _LOCK_ACCOUNT = (
@@ -95,19 +82,19 @@ _UNSETTLED_PENDING = (
     .order_by(PendingConsumption.sequence)
     .execution_options(populate_existing=True)
 )
-_OPEN_GRANTS_OF = _for_each_dialect(
+_OPEN_GRANTS_OF = for_each_dialect(
     lambda dialect: select(CreditGrant)
     .where(*_accounts_where(CreditGrant, dialect), CreditGrant.expired_at.is_(None), CreditGrant.remaining > 0)
     .order_by(CreditGrant.sequence)
     .execution_options(populate_existing=True)
 )
-_ACTIVE_HOLDS_OF = _for_each_dialect(
+_ACTIVE_HOLDS_OF = for_each_dialect(
     lambda dialect: select(CreditHold)
     .where(*_accounts_where(CreditHold, dialect), CreditHold.status == "active")
     .order_by(CreditHold.created_at, CreditHold.id)
     .execution_options(populate_existing=True)
 )
-_UNSETTLED_PENDING_OF = _for_each_dialect(
+_UNSETTLED_PENDING_OF = for_each_dialect(
     lambda dialect: select(PendingConsumption)
     .where(*_accounts_where(PendingConsumption, dialect), PendingConsumption.settled_at.is_(None))
     .order_by(PendingConsumption.sequence)

@@ -22,8 +22,13 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from tallystick.server import clock
+from tallystick.server.bulk_sql import for_each_dialect, in_list
 from tallystick.server.models import Order, OrderLine, Product, ProductAttribute
-from tallystick.server.signals.rating import PREPAID_CREDIT_TYPES, PricingLine, to_decimal
+from tallystick.server.signals.rating import (
+    PREPAID_CREDIT_TYPES,
+    PricingLine,
+    to_decimal,
+)
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,7 @@ def find_active_orders(
         "product_ids": sorted(product_ids),
         "earliest": earliest,
     }
-    rows = session.execute(_ACTIVE_ORDER_LINES, parameters)
+    rows = session.execute(_ACTIVE_ORDER_LINES[session.get_bind().dialect.name], parameters)
 
     orders: dict[tuple[str, str], ActiveOrder] = {}
     for order_id, customer_id, product_id, attributes, end_date in rows:
@@ -191,25 +196,25 @@ def _prepaid_filter(organization_id: str, event_names: set[str]) -> list[Any]:
 
 # Built once, with bound parameters: building a select and its cache key on every batch took
 # about as long as running it.
-_PRODUCT_LINES = (
-    select(*_LINE_COLUMNS)
+_PRODUCT_LINES = for_each_dialect(
+    lambda dialect: select(*_LINE_COLUMNS)
     .where(
         ProductAttribute.organization_id == bindparam("organization_id"),
-        ProductAttribute.event_name.in_(bindparam("event_names", expanding=True)),
+        in_list(ProductAttribute.event_name, "event_names", dialect),
         ProductAttribute.pricing_type.in_(PREPAID_CREDIT_TYPES),
         ProductAttribute.active.is_(True),
-        ProductAttribute.product_id.in_(bindparam("product_ids", expanding=True)),
+        in_list(ProductAttribute.product_id, "product_ids", dialect),
     )
     .order_by(ProductAttribute.position, ProductAttribute.id)
 )
-_ACTIVE_ORDER_LINES = (
-    select(Order.id, Order.customer_id, OrderLine.product_id, OrderLine.attributes, OrderLine.end_date)
+_ACTIVE_ORDER_LINES = for_each_dialect(
+    lambda dialect: select(Order.id, Order.customer_id, OrderLine.product_id, OrderLine.attributes, OrderLine.end_date)
     .join(OrderLine, OrderLine.order_id == Order.id)
     .where(
         Order.organization_id == bindparam("organization_id"),
         Order.status == "active",
-        Order.customer_id.in_(bindparam("customer_ids", expanding=True)),
-        OrderLine.product_id.in_(bindparam("product_ids", expanding=True)),
+        in_list(Order.customer_id, "customer_ids", dialect),
+        in_list(OrderLine.product_id, "product_ids", dialect),
         # A plan change ends the order's old line, so only lines still in force count.
         # find_active_orders checks each line against its customer's own time.
         or_(OrderLine.end_date.is_(None), OrderLine.end_date > bindparam("earliest")),
@@ -229,7 +234,7 @@ def _product_lines(
         "event_names": sorted(event_names),
         "product_ids": sorted(product_ids),
     }
-    rows = session.execute(_PRODUCT_LINES, parameters)
+    rows = session.execute(_PRODUCT_LINES[session.get_bind().dialect.name], parameters)
     lines: dict[tuple[str, str], PricingLine] = {}
     for row in rows:
         line = _product_line(row)

@@ -43,6 +43,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from tallystick.server import clock
+from tallystick.server.bulk_sql import for_each_dialect, in_list
 from tallystick.server.costs.signal_costs import (
     CostDataError,
     attach_costs_to_signals,
@@ -292,10 +293,11 @@ def _resolve_products(
     by_id: set[str] = set()
     by_external_id: dict[str, str] = {}
     if ids:
-        by_id = set(session.scalars(_PRODUCTS_BY_ID, {"organization_id": organization_id, "ids": sorted(ids)}))
+        statement = _PRODUCTS_BY_ID[session.get_bind().dialect.name]
+        by_id = set(session.scalars(statement, {"organization_id": organization_id, "ids": sorted(ids)}))
     if external_ids:
         parameters = {"organization_id": organization_id, "external_ids": sorted(external_ids)}
-        by_external_id = {external_id: product_id for external_id, product_id in session.execute(_PRODUCTS_BY_EXTERNAL_ID, parameters)}
+        by_external_id = {external_id: product_id for external_id, product_id in session.execute(_PRODUCTS_BY_EXTERNAL_ID[session.get_bind().dialect.name], parameters)}
 
     kept = []
     for work in work_items:
@@ -329,14 +331,15 @@ def _resolve_customers(
     # The test clock time of the customers on one; the same queries fetch it.
     clock_times: dict[str, datetime] = {}
     if ids:
-        rows = session.execute(_CUSTOMERS_BY_ID, {"organization_id": organization_id, "ids": sorted(ids)})
+        statement = _CUSTOMERS_BY_ID[session.get_bind().dialect.name]
+        rows = session.execute(statement, {"organization_id": organization_id, "ids": sorted(ids)})
         for customer_id, frozen_time in rows:
             by_id.add(customer_id)
             if frozen_time is not None:
                 clock_times[customer_id] = frozen_time
     if external_ids:
         parameters = {"organization_id": organization_id, "external_ids": sorted(external_ids)}
-        rows = session.execute(_CUSTOMERS_BY_EXTERNAL_ID, parameters)
+        rows = session.execute(_CUSTOMERS_BY_EXTERNAL_ID[session.get_bind().dialect.name], parameters)
         for external_id, customer_id, frozen_time in rows:
             by_external_id[external_id] = customer_id
             if frozen_time is not None:
@@ -373,23 +376,26 @@ def _with_clock_time(statement: Select[tuple[Customer]], *columns: Any) -> Selec
 
 # Built once, with bound parameters: building a select and its cache key on every batch took
 # about as long as running it.
-_PRODUCTS_BY_ID = select(Product.id).where(
-    Product.organization_id == bindparam("organization_id"), Product.id.in_(bindparam("ids", expanding=True))
+_PRODUCTS_BY_ID = for_each_dialect(
+    lambda dialect: select(Product.id).where(
+        Product.organization_id == bindparam("organization_id"), in_list(Product.id, "ids", dialect)
+    )
 )
-_PRODUCTS_BY_EXTERNAL_ID = select(Product.external_id, Product.id).where(
-    Product.organization_id == bindparam("organization_id"),
-    Product.external_id.in_(bindparam("external_ids", expanding=True)),
+_PRODUCTS_BY_EXTERNAL_ID = for_each_dialect(
+    lambda dialect: select(Product.external_id, Product.id).where(
+        Product.organization_id == bindparam("organization_id"), in_list(Product.external_id, "external_ids", dialect)
+    )
 )
 _LIVE_CUSTOMERS = select(Customer).where(
     Customer.organization_id == bindparam("organization_id"), Customer.deleted_at.is_(None)
 )
-_CUSTOMERS_BY_ID = _with_clock_time(
-    _LIVE_CUSTOMERS.where(Customer.id.in_(bindparam("ids", expanding=True))), Customer.id
+_CUSTOMERS_BY_ID = for_each_dialect(
+    lambda dialect: _with_clock_time(_LIVE_CUSTOMERS.where(in_list(Customer.id, "ids", dialect)), Customer.id)
 )
-_CUSTOMERS_BY_EXTERNAL_ID = _with_clock_time(
-    _LIVE_CUSTOMERS.where(Customer.external_id.in_(bindparam("external_ids", expanding=True))),
-    Customer.external_id,
-    Customer.id,
+_CUSTOMERS_BY_EXTERNAL_ID = for_each_dialect(
+    lambda dialect: _with_clock_time(
+        _LIVE_CUSTOMERS.where(in_list(Customer.external_id, "external_ids", dialect)), Customer.external_id, Customer.id
+    )
 )
 
 _NOT_FOUND_REASONS = {
