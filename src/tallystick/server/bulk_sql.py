@@ -37,7 +37,7 @@ _TEXT_ARRAY = postgresql.ARRAY(String())
 
 
 def in_list(column: Any, name: str, dialect: str) -> Any:
-    """Return `column IN (list parameter `name`)` for a text column, built for `dialect`.
+    """Return a test that text `column` is one of the values of list parameter `name`.
 
     On PostgreSQL the list travels as one array parameter (`= ANY(:name)`). An IN list renders
     a placeholder per value, which SQLAlchemy and psycopg then spend more time on than
