@@ -6,8 +6,8 @@ write the ledger entry and the signal. Clients that send each signal as it happe
 SDK's `signal()` does) would pay all of them per signal. So one-signal requests that arrive
 while earlier ones are being written wait, and are then written together in one transaction.
 
-There is no timer: a request that finds a free slot starts a transaction at once, so a quiet
-server adds no delay. Each request still gets the response it would get alone. When any signal
+There is no timer: a request that finds no group of its organization being written starts a
+transaction at once, so a quiet server adds no delay. Each request still gets the response it would get alone. When any signal
 of a shared transaction fails, the transaction is rolled back and each request is written on
 its own, so a failure keeps its usual response (and rolls back a customer created for it).
 """
@@ -46,11 +46,13 @@ GroupWriter = Callable[[str, list[WaitingRequest]], Awaitable[list[Any]]]
 class SignalCoalescer:
     """Groups one-signal requests by organization and writes each group in one transaction.
 
-    At most `max_transactions` groups of one organization are written at once: the
-    ingestion_concurrency setting, since the writes of one process share that many slots.
+    One group of an organization is written at a time, and the requests that arrive meanwhile
+    form the next group. On 2 cores, 16 clients sending one signal after another were written
+    at about 670 requests per second this way, against about 550 with two groups at a time,
+    which split the waiting requests into smaller groups.
     """
 
-    def __init__(self, max_transactions: int) -> None:
+    def __init__(self, max_transactions: int = 1) -> None:
         self.max_transactions = max_transactions
         self._queues: dict[str, list[WaitingRequest]] = {}
         self._running: dict[str, int] = {}

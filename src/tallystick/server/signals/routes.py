@@ -125,8 +125,7 @@ async def create_signals(body: BulkSignalsIn, principal: CurrentPrincipal, reque
 def _coalescer(request: Request) -> SignalCoalescer:
     coalescer = getattr(request.app.state, "signal_coalescer", None)
     if coalescer is None:
-        settings: Settings = request.app.state.settings
-        coalescer = request.app.state.signal_coalescer = SignalCoalescer(settings.ingestion_concurrency)
+        coalescer = request.app.state.signal_coalescer = SignalCoalescer()
     return coalescer
 
 
