@@ -42,8 +42,9 @@ class Settings(BaseSettings):
     otlp_max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     otlp_max_concurrent_exports: int = Field(default=8, ge=1)
     # Signal batches (POST /signals/bulk) that one server process writes at once. Further
-    # batches wait in the event loop for a slot, holding no thread. Two measured fastest on a
-    # 2-core machine: more batches at once only contend for the same locks.
+    # batches wait in the event loop for a slot, holding no thread. A process runs Python on one
+    # core at a time (the interpreter lock), so two let one batch compute while the other waits
+    # for the database. More only contend for that lock and for the same accounts' row locks.
     ingestion_concurrency: int = Field(default=2, ge=1)
     # Largest request body accepted by the REST API, in bytes; larger ones get 413.
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
