@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -33,16 +35,15 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 
     The request owns the transaction: services only flush.
     """
-    # Made in the event loop: a new session does no I/O until the route's first query, so the
-    # route's own thread is the only thread a request without a transaction to end needs.
+    # Made in the event loop: a new session does no I/O until the route's first query.
     store: Store = request.app.state.store
     session = store.sessions()
     try:
         yield session
     except BaseException:
-        await _end(session, commit=False)
+        await _end(request, session, commit=False)
         raise
-    await _end(session, commit=True)
+    await _end(request, session, commit=True)
 
 
 async def get_read_session(request: Request) -> AsyncIterator[Session]:
@@ -52,16 +53,30 @@ async def get_read_session(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
     finally:
-        await _end(session, commit=False)
+        await _end(request, session, commit=False)
 
 
-async def _end(session: Session, *, commit: bool) -> None:
-    """Commit or roll back the session's transaction, in a worker thread, and close it."""
+# Worker threads that end sessions, beside the threads that run routes.
+SESSION_END_THREADS = 16
+
+
+async def _end(request: Request, session: Session, *, commit: bool) -> None:
+    """Commit or roll back the session's transaction in a worker thread, and close it.
+
+    The thread comes from a limiter of its own. A session that holds a connection (and on
+    SQLite the write lock) must always get a thread to give it back: if it waited for one of
+    the route threads, and every route thread waited for a connection or for the write lock,
+    no request would finish until the pool or the lock timed out.
+    """
     if not session.in_transaction():
         # No transaction, so no connection: closing does no I/O.
         session.close()
         return
-    await run_in_threadpool(_end_in_thread, session, commit)
+    limiter = getattr(request.app.state, "session_end_limiter", None)
+    if limiter is None:
+        # Made in the event loop that uses it, which runs one coroutine at a time.
+        limiter = request.app.state.session_end_limiter = anyio.CapacityLimiter(SESSION_END_THREADS)
+    await anyio.to_thread.run_sync(_end_in_thread, session, commit, limiter=limiter)
 
 
 def _end_in_thread(session: Session, commit: bool) -> None:
