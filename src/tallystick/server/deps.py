@@ -63,10 +63,10 @@ SESSION_END_THREADS = 16
 async def _end(request: Request, session: Session, *, commit: bool) -> None:
     """Commit or roll back the session's transaction in a worker thread, and close it.
 
-    The thread comes from a limiter of its own. A session that holds a connection (and on
-    SQLite the write lock) must always get a thread to give it back: if it waited for one of
-    the route threads, and every route thread waited for a connection or for the write lock,
-    no request would finish until the pool or the lock timed out.
+    The thread comes from a limiter of its own, because a session that holds a connection (and
+    on SQLite the write lock) must always get a thread to give it back. Route threads can all
+    be waiting for a connection or for the write lock. Then no request would finish until the
+    pool or the lock timed out.
     """
     if not session.in_transaction():
         # No transaction, so no connection: closing does no I/O.
