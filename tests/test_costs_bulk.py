@@ -209,3 +209,14 @@ def test_overrides_are_per_organization(tenant, other_tenant):
 
     assert other_tenant.http.get("/costs/price-overrides").json()["data"] == []
     assert other_tenant.http.delete(f"/costs/price-overrides/{override_id}").status_code == 404
+
+
+def test_cost_row_keys_serialize_with_orjson() -> None:
+    import orjson
+
+    from tallystick.server.costs import records
+
+    # A str subclass as a key makes orjson fail, and the bulk insert then takes the much
+    # slower standard json module.
+    assert [key for key in records._DEFAULTS if type(key) is not str] == []
+    assert orjson.loads(orjson.dumps([records._DEFAULTS]))[0]["metadata"] is None
