@@ -118,8 +118,14 @@ def _lock_keys(session: Session, organization_id: str, keys: list[ClaimKey]) -> 
     if session.get_bind().dialect.name != "postgresql":
         return
     lock_ids = sorted({_lock_id(organization_id, key) for key in keys})
-    for lock_id in lock_ids:
-        session.execute(text("SELECT pg_advisory_xact_lock(:lock_id)"), {"lock_id": lock_id})
+    if not lock_ids:
+        return
+    # One statement for all the keys, one lock per key, in the sorted order of the array:
+    # unnest returns the elements in array order, and each row takes its lock as it is read.
+    session.execute(_LOCK_ALL, {"lock_ids": lock_ids})
+
+
+_LOCK_ALL = text("SELECT pg_advisory_xact_lock(lock_id) FROM unnest(CAST(:lock_ids AS bigint[])) AS lock_id")
 
 
 def _lock_id(organization_id: str, key: ClaimKey) -> int:
