@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -106,6 +105,7 @@ def serve(
     import uvicorn
 
     from tallystick.server.migrate import upgrade_to_head
+    from tallystick.server.observability import logging_config
 
     _configure_logging(log_level)
     check_settings()
@@ -124,6 +124,7 @@ def serve(
         # The app logs each request as request.finished, by route template; uvicorn's access
         # log would print raw paths and query strings, which carry tokens.
         access_log=False,
+        log_config=logging_config(log_level),
     )
 
 

@@ -72,6 +72,21 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def logging_config(level: str = "info") -> dict[str, Any]:
+    """Return the `logging.config.dictConfig` form of `configure_logging`, JSON lines to stderr.
+
+    Uvicorn applies it in every worker process it starts; the process that runs `serve` has
+    its own logging only, which worker processes do not inherit.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": f"{__name__}.JsonLogFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json"}},
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+    }
+
+
 def configure_logging(level: str = "info", *, json_format: bool = True) -> None:
     """Send logs to standard error, as JSON lines unless `json_format` is false."""
     handler = logging.StreamHandler()
