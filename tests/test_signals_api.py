@@ -218,6 +218,8 @@ def test_unknown_product_fails_and_creates_nothing(tenant, store):
     assert body["code"] == "product_not_found"
     assert "signals[0].attribution.externalProductId" in body["error"]
     assert "'no-such-product'" in body["error"]
+    assert body["fields"][0]["field"] == "signals[0].attribution.externalProductId"
+    assert body["fields"][0]["value"] == "no-such-product"
     assert body["failed"] == 1
     assert customer_id_of(store, tenant.organization_id, "someone") is None
     with store.read_sessions() as session:
@@ -729,3 +731,19 @@ def test_unpriced_event_name_gets_warning(tenant):
     assert [warning["index"] for warning in body["warnings"]] == [0]
     assert body["warnings"][0]["code"] == "no_pricing_line"
     assert "'chat_mesage'" in body["warnings"][0]["message"]
+
+
+def test_failed_signal_echoes_scalar_values_only(tenant, store):
+    create_catalog(store, tenant.organization_id)
+
+    long_name = send(tenant, chat_message("ada", eventName="x" * 300))
+    a_list = send(tenant, [1, 2])
+    a_string = send(tenant, "not a signal")
+
+    assert long_name.status_code == 400
+    assert long_name.json()["fields"][0]["field"] == "signals[0].eventName"
+    assert long_name.json()["fields"][0]["value"] == "x" * 200
+    assert a_list.status_code == 400
+    assert a_list.json()["fields"][0]["value"] is None
+    assert a_string.status_code == 400
+    assert a_string.json()["fields"][0]["value"] == "not a signal"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from datetime import timedelta
 from decimal import Decimal
 from functools import partial
@@ -57,7 +58,7 @@ _RETRYABLE_SQLSTATES = ("40P01", "40001")
 class SignalBatchRejected(ApiError):
     """Every signal of a batch failed: the API error shape plus the per-signal errors and counts."""
 
-    def __init__(self, status: int, outcome: BulkSignalsOut) -> None:
+    def __init__(self, status: int, outcome: BulkSignalsOut, raw_signals: list[Any] | None = None) -> None:
         first = outcome.errors[0]
         message = first.message
         if outcome.failed > 1:
@@ -67,7 +68,11 @@ class SignalBatchRejected(ApiError):
             first.code if status == 400 else "internal_error",
             message,
             fields=[
-                {"field": error.field or f"signals[{error.index}]", "message": error.message, "value": None}
+                {
+                    "field": error.field or f"signals[{error.index}]",
+                    "message": error.message,
+                    "value": _value_at(raw_signals, error.field) if raw_signals is not None else None,
+                }
                 for error in outcome.errors
             ],
         )
@@ -206,7 +211,7 @@ def _ingest_batch(body: BulkSignalsIn, principal: Principal, request: Request) -
                 # then failed are rolled back too.
                 if result.failed and not (result.ingested or result.duplicates):
                     internal = any(outcome.internal for outcome in outcomes)
-                    raise SignalBatchRejected(500 if internal else 400, result)
+                    raise SignalBatchRejected(500 if internal else 400, result, body.signals)
             return result
         except OperationalError as error:
             sqlstate = getattr(error.orig, "sqlstate", None)
@@ -222,6 +227,37 @@ def _ingest_batch(body: BulkSignalsIn, principal: Principal, request: Request) -
         "The signals could not be stored because of concurrent writes; retry the request",
         headers={"Retry-After": "1"},
     )
+
+
+# One step of a field path such as signals[3].attribution.externalProductId: a key or an index.
+_PATH_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+# Maximum length of a string value echoed in an error, in characters. Longer ones are cut.
+_MAX_ECHOED_CHARACTERS = 200
+
+
+def _value_at(raw_signals: list[Any], field: str | None) -> Any:
+    """Return the request's value at `field` (a path under `signals`) when it is a scalar.
+
+    Objects and lists, paths that name no value, and field names that are not paths (such as
+    "metadata key") give None.
+    """
+    if not field or not field.startswith("signals["):
+        return None
+    value: Any = {"signals": raw_signals}
+    for key, index in _PATH_STEP.findall(field):
+        if index:
+            if not isinstance(value, list) or int(index) >= len(value):
+                return None
+            value = value[int(index)]
+        elif isinstance(value, dict) and key in value:
+            value = value[key]
+        else:
+            return None
+    if isinstance(value, str):
+        return value[:_MAX_ECHOED_CHARACTERS]
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    return None
 
 
 def _bulk_result(outcomes: list[service.SignalOutcome], raw_signals: list[Any]) -> BulkSignalsOut:
