@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
-from sqlalchemy import text
 
 from tallystick.server.app import create_app
 from tallystick.server.settings import Settings
+from tests.blocking_helpers import signal_writes_blocked, wait_until
 from tests.conftest import make_tenant, serve_app
 from tests.test_signals_api import chat_message, create_catalog
 
@@ -20,15 +19,6 @@ def _post_batch(tenant, key: str, answers: list[httpx.Response]) -> None:  # typ
     body = {"signals": [chat_message("slot-customer", idempotencyKey=f"{key}-{part}") for part in ("a", "b")]}
     with httpx.Client(base_url=tenant.server.api_url, headers=tenant.http.headers, timeout=30) as client:
         answers.append(client.post("/signals/bulk", json=body))
-
-
-def _wait_until(condition, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_second_batch_waits_for_slot(store, database_url: str) -> None:  # type: ignore[no-untyped-def]
@@ -42,19 +32,13 @@ def test_second_batch_waits_for_slot(store, database_url: str) -> None:  # type:
         limiter = app.state.ingestion_limiter
 
         threads = []
-        # Block signal inserts from a transaction of the test's own, so the first batch keeps
-        # its slot until the test lets go.
-        with store.transaction() as session:
-            if store.is_sqlite:
-                # Write sessions begin with BEGIN IMMEDIATE, so this one holds the write lock.
-                session.execute(text("SELECT 1"))
-            else:
-                session.execute(text("LOCK TABLE signals IN EXCLUSIVE MODE"))
+        # The first batch keeps its slot until the test lets go.
+        with signal_writes_blocked(store):
             for key in ("first", "second"):
                 thread = threading.Thread(target=_post_batch, args=(tenant, key, answers))
                 thread.start()
                 threads.append(thread)
-            assert _wait_until(lambda: limiter.statistics().tasks_waiting == 1)
+            assert wait_until(lambda: limiter.statistics().tasks_waiting == 1)
             assert limiter.statistics().borrowed_tokens == 1
             assert answers == []
 

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy import text
 
 from tallystick.server.app import create_app
 from tallystick.server.observability import SIGNAL_REQUESTS_PER_TRANSACTION
 from tallystick.server.settings import Settings
+from tests.blocking_helpers import signal_writes_blocked, wait_until
 from tests.conftest import Tenant, make_tenant, serve_app
 from tests.test_signals_api import (
     available_credits,
@@ -31,15 +30,6 @@ def _transactions_and_requests() -> tuple[float, float]:
     """Return the histogram's count (shared transactions) and sum (requests in them)."""
     samples = {sample.name: sample.value for metric in SIGNAL_REQUESTS_PER_TRANSACTION.collect() for sample in metric.samples}
     return samples["tallystick_signal_requests_per_transaction_count"], samples["tallystick_signal_requests_per_transaction_sum"]
-
-
-def _wait_until(condition, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @contextmanager
@@ -66,19 +56,14 @@ def _send_while_blocked(store, app, tenant: Tenant, signals: list[dict[str, Any]
         with httpx.Client(base_url=tenant.server.api_url, headers=tenant.http.headers, timeout=30) as client:
             responses[position] = client.post("/signals/bulk", json={"signals": [signals[position]]})
 
-    coalescer_queue = lambda: sum(len(queue) for queue in app.state.signal_coalescer._queues.values())  # noqa: E731
+    coalescer_queue = lambda: sum(len(queue) for queue in app.state.signal_coalescer._queues.values())
     threads = [threading.Thread(target=send, args=(position,)) for position in range(len(signals))]
-    with store.transaction() as session:
-        if store.is_sqlite:
-            # Write sessions begin with BEGIN IMMEDIATE, so this one holds the write lock.
-            session.execute(text("SELECT 1"))
-        else:
-            session.execute(text("LOCK TABLE signals IN EXCLUSIVE MODE"))
+    with signal_writes_blocked(store):
         threads[0].start()
-        assert _wait_until(lambda: app.state.ingestion_limiter.statistics().borrowed_tokens == 1)
+        assert wait_until(lambda: app.state.ingestion_limiter.statistics().borrowed_tokens == 1)
         for thread in threads[1:]:
             thread.start()
-        assert _wait_until(lambda: coalescer_queue() == len(signals) - 1)
+        assert wait_until(lambda: coalescer_queue() == len(signals) - 1)
     for thread in threads:
         thread.join(timeout=30)
     assert all(response is not None for response in responses)
