@@ -13,9 +13,9 @@ from tallystick.server.ids import new_id
 from tallystick.server.models.cost import CostRecord
 
 # Every column of cost_records with the value a row gets when the caller does not set it.
-# Bulk inserts need the same keys in every row. The keys are made plain str: SQLAlchemy names
-# the `metadata` column with a str subclass, which orjson rejects as a key, and the bulk insert
-# then fell back to the standard json module, at about a seventh of an export's CPU time.
+# Bulk inserts need the same keys in every row. The keys are made plain str, because SQLAlchemy
+# names the `metadata` column with a str subclass, which orjson rejects as a key. The bulk
+# insert then fell back to the standard json module, at about a seventh of an export's CPU.
 _DEFAULTS: dict[str, Any] = {str(column.name): None for column in CostRecord.__table__.columns}
 _DEFAULTS.update(
     {

@@ -151,10 +151,7 @@ def _ingest_group(organization_id: str, group: list[WaitingRequest]) -> list[Bul
     """
     if len(group) > 1:
         items = [parse_signal(waiting.body.signals[0], 0) for waiting in group]
-        request = group[0].request
-        store: Store = request.app.state.store
-        settings: Settings = request.app.state.settings
-        skew = timedelta(seconds=settings.signal_max_future_skew_seconds)
+        store, skew = _store_and_skew(group[0].request)
         try:
             with store.transaction() as session:
                 outcomes = service.ingest_signals(
@@ -193,12 +190,16 @@ def _ingestion_limiter(request: Request) -> anyio.CapacityLimiter:
     return limiter
 
 
+def _store_and_skew(request: Request) -> tuple[Store, timedelta]:
+    """Return the app's store and how far in the future a signal's timestamp may be."""
+    settings: Settings = request.app.state.settings
+    return request.app.state.store, timedelta(seconds=settings.signal_max_future_skew_seconds)
+
+
 def _ingest_batch(body: BulkSignalsIn, principal: Principal, request: Request) -> BulkSignalsOut:
     """Store a batch in one transaction, retried when PostgreSQL aborts it to break a deadlock."""
     items = [parse_signal(raw, index) for index, raw in enumerate(body.signals)]
-    store: Store = request.app.state.store
-    settings: Settings = request.app.state.settings
-    skew = timedelta(seconds=settings.signal_max_future_skew_seconds)
+    store, skew = _store_and_skew(request)
 
     for attempt in range(1, _BATCH_ATTEMPTS + 1):
         try:
