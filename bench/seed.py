@@ -145,7 +145,21 @@ def seed_tenant(store: Store, *, customers: int) -> Tenant:
                 for customer_id, grant_id in zip(customer_ids, grant_ids, strict=True)
             ],
         )
+    _analyze(store)
     return Tenant(organization_id, created.secret, currency.id, product.id, line.id, customer_ids)
+
+
+def _analyze(store: Store) -> None:
+    """Refresh PostgreSQL's statistics after a bulk load, as autovacuum would within a minute.
+
+    Without them the planner takes each freshly loaded table for nearly empty: looking up a
+    batch's 1,000 customers scanned all 10,000 of the organization and compared each with the
+    whole list, about 100 ms instead of 2 ms.
+    """
+    if store.is_sqlite:
+        return
+    with store.engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
 
 
 def _series(store: Store) -> str:
@@ -232,9 +246,5 @@ def seed_history(store: Store, tenant: Tenant, *, signals: int) -> float:
             ),
             parameters,
         )
-    if not sqlite:
-        with store.engine.connect() as connection:
-            connection.execution_options(isolation_level="AUTOCOMMIT").execute(
-                text("ANALYZE signals; ANALYZE credit_ledger_entries; ANALYZE credit_grants")
-            )
+    _analyze(store)
     return time.perf_counter() - started

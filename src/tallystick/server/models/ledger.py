@@ -28,6 +28,13 @@ from tallystick.server.models.base import Base, OrgScopedMixin
 from tallystick.server.models.types import Credits, JsonObject
 
 
+# Percent of each PostgreSQL heap page that inserts fill, for the tables whose rows every
+# ingestion batch updates (an account's last sequence, a grant's remaining). The free rest lets
+# an update write the new row version on the same page without touching the indexes (a "HOT"
+# update): in a benchmark batch of 1,000 accounts, one WAL record per row instead of three to six.
+UPDATED_TABLE_FILLFACTOR = 70
+
+
 class CreditAccount(Base):
     """The serialization point of one customer's credits in one currency.
 
@@ -38,6 +45,7 @@ class CreditAccount(Base):
     """
 
     __tablename__ = "credit_accounts"
+    __table_args__ = {"postgresql_with": {"fillfactor": UPDATED_TABLE_FILLFACTOR}}
 
     organization_id: Mapped[str] = mapped_column(
         String(40), ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
@@ -70,6 +78,7 @@ class CreditGrant(OrgScopedMixin, Base):
             sqlite_where=text("idempotency_key IS NOT NULL"),
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
+        {"postgresql_with": {"fillfactor": UPDATED_TABLE_FILLFACTOR}},
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -98,13 +107,17 @@ class CreditGrant(OrgScopedMixin, Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
 
 
-class LedgerEntry(OrgScopedMixin, Base):
+class LedgerEntry(Base):
     """One signed change to a grant's remaining credits, with its cause. Never updated or deleted.
 
     `entry_type` is grant (+), spend (-), expiry (-) or adjustment (+ or -). A spend names the
     signal (or hold, or pending consumption it settled); an expiry names only its grant.
     `effective_at` is when the change counts (a grant's start, an expiry instant, a signal's
     processing time); `created_at` is when the row was written.
+
+    As for signals (see `Signal`), only the organization id has a foreign key: entries are
+    written under the account lock, for a customer, currency and grants that the same
+    transaction has loaded.
     """
 
     __tablename__ = "credit_ledger_entries"
@@ -117,18 +130,31 @@ class LedgerEntry(OrgScopedMixin, Base):
             "sequence",
         ),
         Index("ix_credit_ledger_entries_org_created", "organization_id", "created_at"),
+        # Entries of grants that no order made (manual grants, promotions) name no order and
+        # need no place in this index.
+        Index(
+            "ix_credit_ledger_entries_order_id",
+            "order_id",
+            sqlite_where=text("order_id IS NOT NULL"),
+            postgresql_where=text("order_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
-    credits_currency_id: Mapped[str] = mapped_column(String(40), ForeignKey("credit_currencies.id"))
-    grant_id: Mapped[str] = mapped_column(String(40), ForeignKey("credit_grants.id"), index=True)
+    # Declared here rather than through OrgScopedMixin, whose single-column index the
+    # composite indexes above make redundant.
+    organization_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    customer_id: Mapped[str] = mapped_column(String(40))
+    credits_currency_id: Mapped[str] = mapped_column(String(40))
+    grant_id: Mapped[str] = mapped_column(String(40), index=True)
     entry_type: Mapped[str] = mapped_column(String(16))
     amount: Mapped[Decimal] = mapped_column(Credits())
     signal_id: Mapped[str | None] = mapped_column(String(40), index=True)
     event_name: Mapped[str | None] = mapped_column(String(255))
     product_id: Mapped[str | None] = mapped_column(String(40))
-    order_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    order_id: Mapped[str | None] = mapped_column(String(40))
     hold_id: Mapped[str | None] = mapped_column(String(40))
     pending_consumption_id: Mapped[str | None] = mapped_column(String(40))
     description: Mapped[str | None] = mapped_column(String(500))

@@ -19,6 +19,12 @@ class Signal(Base):
     tallystick never updates or deletes a signal row after its transaction commits; rows go
     only when their organization is deleted. An idempotency key therefore stays claimed for
     the life of the organization, far beyond the 35 days within which clients may retry.
+
+    Only the organization id has a foreign key. Ingestion resolves the customer, product,
+    pricing line and currency in the transaction that inserts the row, and those rows are
+    never deleted except with their organization (a deleted customer is only marked so). On
+    PostgreSQL each foreign key cost a lookup and a lock of the parent row per inserted
+    signal, about 40% of the insert of a 1,000-signal batch.
     """
 
     __tablename__ = "signals"
@@ -53,8 +59,8 @@ class Signal(Base):
     organization_id: Mapped[str] = mapped_column(
         String(40), ForeignKey("organizations.id", ondelete="CASCADE")
     )
-    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
-    product_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("products.id"))
+    customer_id: Mapped[str] = mapped_column(String(40))
+    product_id: Mapped[str | None] = mapped_column(String(40))
     event_name: Mapped[str] = mapped_column(String(255))
     # When the event happened: the signal's timestamp, or received_at when it had none.
     occurred_at: Mapped[datetime]
@@ -69,15 +75,11 @@ class Signal(Base):
     paid_scope_id: Mapped[int | None] = mapped_column(BigInteger)
 
     # The pricing line that rated the signal; both NULL when no line matched.
-    product_attribute_id: Mapped[str | None] = mapped_column(
-        String(40), ForeignKey("product_attributes.id")
-    )
+    product_attribute_id: Mapped[str | None] = mapped_column(String(40))
     # No foreign key: updating a plan replaces its plan attributes, and the signals rated by
     # the old ones keep their ids.
     plan_attribute_id: Mapped[str | None] = mapped_column(String(40))
-    credit_currency_id: Mapped[str | None] = mapped_column(
-        String(40), ForeignKey("credit_currencies.id")
-    )
+    credit_currency_id: Mapped[str | None] = mapped_column(String(40))
     # Credits drawn from grants, and credits left uncovered as pending consumption. Their sum
     # is what the pricing line charged for the signal.
     credits_consumed: Mapped[Decimal] = mapped_column(Credits(), default=Decimal(0))

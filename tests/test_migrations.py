@@ -1,0 +1,137 @@
+"""Alembic migrations: the migrated schema is the models' schema, and revisions go both ways."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Engine
+
+from tallystick.server.db import create_store_engine
+from tallystick.server.migrate import alembic_config, upgrade_to_head
+from tallystick.server.models import Base
+
+from tests.conftest import POSTGRES_ADMIN_URL
+
+
+@pytest.fixture
+def empty_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A database of its own for each test, since these tests move its schema up and down."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'migrations.db'}"
+        return
+
+    import psycopg
+
+    name = f"tallystick_migrations_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def engine_of() -> Iterator[object]:
+    engines: list[Engine] = []
+
+    def open_engine(url: str) -> Engine:
+        engine = create_store_engine(url)
+        engines.append(engine)
+        return engine
+
+    yield open_engine
+    for engine in engines:
+        engine.dispose()
+
+
+def _foreign_keys(engine: Engine, table: str) -> set[str]:
+    return {key["referred_table"] for key in inspect(engine).get_foreign_keys(table)}
+
+
+def _indexes(engine: Engine, table: str) -> set[str]:
+    return {index["name"] for index in inspect(engine).get_indexes(table)}
+
+
+def test_schema_matches_models(empty_database_url, engine_of):
+    upgrade_to_head(empty_database_url)
+
+    with engine_of(empty_database_url).connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+
+    assert differences == []
+
+
+def test_0002_upgrade_and_downgrade(empty_database_url, engine_of):
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0001")
+    engine = engine_of(empty_database_url)
+    assert _foreign_keys(engine, "signals") == {
+        "organizations", "customers", "products", "product_attributes", "credit_currencies"
+    }  # fmt: skip
+    assert "ix_credit_ledger_entries_organization_id" in _indexes(engine, "credit_ledger_entries")
+
+    command.upgrade(config, "0002")
+    engine.dispose()
+    assert _foreign_keys(engine, "signals") == {"organizations"}
+    assert _foreign_keys(engine, "credit_ledger_entries") == {"organizations"}
+    entry_indexes = _indexes(engine, "credit_ledger_entries")
+    assert "ix_credit_ledger_entries_organization_id" not in entry_indexes
+    assert "ix_credit_ledger_entries_order_id" in entry_indexes
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            options = dict(
+                connection.execute(
+                    text(
+                        "SELECT relname, reloptions FROM pg_class "
+                        "WHERE relname IN ('credit_accounts', 'credit_grants')"
+                    )
+                ).all()
+            )
+        assert options == {"credit_accounts": ["fillfactor=70"], "credit_grants": ["fillfactor=70"]}
+
+    command.downgrade(config, "0001")
+    engine.dispose()
+    assert _foreign_keys(engine, "credit_ledger_entries") == {
+        "organizations", "customers", "credit_currencies", "credit_grants"
+    }  # fmt: skip
+    assert "ix_credit_ledger_entries_organization_id" in _indexes(engine, "credit_ledger_entries")
+
+
+def test_0002_keeps_sqlite_rows(tmp_path):
+    # SQLite rebuilds a table to drop its foreign keys. PostgreSQL alters the table in place.
+    path = tmp_path / "rebuilt.db"
+    url = f"sqlite:///{path}"
+    command.upgrade(alembic_config(url), "0001")
+    now = datetime.now(UTC).isoformat()
+    with sqlite3.connect(path) as connection:
+        # Foreign keys are not enforced on a plain sqlite3 connection, so the signal needs no
+        # customer or product rows.
+        connection.execute(
+            "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ('org_1', 'Acme', ?, ?)", (now, now)
+        )
+        connection.execute(
+            "INSERT INTO signals (id, organization_id, customer_id, product_id, event_name, occurred_at, "
+            "received_at, data, idempotency_key, credits_consumed, credits_pending) "
+            "VALUES ('sig_1', 'org_1', 'cus_1', 'prod_1', 'chat_message', ?, ?, '{\"tokens\": 12}', 'key-1', 3, 0)",
+            (now, now),
+        )
+
+    upgrade_to_head(url)
+
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute(
+            "SELECT id, customer_id, data, idempotency_key, credits_consumed FROM signals"
+        ).fetchall()
+    assert rows == [("sig_1", "cus_1", '{"tokens": 12}', "key-1", 3)]
