@@ -3,8 +3,8 @@
 A write locks its accounts, loads their grants and holds (and, when needed, unsettled pending
 consumption), changes them in Python with exact decimals, and then writes the result: new
 ledger entries and pending consumption rows go to the database with one statement per table
-for all the accounts of the write, and changed grants, holds and accounts are flushed
-by the ORM. Entries and new pending rows are buffered rather than added to the session, because
+for all the accounts of the write, as do the grants' remaining and the accounts' last
+sequence. The ORM flushes the rest: new grants, changed holds, swept expiries. Entries and new pending rows are buffered rather than added to the session, because
 building ORM objects for a thousand rows per batch costs more than the SQL that stores them.
 """
 
@@ -79,7 +79,7 @@ class LockedAccount:
     """One account's grants and holds, loaded under its lock, with the write helpers."""
 
     session: Session
-    account: CreditAccount
+    account: queries.AccountRow
     now: datetime
     grants: list[CreditGrant] = field(default_factory=list)
     holds: list[CreditHold] = field(default_factory=list)
@@ -112,11 +112,9 @@ class LockedAccount:
         self.stored_sequence = self.account.last_sequence
 
     def next_sequence(self) -> int:
-        # Set as committed state, so the ORM's flush never visits the account: `write_rows`
-        # stores every account's sequence with one statement.
-        sequence = self.account.last_sequence + 1
-        set_committed_value(self.account, "last_sequence", sequence)
-        return sequence
+        # `write_rows` stores the last one, for every account of the write in one statement.
+        self.account.last_sequence += 1
+        return self.account.last_sequence
 
     def spendable_grants(self) -> list[CreditGrant]:
         """Return the grants with credits left and active now, in draw order.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -57,12 +58,28 @@ def _accounts_parameters(organization_id: str, keys: Sequence[tuple[str, str]]) 
     }
 
 
-_LOCK_ACCOUNT = (
-    select(CreditAccount)
-    .where(*_account_where(CreditAccount))
-    .with_for_update()
-    .execution_options(populate_existing=True)
+@dataclass(slots=True)
+class AccountRow:
+    """A locked `credit_accounts` row, read without the ORM.
+
+    A batch of 1,000 signals can lock 1,000 accounts, and its write only reads and moves on
+    their last sequence, which `accounts.write_rows` stores with one UPDATE. The ORM objects
+    that this replaced cost a batch more CPU than the locking query itself.
+    """
+
+    organization_id: str
+    customer_id: str
+    credits_currency_id: str
+    last_sequence: int
+
+
+_ACCOUNT_COLUMNS = (
+    CreditAccount.organization_id,
+    CreditAccount.customer_id,
+    CreditAccount.credits_currency_id,
+    CreditAccount.last_sequence,
 )
+_LOCK_ACCOUNT = select(*_ACCOUNT_COLUMNS).where(*_account_where(CreditAccount)).with_for_update()
 _OPEN_GRANTS = (
     select(CreditGrant)
     .where(*_account_where(CreditGrant), CreditGrant.expired_at.is_(None))
@@ -131,7 +148,7 @@ _CUSTOMER_ACCOUNTS = (
 
 def lock_account(
     session: Session, organization_id: str, customer_id: str, currency_id: str
-) -> CreditAccount:
+) -> AccountRow:
     """Lock the account row until the transaction ends, creating it first if missing.
 
     On PostgreSQL, `SELECT ... FOR UPDATE` queues every other writer of this account behind this
@@ -141,9 +158,9 @@ def lock_account(
     write sessions begin with BEGIN IMMEDIATE.
     """
     parameters = _account_parameters(organization_id, customer_id, currency_id)
-    account = session.scalars(_LOCK_ACCOUNT, parameters).one_or_none()
-    if account is not None:
-        return account
+    row = session.execute(_LOCK_ACCOUNT, parameters).one_or_none()
+    if row is not None:
+        return AccountRow(*row)
 
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -157,7 +174,7 @@ def lock_account(
         )
         .on_conflict_do_nothing()
     )
-    return session.scalars(_LOCK_ACCOUNT, parameters).one()
+    return AccountRow(*session.execute(_LOCK_ACCOUNT, parameters).one())
 
 
 def lock_accounts(
@@ -175,7 +192,7 @@ def lock_accounts(
 
 def lock_account_rows(
     session: Session, organization_id: str, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], CreditAccount]:
+) -> dict[tuple[str, str], AccountRow]:
     """Lock the (customer id, currency id) accounts, creating missing ones; return them by key.
 
     `keys` must be sorted: existing rows are locked in that order by one SELECT ... ORDER BY
@@ -211,36 +228,33 @@ def lock_account_rows(
 
 def _select_locked(
     session: Session, organization_id: str, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], CreditAccount]:
+) -> dict[tuple[str, str], AccountRow]:
     if session.get_bind().dialect.name == "postgresql":
         # The keys travel as one JSON parameter and are joined, so each is one index probe;
         # a row-value IN list of a thousand pairs made PostgreSQL scan the table.
-        locked = (
-            select(CreditAccount)
-            .from_statement(_POSTGRES_LOCK)
-            .execution_options(populate_existing=True)
-        )
         parameters = {
             "organization_id": organization_id,
             "keys": orjson.dumps([{"customer_id": c, "currency_id": k} for c, k in keys]).decode(),
         }
-        return {(row.customer_id, row.credits_currency_id): row for row in session.scalars(locked, parameters)}
-
-    statement = (
-        select(CreditAccount)
-        .where(
-            CreditAccount.organization_id == organization_id,
-            tuple_(CreditAccount.customer_id, CreditAccount.credits_currency_id).in_(keys),
+        rows = session.execute(_POSTGRES_LOCK, parameters)
+    else:
+        statement = (
+            select(*_ACCOUNT_COLUMNS)
+            .where(
+                CreditAccount.organization_id == organization_id,
+                tuple_(CreditAccount.customer_id, CreditAccount.credits_currency_id).in_(keys),
+            )
+            .order_by(CreditAccount.customer_id, CreditAccount.credits_currency_id)
+            .with_for_update()
         )
-        .order_by(CreditAccount.customer_id, CreditAccount.credits_currency_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return {(row.customer_id, row.credits_currency_id): row for row in session.scalars(statement)}
+        rows = session.execute(statement)
+    return {(row[1], row[2]): AccountRow(*row) for row in rows}
 
 
 _POSTGRES_LOCK = text(
-    "SELECT credit_accounts.* FROM json_to_recordset(CAST(:keys AS json)) AS batch(customer_id text, currency_id text) "
+    "SELECT credit_accounts.organization_id, credit_accounts.customer_id, "
+    "credit_accounts.credits_currency_id, credit_accounts.last_sequence "
+    "FROM json_to_recordset(CAST(:keys AS json)) AS batch(customer_id text, currency_id text) "
     "JOIN credit_accounts ON credit_accounts.organization_id = :organization_id "
     "AND credit_accounts.customer_id = batch.customer_id AND credit_accounts.credits_currency_id = batch.currency_id "
     "ORDER BY credit_accounts.customer_id, credit_accounts.credits_currency_id "
