@@ -13,6 +13,7 @@ from tallystick.server import clock
 from tallystick.server.errors import ApiError
 from tallystick.server.ledger import service
 from tallystick.server.models import (
+    CreditGrant,
     CreditHold,
     LedgerEntry,
     OutboxEvent,
@@ -165,6 +166,26 @@ def test_expired_grant_stops_counting_at_expiry(store, account):
     assert expiry.effective_at == expires
     totals = ledger_totals(store, account, clock.now())
     assert (totals.granted, totals.consumed, totals.expired) == (Decimal(10), Decimal(4), Decimal(6))
+
+
+def test_swept_grant_stores_expiry(store, account):
+    expires = START + timedelta(hours=1)
+    expiring = grant(store, account, "10", expires_at=expires)
+    lasting = grant(store, account, "5")
+    consume(store, account, "4")
+
+    advance(hours=2)
+    result = consume(store, account, "1")
+
+    assert result.covered == Decimal(1)
+    with store.read_sessions() as session:
+        swept = session.get(CreditGrant, expiring.id)
+        unexpired = session.get(CreditGrant, lasting.id)
+    assert swept.expired_at == expires
+    assert swept.remaining == 0
+    assert unexpired.expired_at is None
+    assert unexpired.remaining == Decimal(4)
+    assert grants_match_entries(store, account) == []
 
 
 def test_future_grant_counts_from_its_start(store, account):

@@ -3,9 +3,11 @@
 A write locks its accounts, loads their grants and holds (and, when needed, unsettled pending
 consumption), changes them in Python with exact decimals, and then writes the result: new
 ledger entries and pending consumption rows go to the database with one statement per table
-for all the accounts of the write, as do the grants' remaining and the accounts' last
-sequence. The ORM flushes the rest: new grants, changed holds, swept expiries. Entries and new pending rows are buffered rather than added to the session, because
-building ORM objects for a thousand rows per batch costs more than the SQL that stores them.
+for all the accounts of the write, as do the grants' remaining and expiry and the accounts'
+last sequence. The ORM flushes the rest: new grants, changed holds, settled pending
+consumption. Entries and new pending rows are buffered rather than added to the session,
+because building ORM objects for a thousand rows per batch costs more than the SQL that
+stores them.
 """
 
 from __future__ import annotations
@@ -53,14 +55,18 @@ _PENDING_COLUMNS = tuple(column.key for column in PendingConsumption.__table__.c
 _ACCOUNT_KEY = ("organization_id", "customer_id", "credits_currency_id")
 
 
-def is_active(grant: CreditGrant, at: datetime) -> bool:
+# A grant of a locked account: loaded as a row, or created by this write as an ORM object.
+Grant = CreditGrant | queries.GrantRow
+
+
+def is_active(grant: Grant, at: datetime) -> bool:
     """Return whether the grant's credits count at `at`: started, not expired."""
     if grant.expired_at is not None or grant.starts_at > at:
         return False
     return grant.expires_at is None or grant.expires_at > at
 
 
-def draw_order(grants: list[CreditGrant]) -> list[CreditGrant]:
+def draw_order(grants: list[Grant]) -> list[Grant]:
     """Sort grants in draw order: priority, earliest expiry (none last), oldest start, creation."""
     return sorted(
         grants,
@@ -81,7 +87,7 @@ class LockedAccount:
     session: Session
     account: queries.AccountRow
     now: datetime
-    grants: list[CreditGrant] = field(default_factory=list)
+    grants: list[Grant] = field(default_factory=list)
     holds: list[CreditHold] = field(default_factory=list)
     # Unsettled pending consumption in settlement order; None until first needed.
     pending: list[PendingConsumption] | None = None
@@ -92,8 +98,10 @@ class LockedAccount:
     entry_rows: list[dict[str, Any]] = field(default_factory=list)
     new_pending: list[PendingConsumption] = field(default_factory=list)
     # Grants whose remaining this write changed, by id.
-    touched: dict[str, CreditGrant] = field(default_factory=dict)
-    _spendable: list[CreditGrant] | None = None
+    touched: dict[str, Grant] = field(default_factory=dict)
+    # Loaded grants that this write swept as expired, to store their `expired_at`.
+    swept: list[queries.GrantRow] = field(default_factory=list)
+    _spendable: list[Grant] | None = None
 
     @property
     def organization_id(self) -> str:
@@ -116,7 +124,7 @@ class LockedAccount:
         self.account.last_sequence += 1
         return self.account.last_sequence
 
-    def spendable_grants(self) -> list[CreditGrant]:
+    def spendable_grants(self) -> list[Grant]:
         """Return the grants with credits left and active now, in draw order.
 
         The list is kept between calls, since a batch asks for it several times per signal;
@@ -142,7 +150,7 @@ class LockedAccount:
         """Return the free credits: active grants' remaining minus active holds."""
         return self.grant_credits() - self.held()
 
-    def add_entry(self, grant: CreditGrant, entry_type: str, amount: Decimal, **cause: Any) -> None:
+    def add_entry(self, grant: Grant, entry_type: str, amount: Decimal, **cause: Any) -> None:
         """Buffer one ledger entry and apply it to the grant's cached remaining."""
         effective_at = cause.pop("effective_at", None) or self.now
         order_id = cause.pop("order_id", None) or grant.order_id
@@ -164,10 +172,12 @@ class LockedAccount:
         remaining = grant.remaining + amount
         if remaining < 0:
             raise AssertionError(f"grant {grant.id} would go below zero")
-        if inspect(grant).persistent:
-            # Committed state, as for the sequence: `write_rows` updates all touched grants at
-            # once, and a thousand objects left for the flush to compare cost more than that.
-            set_committed_value(grant, "remaining", remaining)
+        if _stored_by_write_rows(grant):
+            if isinstance(grant, CreditGrant):
+                # Committed state, so that the ORM's flush does not write it a second time.
+                set_committed_value(grant, "remaining", remaining)
+            else:
+                grant.remaining = remaining
         else:
             # A grant created by this write is inserted by the ORM with its remaining.
             grant.remaining = remaining
@@ -212,6 +222,8 @@ class LockedAccount:
             if grant.remaining > 0:
                 self.add_entry(grant, "expiry", -grant.remaining, effective_at=grant.expires_at)
             grant.expired_at = grant.expires_at
+            if isinstance(grant, queries.GrantRow):
+                self.swept.append(grant)
             self.grants.remove(grant)
             self.changed_grants()
             log.info(
@@ -356,18 +368,27 @@ def open_accounts(
     return states
 
 
+def _stored_by_write_rows(grant: Grant) -> bool:
+    """Return whether `write_rows` stores the grant's remaining: every grant but a new ORM one.
+
+    A grant that this write created is inserted by the ORM's flush, with its remaining.
+    """
+    return not isinstance(grant, CreditGrant) or inspect(grant).persistent
+
+
 def write_rows(session: Session, states: Iterable[LockedAccount]) -> None:
     """Write what the accounts' write changed, with one statement per table.
 
     Entries and new pending rows are inserted (see `bulk_sql.insert_rows`). The grants' new
-    remaining and the accounts' last sequence are written by one bulk update each rather than
-    by the ORM, which sends one UPDATE per object. The ORM flushes the rest: new grants and
-    holds, swept expiries, settled pending consumption.
+    remaining, the swept grants' expiry and the accounts' last sequence are written by one bulk
+    update each rather than by the ORM, which sends one UPDATE per object. The ORM flushes the
+    rest: new grants and holds, settled pending consumption.
     """
     states = list(states)
     entry_rows: list[dict[str, Any]] = []
     pending_rows: list[dict[str, Any]] = []
     grant_rows: list[dict[str, Any]] = []
+    expired_rows: list[dict[str, Any]] = []
     account_rows: list[dict[str, Any]] = []
     for state in states:
         entry_rows.extend(state.entry_rows)
@@ -377,10 +398,11 @@ def write_rows(session: Session, states: Iterable[LockedAccount]) -> None:
         )
         state.new_pending = []
         for grant in state.touched.values():
-            # A grant created by this write is inserted by the ORM with its remaining.
-            if inspect(grant).persistent:
+            if _stored_by_write_rows(grant):
                 grant_rows.append({"id": grant.id, "remaining": grant.remaining})
         state.touched = {}
+        expired_rows.extend({"id": grant.id, "expired_at": grant.expired_at} for grant in state.swept)
+        state.swept = []
         account = state.account
         if account.last_sequence == state.stored_sequence:
             continue
@@ -396,6 +418,7 @@ def write_rows(session: Session, states: Iterable[LockedAccount]) -> None:
 
     session.flush()
     update_rows(session, CreditGrant.__table__, grant_rows, keys=("id",))
+    update_rows(session, CreditGrant.__table__, expired_rows, keys=("id",))
     update_rows(session, CreditAccount.__table__, account_rows, keys=_ACCOUNT_KEY)
     insert_rows(session, PendingConsumption.__table__, pending_rows)
     insert_rows(session, LedgerEntry.__table__, entry_rows)

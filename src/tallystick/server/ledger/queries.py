@@ -73,6 +73,39 @@ class AccountRow:
     last_sequence: int
 
 
+@dataclass(slots=True)
+class GrantRow:
+    """An open grant of a locked account, read without the ORM.
+
+    A batch over 1,000 customers loads 1,000 grants. As ORM objects they took a fifth of the
+    batch's time in a py-spy profile, as rows half that. The write changes `remaining` (stored by `accounts.write_rows`) and, for
+    a grant it sweeps, `expired_at`. Grants that the write creates stay ORM objects.
+    """
+
+    id: str
+    customer_id: str
+    credits_currency_id: str
+    remaining: Decimal
+    starts_at: datetime
+    expires_at: datetime | None
+    priority: int
+    sequence: int
+    order_id: str | None
+    expired_at: datetime | None
+
+
+_GRANT_COLUMNS = (
+    CreditGrant.id,
+    CreditGrant.customer_id,
+    CreditGrant.credits_currency_id,
+    CreditGrant.remaining,
+    CreditGrant.starts_at,
+    CreditGrant.expires_at,
+    CreditGrant.priority,
+    CreditGrant.sequence,
+    CreditGrant.order_id,
+    CreditGrant.expired_at,
+)
 _ACCOUNT_COLUMNS = (
     CreditAccount.organization_id,
     CreditAccount.customer_id,
@@ -100,10 +133,9 @@ _UNSETTLED_PENDING = (
     .execution_options(populate_existing=True)
 )
 _OPEN_GRANTS_OF = for_each_dialect(
-    lambda dialect: select(CreditGrant)
+    lambda dialect: select(*_GRANT_COLUMNS)
     .where(*_accounts_where(CreditGrant, dialect), CreditGrant.expired_at.is_(None), CreditGrant.remaining > 0)
     .order_by(CreditGrant.sequence)
-    .execution_options(populate_existing=True)
 )
 _ACTIVE_HOLDS_OF = for_each_dialect(
     lambda dialect: select(CreditHold)
@@ -275,10 +307,11 @@ def _by_account(rows: Iterable[Any], keys: Sequence[tuple[str, str]]) -> dict[tu
 
 def open_grants_of(
     session: Session, organization_id: str, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], list[CreditGrant]]:
+) -> dict[tuple[str, str], list[GrantRow]]:
     """Load the accounts' grants that have credits left and are not swept as expired."""
     statement = _OPEN_GRANTS_OF[session.get_bind().dialect.name]
-    return _by_account(session.scalars(statement, _accounts_parameters(organization_id, keys)), keys)
+    rows = session.execute(statement, _accounts_parameters(organization_id, keys))
+    return _by_account((GrantRow(*row) for row in rows), keys)
 
 
 def active_holds_of(
