@@ -1,4 +1,4 @@
-"""Ids: random, distinct across threads and across a fork."""
+"""Ids: random, distinct across threads and across a fork, and sorted by creation time."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import os
 import re
 import sys
 import threading
+import time
 
 import pytest
 
-from tallystick.server.ids import PREFIXES, new_id
+from tallystick.server.ids import PREFIXES, _spell_time, new_id
 
 
 def test_id_prefix_and_length() -> None:
@@ -53,3 +54,18 @@ def test_ids_distinct_after_fork() -> None:
 
 def test_prefixes_distinct() -> None:
     assert len(set(PREFIXES.values())) == len(PREFIXES)
+
+
+def test_later_ids_sort_after() -> None:
+    earlier = [new_id("signal") for _ in range(100)]
+    time.sleep(0.002)
+    later = new_id("signal")
+    assert all(value < later for value in earlier)
+
+
+@pytest.mark.parametrize("millisecond", [0, 25, 26, 31, 32, 1_733_400_000_000, 2**45 - 2])
+def test_time_spelling_keeps_order(millisecond: int) -> None:
+    # The standard base32 alphabet spells 25 and 26 as "z" and "2", which ASCII sorts the
+    # other way round.
+    assert _spell_time(millisecond) < _spell_time(millisecond + 1)
+    assert len(_spell_time(millisecond)) == 9

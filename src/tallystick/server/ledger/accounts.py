@@ -172,14 +172,11 @@ class LockedAccount:
         remaining = grant.remaining + amount
         if remaining < 0:
             raise AssertionError(f"grant {grant.id} would go below zero")
-        if _stored_by_write_rows(grant):
-            if isinstance(grant, CreditGrant):
-                # Committed state, so that the ORM's flush does not write it a second time.
-                set_committed_value(grant, "remaining", remaining)
-            else:
-                grant.remaining = remaining
+        if isinstance(grant, CreditGrant) and inspect(grant).persistent:
+            # Committed state: `write_rows` stores it, so the ORM's flush must not write it too.
+            set_committed_value(grant, "remaining", remaining)
         else:
-            # A grant created by this write is inserted by the ORM with its remaining.
+            # A loaded row, or a grant created by this write, which the ORM inserts as it is.
             grant.remaining = remaining
         self.entry_rows.append(row)
         self.touched[grant.id] = grant

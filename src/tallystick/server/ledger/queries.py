@@ -78,8 +78,9 @@ class GrantRow:
     """An open grant of a locked account, read without the ORM.
 
     A batch over 1,000 customers loads 1,000 grants. As ORM objects they took a fifth of the
-    batch's time in a py-spy profile, as rows half that. The write changes `remaining` (stored by `accounts.write_rows`) and, for
-    a grant it sweeps, `expired_at`. Grants that the write creates stay ORM objects.
+    batch's time in a py-spy profile, as rows half that. The write changes `remaining` and,
+    for a grant it sweeps, `expired_at`, and `accounts.write_rows` stores both. Grants that
+    the write creates stay ORM objects.
     """
 
     id: str
