@@ -8,6 +8,7 @@ must become pending consumption, and 200 signals must be stored.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import subprocess
 import sys
@@ -190,3 +191,52 @@ def test_concurrent_signals_create_one_customer(tenant, store):
         )
     assert len(customers) == 1
     assert stored == 10
+
+
+RESENT_CUSTOMERS = 20
+KEYS_PER_CUSTOMER = 30
+RESEND_BATCH = 60
+
+
+def test_resent_batches_never_deadlock(store, two_servers, tmp_path):
+    """Batches that share keys and customers, sent three times in shuffled order at once.
+
+    A batch whose keys a concurrent batch claimed first takes the general path. If that path
+    claimed keys before locking accounts, the reverse of the fast path, two batches could wait
+    for each other, and PostgreSQL would abort one (a 503 after three attempts).
+    """
+    with store.transaction() as session:
+        created = create_api_key(session, f"org-{secrets.token_hex(6)}")
+    catalog = create_catalog(store, created.organization_id)
+    customers = [f"resend-{number}" for number in range(RESENT_CUSTOMERS)]
+    for external_id in customers:
+        grant_credits(store, catalog, create_customer(store, created.organization_id, external_id), "10")
+    signals = [
+        {
+            "eventName": "chat_message",
+            "customer": {"externalCustomerId": external_id},
+            "attribution": {"externalProductId": "chatbot"},
+            "idempotencyKey": f"{external_id}-{number}",
+        }
+        for external_id in customers
+        for number in range(KEYS_PER_CUSTOMER)
+    ]
+    copies = signals * 3
+    random.Random(7).shuffle(copies)
+    batches = [copies[start : start + RESEND_BATCH] for start in range(0, len(copies), RESEND_BATCH)]
+    headers = {"Authorization": f"Bearer {created.secret}"}
+
+    def send(numbered: tuple[int, list[dict[str, object]]]) -> httpx.Response:
+        number, batch = numbered
+        with httpx.Client(base_url=two_servers[number % 2], headers=headers, timeout=120) as client:
+            return client.post("/signals/bulk", json={"signals": batch})
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        responses = list(pool.map(send, enumerate(batches)))
+
+    assert [response.status_code for response in responses] == [200] * len(batches)
+    bodies = [response.json() for response in responses]
+    assert sum(body["ingested"] for body in bodies) == len(signals)
+    assert sum(body["duplicates"] for body in bodies) == 2 * len(signals)
+    logs = "".join(path.read_text() for path in tmp_path.glob("server-*.log"))
+    assert "signals.batch_retried" not in logs

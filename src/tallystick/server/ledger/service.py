@@ -212,6 +212,15 @@ class ConsumptionRequest:
     now: datetime | None = None
 
 
+def lock_accounts(session: Session, organization_id: str, accounts: Sequence[tuple[str, str]]) -> None:
+    """Lock (customer id, currency id) accounts until the transaction ends, creating missing ones.
+
+    The accounts are locked in sorted order, the order of every ledger write, so that a caller
+    which locks them before other work takes them in the same order as ledger writes do.
+    """
+    queries.lock_account_rows(session, organization_id, sorted(set(accounts)))
+
+
 def _open_account(
     session: Session, organization_id: str, customer_id: str, currency_id: str
 ) -> LockedAccount:

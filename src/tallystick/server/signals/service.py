@@ -525,8 +525,8 @@ def _store_and_consume(
     The fast path consumes first and then inserts each signal with its credits (see
     `_consume_then_store`), inside a savepoint. When it fails, or when a concurrent
     transaction claimed one of its keys in between, the savepoint is rolled back and the batch
-    takes the general path: insert the rows (the idempotency claim), then consume for the
-    inserted ones, then write their credits.
+    takes the general path: lock the credit accounts, insert the rows (the idempotency claim),
+    then consume for the inserted ones, then write their credits.
     """
     try:
         with session.begin_nested():
@@ -540,6 +540,11 @@ def _store_and_consume(
 
     for work in work_items:
         outcomes[work.index] = None
+    # Account locks before key claims, in the order of the fast path. The other order waited
+    # for a concurrent fast path's keys while that one waited for these accounts: a deadlock.
+    accounts = sorted({(work.customer_id or "", _currency_of(work)) for work in _spending(work_items)})
+    if accounts:
+        ledger.lock_accounts(session, organization_id, accounts)
     stored = _store(session, organization_id, work_items, received_at, outcomes)
     _consume(session, organization_id, stored, outcomes)
     return stored
