@@ -135,3 +135,25 @@ def test_0002_keeps_sqlite_rows(tmp_path):
             "SELECT id, customer_id, data, idempotency_key, credits_consumed FROM signals"
         ).fetchall()
     assert rows == [("sig_1", "cus_1", '{"tokens": 12}', "key-1", 3)]
+
+
+def test_migrate_command_reports_revisions(tmp_path):
+    from alembic.script import ScriptDirectory
+    from typer.testing import CliRunner
+
+    from tallystick.cli.main import app
+
+    runner = CliRunner()
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    older = f"sqlite:///{tmp_path / 'older.db'}"
+    command.upgrade(alembic_config(older), "0001")
+
+    created = runner.invoke(app, ["migrate", "--database-url", fresh])
+    again = runner.invoke(app, ["migrate", "--database-url", fresh])
+    upgraded = runner.invoke(app, ["migrate", "--database-url", older])
+
+    assert created.exit_code == 0, created.output
+    assert f"Database schema created (revision {head})." in created.output
+    assert f"Database schema is up to date (revision {head})." in again.output
+    assert f"Database schema upgraded from revision 0001 to {head}." in upgraded.output

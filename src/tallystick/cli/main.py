@@ -131,10 +131,18 @@ def serve(
 @app.command()
 def migrate(database_url: DatabaseUrlOption = None) -> None:
     """Bring the database schema up to date without starting the server."""
-    from tallystick.server.migrate import upgrade_to_head
+    from tallystick.server.migrate import current_revision, upgrade_to_head
 
-    upgrade_to_head(_database_url(database_url))
-    console.print("Database schema is up to date.")
+    url = _database_url(database_url)
+    before = current_revision(url)
+    upgrade_to_head(url)
+    after = current_revision(url)
+    if before == after:
+        console.print(f"Database schema is up to date (revision {after}).")
+    elif before is None:
+        console.print(f"Database schema created (revision {after}).")
+    else:
+        console.print(f"Database schema upgraded from revision {before} to {after}.")
 
 
 @api_keys_app.command("create")

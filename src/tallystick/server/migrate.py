@@ -7,8 +7,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
 
-from tallystick.server.db import normalize_database_url
+from tallystick.server.db import create_store_engine, normalize_database_url
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,16 @@ def alembic_config(database_url: str) -> Config:
     # ConfigParser treats % as interpolation; URLs may contain percent-encoded characters.
     config.set_main_option("sqlalchemy.url", normalize_database_url(database_url).replace("%", "%%"))
     return config
+
+
+def current_revision(database_url: str) -> str | None:
+    """Return the database's schema revision, or None for a database without tallystick's schema."""
+    engine = create_store_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
 
 
 def upgrade_to_head(database_url: str) -> None:
