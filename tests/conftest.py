@@ -96,6 +96,29 @@ def store(database_url: str):  # type: ignore[no-untyped-def]
     opened.dispose()
 
 
+@contextmanager
+def scratch_database(backend: str, tmp_path: Path, label: str) -> Iterator[str]:
+    """Yield the URL of a new, empty database that only the caller uses, and drop it afterwards.
+
+    On SQLite it is a file named after `label` in `tmp_path`. On PostgreSQL it is a database
+    named tallystick_<label>_<random hex>, dropped even while connections remain.
+    """
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / f'{label}.db'}"
+        return
+
+    import psycopg
+
+    name = f"tallystick_{label}_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal as os_signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import POSTGRES_ADMIN_URL, free_port
+from tests.conftest import free_port, scratch_database
 
 CLI = str(Path(sys.executable).parent / "tallystick")
 
@@ -102,20 +101,8 @@ class ServerProcess:
 @pytest.fixture
 def crash_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
     """A database of its own, so the killed server shares nothing with the other tests."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'crash.db'}"
-        return
-
-    import psycopg
-
-    name = f"tallystick_crash_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(backend, tmp_path, "crash") as url:
+        yield url
 
 
 @pytest.fixture

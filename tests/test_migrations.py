@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,26 +18,14 @@ from tallystick.server.db import create_store_engine
 from tallystick.server.migrate import alembic_config, upgrade_to_head
 from tallystick.server.models import Base
 
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.conftest import scratch_database
 
 
 @pytest.fixture
 def empty_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
     """A database of its own for each test, since these tests move its schema up and down."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrations.db'}"
-        return
-
-    import psycopg
-
-    name = f"tallystick_migrations_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(backend, tmp_path, "migrations") as url:
+        yield url
 
 
 @pytest.fixture

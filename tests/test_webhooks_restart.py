@@ -8,7 +8,6 @@ checks that it sends the event again, with the same id, once the claim lapses.
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 
 from tallystick.server import events
 from tallystick.webhooks import SIGNATURE_HEADER, verify_webhook_signature
-from tests.conftest import POSTGRES_ADMIN_URL, free_port
+from tests.conftest import free_port, scratch_database
 from tests.test_webhooks_delivery import Hang, WebhookReceiver, record
 
 pytestmark = pytest.mark.slow
@@ -29,20 +28,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def own_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
     """A database that only this test's server processes use."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'restart.db'}"
-        return
-
-    import psycopg
-
-    name = f"tallystick_restart_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(backend, tmp_path, "restart") as url:
+        yield url
 
 
 def start_server(database_url: str, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
