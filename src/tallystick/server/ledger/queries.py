@@ -210,19 +210,6 @@ def lock_account(
     return AccountRow(*session.execute(_LOCK_ACCOUNT, parameters).one())
 
 
-def lock_accounts(
-    session: Session, organization_id: str, accounts: Iterable[tuple[str, str]]
-) -> None:
-    """Lock several (customer id, currency id) accounts in one fixed order.
-
-    A transaction that consumes for several customers must lock their accounts up front in
-    sorted order: two transactions that lock the same accounts in different orders can deadlock
-    on PostgreSQL.
-    """
-    for customer_id, currency_id in sorted(set(accounts)):
-        lock_account(session, organization_id, customer_id, currency_id)
-
-
 def lock_account_rows(
     session: Session, organization_id: str, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], AccountRow]:

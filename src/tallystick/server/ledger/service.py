@@ -18,7 +18,7 @@ then oldest start, then creation order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -212,11 +212,12 @@ class ConsumptionRequest:
     now: datetime | None = None
 
 
-def lock_accounts(session: Session, organization_id: str, accounts: Sequence[tuple[str, str]]) -> None:
+def lock_accounts(session: Session, organization_id: str, accounts: Iterable[tuple[str, str]]) -> None:
     """Lock (customer id, currency id) accounts until the transaction ends, creating missing ones.
 
-    The accounts are locked in sorted order, the order of every ledger write, so that a caller
-    which locks them before other work takes them in the same order as ledger writes do.
+    A transaction that consumes for several customers, or locks before other work, must lock
+    their accounts up front in sorted order, the order of every ledger write: two transactions
+    that lock the same accounts in different orders can deadlock on PostgreSQL.
     """
     queries.lock_account_rows(session, organization_id, sorted(set(accounts)))
 

@@ -540,9 +540,9 @@ def _store_and_consume(
 
     for work in work_items:
         outcomes[work.index] = None
-    # Account locks before key claims, in the order of the fast path. The other order waited
-    # for a concurrent fast path's keys while that one waited for these accounts: a deadlock.
-    accounts = sorted({(work.customer_id or "", _currency_of(work)) for work in _spending(work_items)})
+    # Accounts are locked before keys are claimed, as on the fast path. Claiming keys first could
+    # wait for a concurrent fast path's keys while that path waits for these accounts.
+    accounts = {(work.customer_id or "", _currency_of(work)) for work in _spending(work_items)}
     if accounts:
         ledger.lock_accounts(session, organization_id, accounts)
     stored = _store(session, organization_id, work_items, received_at, outcomes)
