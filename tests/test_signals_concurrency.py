@@ -1,8 +1,9 @@
-"""Concurrent signals for one customer through two server processes sharing one database.
+"""Concurrent signals through two server processes sharing one database.
 
 A customer with 50 credits gets 200 signals of 1 credit each, from 20 threads, and each signal
 goes to both processes with the same idempotency key. Exactly 50 credits must be consumed, 150
-must become pending consumption, and 200 signals must be stored.
+must become pending consumption, and 200 signals must be stored. Batches over many customers,
+resent concurrently, must all be stored without a deadlock.
 """
 
 from __future__ import annotations

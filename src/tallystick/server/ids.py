@@ -67,8 +67,8 @@ PREFIXES = {
 class _RandomBuffer(threading.local):
     """Random id characters from os.urandom, encoded a buffer at a time, one buffer per thread.
 
-    It also keeps the spelling of the last millisecond it was asked for, which the ids made
-    within that millisecond share.
+    It also caches the spelling of the last millisecond requested, which all ids made within
+    that millisecond share.
     """
 
     def __init__(self) -> None:

@@ -29,9 +29,9 @@ from tallystick.server.models.types import Credits, JsonObject
 
 
 # Percent of each PostgreSQL heap page that inserts fill, for the tables whose rows every
-# ingestion batch updates (an account's last sequence, a grant's remaining). The free rest lets
-# an update write the new row version on the same page without touching the indexes (a "HOT"
-# update): in a benchmark batch of 1,000 accounts, one WAL record per row instead of three to six.
+# ingestion batch updates (an account's last sequence, a grant's remaining). The free space
+# lets an update write the new row version on the same page without new index entries (a
+# "HOT" update). In a batch of 1,000 accounts that took one WAL record per row instead of 3 to 6.
 UPDATED_TABLE_FILLFACTOR = 70
 
 
