@@ -110,18 +110,30 @@ class Store:
     read_engine: Engine
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]
+    # For reads of one statement. On PostgreSQL they run in autocommit mode, which saves the
+    # BEGIN and ROLLBACK round trips, and one statement reads one snapshot anyway. A session
+    # that runs several statements here reads a new snapshot for each, and any write commits
+    # at once, so only single-statement reads may use it. On SQLite it is `read_sessions`.
+    statement_reads: sessionmaker[Session]
 
     @classmethod
     def open(cls, url: str) -> Store:
         url = normalize_database_url(url)
         engine = create_store_engine(url)
         read_engine = create_store_engine(url, read_only=True) if is_sqlite(url) else engine
+        read_sessions = sessionmaker(read_engine, expire_on_commit=False)
+        if is_sqlite(url):
+            statement_reads = read_sessions
+        else:
+            # Shares the engine's pool; psycopg switches a connection's autocommit mode locally.
+            statement_reads = sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
         return cls(
             url=url,
             engine=engine,
             read_engine=read_engine,
             sessions=sessionmaker(engine, expire_on_commit=False),
-            read_sessions=sessionmaker(read_engine, expire_on_commit=False),
+            read_sessions=read_sessions,
+            statement_reads=statement_reads,
         )
 
     @property

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 from tallystick.server import clock
 from tallystick.server.billing import allocations, invoices
@@ -262,7 +263,12 @@ def due_order_ids(session: Session, organization_id: str, customer_id: str, now:
     return list(session.scalars(_DUE_ORDER_IDS, parameters))
 
 
-def _customer_to_read(match):  # type: ignore[no-untyped-def]
+def select_customer_to_read(match: Any, customer: Any = Customer) -> Select[Any]:
+    """Select a live customer matching `match`, with its test clock time and whether a renewal
+    is due at the bound parameter `now` (at the clock's time for a customer on a test clock).
+
+    `customer` is the model, or the columns of it to select.
+    """
     # The due-order test of `due_order_ids`, at the customer's test clock time when it has one.
     now = func.coalesce(TestClock.frozen_time, bindparam("now", type_=UtcDateTime()))
     renewal_due = (
@@ -275,7 +281,8 @@ def _customer_to_read(match):  # type: ignore[no-untyped-def]
         .exists()
     )
     return (
-        select(Customer, TestClock.frozen_time, renewal_due)
+        select(customer, TestClock.frozen_time.label("clock_time"), renewal_due.label("renewal_due"))
+        .select_from(Customer)
         .outerjoin(TestClockCustomer, TestClockCustomer.customer_id == Customer.id)
         .outerjoin(TestClock, TestClock.id == TestClockCustomer.test_clock_id)
         .where(Customer.organization_id == bindparam("organization_id"), Customer.deleted_at.is_(None), match)
@@ -283,8 +290,8 @@ def _customer_to_read(match):  # type: ignore[no-untyped-def]
 
 
 # Built once, with bound parameters, since every balance read runs them.
-_CUSTOMER_TO_READ_BY_ID = _customer_to_read(Customer.id == bindparam("customer_id"))
-_CUSTOMER_TO_READ_BY_EXTERNAL_ID = _customer_to_read(Customer.external_id == bindparam("external_id"))
+_CUSTOMER_TO_READ_BY_ID = select_customer_to_read(Customer.id == bindparam("customer_id"))
+_CUSTOMER_TO_READ_BY_EXTERNAL_ID = select_customer_to_read(Customer.external_id == bindparam("external_id"))
 _DUE_ORDER_IDS = (
     select(Order.id)
     .where(

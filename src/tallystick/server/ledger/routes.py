@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Coroutine
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
@@ -15,14 +15,12 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from tallystick.server import clock
-from tallystick.server.billing.renewals import (
-    CustomerToRead,
-    find_customer_to_read,
-    refresh_for_read,
-)
+from tallystick.server.billing.renewals import refresh_for_read
 from tallystick.server.customers import service as customers
+from tallystick.server.db import Store
 from tallystick.server.deps import (
     CurrentPrincipal,
     DbSession,
@@ -36,7 +34,7 @@ from tallystick.server.errors import (
     validation_error_to_api_error,
 )
 from tallystick.server.filters import parse_choice_filter, parse_date_filter
-from tallystick.server.ledger import queries, service
+from tallystick.server.ledger import balance_read, queries, service
 from tallystick.server.ledger.schemas import (
     GRANT_AMOUNT_PLACES,
     TRANSACTION_TYPES,
@@ -145,13 +143,41 @@ def _currency_by_key(session: Session, organization_id: str, key: str) -> Credit
 # Balances
 
 
-def _balances(request: Request, session: Session, found: CustomerToRead) -> CreditBalanceListOut:
-    # Billing periods that started since the last renewal are granted first, so a read never
-    # shows a stale period.
-    customer = found.customer
-    now = refresh_for_read(request.app.state.store, session, customer.organization_id, customer.id, found=found)
+async def _balances(
+    request: Request, organization_id: str, *, customer_id: str | None = None, external_id: str | None = None
+) -> CreditBalanceListOut:
+    # The route is async and reads in one worker thread, which opens, uses and closes the
+    # session: one thread hop per read, where a sync route with a session dependency takes two.
+    store: Store = request.app.state.store
+    found, now = await run_in_threadpool(
+        _load_balances, store, organization_id, customer_id=customer_id, external_id=external_id
+    )
+    if found is None:
+        if external_id is not None:
+            raise not_found("Customer", "externalId", external_id)
+        raise not_found("Customer", "id", customer_id)
+    return _balance_list(found, now)
+
+
+def _load_balances(
+    store: Store, organization_id: str, *, customer_id: str | None, external_id: str | None
+) -> tuple[balance_read.CustomerCredits | None, datetime]:
+    read_now = clock.now()
+    with store.statement_reads() as session:
+        found = balance_read.load_customer_credits(
+            session, organization_id, read_now, customer_id=customer_id, external_id=external_id
+        )
+        if found is None or not found.renewal_due:
+            return found, (found.clock_time if found else None) or read_now
+        # Billing periods that started since the last renewal are granted first, so a read
+        # never shows a stale period. The renewal commits before the rows are loaded again.
+        now = refresh_for_read(store, session, organization_id, found.customer_id)
+        return balance_read.load_customer_credits(session, organization_id, now, customer_id=found.customer_id), now
+
+
+def _balance_list(found: balance_read.CustomerCredits, now: datetime) -> CreditBalanceListOut:
     balances = []
-    for currency, view in service.customer_balances(session, customer.organization_id, customer.id, now):
+    for currency, view in service.account_balances(found.accounts, now):
         grants = [
             CreditGrantOut(
                 id=item.grant.id,
@@ -195,30 +221,22 @@ def _balances(request: Request, session: Session, found: CustomerToRead) -> Cred
 
 
 @router.get("/customers/external/{external_id}/credits/balances", response_model=CreditBalanceListOut)
-def get_balances_by_external_id(
-    external_id: str, request: Request, principal: CurrentPrincipal, session: ReadSession
+async def get_balances_by_external_id(
+    external_id: str, request: Request, principal: CurrentPrincipal
 ) -> CreditBalanceListOut:
     """List the customer's credit balance in each credit currency, with its active grants."""
-    found = find_customer_to_read(session, principal.organization_id, external_id=external_id)
-    if found is None:
-        raise not_found("Customer", "externalId", external_id)
-    return _balances(request, session, found)
+    return await _balances(request, principal.organization_id, external_id=external_id)
 
 
 @router.get("/customers/{customer_id}/credits/balances", response_model=CreditBalanceListOut)
-def get_balances(
-    customer_id: str, request: Request, principal: CurrentPrincipal, session: ReadSession
-) -> CreditBalanceListOut:
+async def get_balances(customer_id: str, request: Request, principal: CurrentPrincipal) -> CreditBalanceListOut:
     """List the customer's credit balance in each credit currency, with its active grants.
 
     `available` is what the customer can spend now: active grants' remaining credits minus
     credits reserved by holds and unsettled pending consumption. Each grant's `available` is
     its share after holds and pending consumption are assigned to grants in draw order.
     """
-    found = find_customer_to_read(session, principal.organization_id, customer_id=customer_id)
-    if found is None:
-        raise not_found("Customer", "id", customer_id)
-    return _balances(request, session, found)
+    return await _balances(request, principal.organization_id, customer_id=customer_id)
 
 
 # Grants

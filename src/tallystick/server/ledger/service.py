@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -46,6 +47,10 @@ from tallystick.server.models import (
 )
 from tallystick.server.models.types import CREDIT_PLACES
 from tallystick.server.webhooks.low_balance import format_credits
+
+if TYPE_CHECKING:
+    # A runtime import would be circular: balance_read imports billing, which imports this.
+    from tallystick.server.ledger.balance_read import AccountCredits, BalanceCurrency, BalanceGrant
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +81,7 @@ class HoldResult:
 
 @dataclass(frozen=True)
 class GrantView:
-    grant: CreditGrant
+    grant: CreditGrant | BalanceGrant
     available: Decimal  # remaining minus the holds and pending consumption drawn against it
 
 
@@ -114,37 +119,45 @@ def check_credit_amount(
 # Reads
 
 
-def is_hold_active(hold: CreditHold, at: datetime) -> bool:
-    return hold.status == "active" and hold.expires_at > at
-
-
 def balance_view(
     session: Session, organization_id: str, customer_id: str, currency_id: str, at: datetime
 ) -> BalanceView:
-    """Compute the balance at `at` from stored rows, as the next write would leave it.
+    """Compute the balance at `at` from stored rows, as the next write would leave it."""
+    grants = queries.open_grants(session, organization_id, customer_id, currency_id)
+    holds = [
+        (hold.reserved, hold.expires_at)
+        for hold in queries.active_holds(session, organization_id, customer_id, currency_id)
+    ]
+    pending = [row.remaining for row in queries.unsettled_pending(session, organization_id, customer_id, currency_id)]
+    return _balance_of(grants, holds, pending, at)
+
+
+def _balance_of(
+    grants: Sequence[CreditGrant | BalanceGrant],
+    holds: Iterable[tuple[Decimal, datetime]],
+    pending: Iterable[Decimal],
+    at: datetime,
+) -> BalanceView:
+    """Compute a balance from an account's open grants, active holds (reserved credits and
+    expiry) and unsettled pending remainders.
 
     Expiries and hold expiries that no write has swept yet are applied here on the fly, so a
     read is right at any instant. Held credits and pending consumption are assigned to grants
     in draw order, so the grants' available amounts add up to the balance's available.
     """
-    grants = draw_order(
-        [g for g in queries.open_grants(session, organization_id, customer_id, currency_id) if is_active(g, at)]
-    )
-    holds = queries.active_holds(session, organization_id, customer_id, currency_id)
-    pending = queries.unsettled_pending(session, organization_id, customer_id, currency_id)
-
-    held = sum((hold.reserved for hold in holds if is_hold_active(hold, at)), ZERO)
-    pending_total = sum((row.remaining for row in pending), ZERO)
+    active = draw_order([grant for grant in grants if is_active(grant, at)])
+    held = sum((reserved for reserved, expires_at in holds if expires_at > at), ZERO)
+    pending_total = sum(pending, ZERO)
     spoken_for = held + pending_total
 
     views: list[GrantView] = []
-    for grant in grants:
+    for grant in active:
         assigned = min(grant.remaining, spoken_for)
         spoken_for -= assigned
         views.append(GrantView(grant=grant, available=grant.remaining - assigned))
 
-    total = sum((grant.amount for grant in grants), ZERO)
-    remaining = sum((grant.remaining for grant in grants), ZERO)
+    total = sum((grant.amount for grant in active), ZERO)
+    remaining = sum((grant.remaining for grant in active), ZERO)
     return BalanceView(
         available=sum((view.available for view in views), ZERO),
         held=min(held, remaining),
@@ -174,6 +187,13 @@ def customer_balances(
         (currency, balance_view(session, organization_id, customer_id, currency.id, at))
         for currency in queries.customer_accounts(session, organization_id, customer_id)
     ]
+
+
+def account_balances(
+    accounts: Iterable[AccountCredits], at: datetime
+) -> list[tuple[BalanceCurrency, BalanceView]]:
+    """Compute the balances at `at` of accounts loaded by `balance_read.load_customer_credits`."""
+    return [(account.currency, _balance_of(account.grants, account.holds, account.pending, at)) for account in accounts]
 
 
 def get_hold(session: Session, organization_id: str, hold_id: str) -> CreditHold:
