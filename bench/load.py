@@ -1,7 +1,7 @@
 """Load generator of the server benchmark, run as its own process by bench/run.py.
 
-Reads one JSON job from standard input, sends requests to a loopback server with an asyncio
-httpx client, and prints one JSON result to standard output. Two modes:
+Reads one JSON job from standard input, sends requests to a loopback server with aiohttp's
+asyncio client, and prints one JSON result to standard output. Two modes:
 
 - closed: `concurrency` workers each send the next request as soon as the previous response
   arrives, which measures the maximum throughput;
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 import orjson
 
 from payloads import CURRENCY_KEY, SignalBodies, TraceBodies
@@ -94,29 +94,30 @@ class Requests:
         return "POST", path, self.traces.next_body(), protobuf_headers, self.batch
 
 
-async def _send(client: httpx.AsyncClient, requests: Requests, tally: Tally, scheduled: float) -> None:
+async def _send(client: aiohttp.ClientSession, requests: Requests, tally: Tally, scheduled: float) -> None:
     method, path, body, headers, items = requests.next()
     try:
-        response = await client.request(method, path, content=body, headers=headers)
-        ok = response.status_code < 300
-        problem = None if ok else f"{response.status_code} {response.text[:300]}"
+        async with client.request(method, path, data=body, headers=headers) as response:
+            content = await response.read()
+        ok = response.status < 300
+        problem = None if ok else f"{response.status} {content[:300].decode(errors='replace')}"
         if ok and requests.kind == "signals":
-            answer = response.json()
+            answer = orjson.loads(content)
             if answer.get("failed"):
                 problem = f"{answer['failed']} failed signals: {str(answer.get('errors'))[:300]}"
             items = answer.get("ingested", 0)
-    except httpx.HTTPError as error:
+    except (aiohttp.ClientError, TimeoutError) as error:
         ok, problem = False, f"{type(error).__name__}: {error}"
     tally.record(scheduled, time.perf_counter(), ok, items, problem)
 
 
 async def run_closed(
-    job: dict[str, Any], clients: list[httpx.AsyncClient], requests: Requests, tally: Tally
+    job: dict[str, Any], clients: list[aiohttp.ClientSession], requests: Requests, tally: Tally
 ) -> None:
     deadline = tally.measure_to
     limit = min(int(job.get("max_requests", MAX_REQUESTS)), MAX_REQUESTS)
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: aiohttp.ClientSession) -> None:
         while time.perf_counter() < deadline and tally.sent < limit:
             tally.sent += 1
             await _send(client, requests, tally, time.perf_counter())
@@ -125,7 +126,7 @@ async def run_closed(
 
 
 async def run_open(
-    job: dict[str, Any], clients: list[httpx.AsyncClient], requests: Requests, tally: Tally
+    job: dict[str, Any], clients: list[aiohttp.ClientSession], requests: Requests, tally: Tally
 ) -> None:
     rate = float(job["rate"])
     limit = min(int(job.get("max_requests", MAX_REQUESTS)), MAX_REQUESTS)
@@ -161,7 +162,7 @@ async def run_open(
 
 async def connect_balanced(
     base_url: str, headers: dict[str, str], count: int, processes: int
-) -> list[httpx.AsyncClient]:
+) -> list[aiohttp.ClientSession]:
     """Open `count` keep-alive connections, spread evenly over the server's worker processes.
 
     Worker processes share one listening socket, and whichever is awake accepts: left alone,
@@ -177,14 +178,13 @@ async def connect_balanced(
     for _ in range(count):
         client = _one_connection(base_url, headers)
         while processes > 1:
-            response = await client.get("/api/v2/benchmark/ping")
-            response.raise_for_status()
-            process = int(response.json()["process"])
+            async with client.get("/api/v2/benchmark/ping", raise_for_status=True) as response:
+                process = int((await response.json())["process"])
             if served_by.get(process, 0) < share or reopen_budget <= 0:
                 served_by[process] = served_by.get(process, 0) + 1
                 break
             reopen_budget -= 1
-            await client.aclose()
+            await client.close()
             client = _one_connection(base_url, headers)
         clients.append(client)
     if processes > 1 and len(served_by) < processes:
@@ -192,9 +192,11 @@ async def connect_balanced(
     return clients
 
 
-def _one_connection(base_url: str, headers: dict[str, str]) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    return httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=REQUEST_TIMEOUT_S)
+def _one_connection(base_url: str, headers: dict[str, str]) -> aiohttp.ClientSession:
+    # One keep-alive connection per session: a request sent while it is busy waits for it.
+    connector = aiohttp.TCPConnector(limit=1)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    return aiohttp.ClientSession(base_url=base_url, headers=headers, connector=connector, timeout=timeout)
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float | None:
@@ -227,7 +229,7 @@ async def main(job: dict[str, Any]) -> dict[str, Any]:
             await run_open(job, clients, requests, tally)
     finally:
         for client in clients:
-            await client.aclose()
+            await client.close()
 
     measured = min(float(job["duration_s"]), time.perf_counter() - tally.measure_from)
     latencies = sorted(tally.latencies)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from tallystick.server.hardening import THREADED_PARSE_BYTES
 from tests.conftest import make_tenant, serve_app
 
 
@@ -253,3 +254,23 @@ def test_unpaired_surrogate_in_signals_is_400(tenant):
     assert response.json()["code"] == "invalid_string"
     assert response.json()["fields"][0]["field"] == "signals[0].data.text"
     assert tenant.http.get("/signals/").json()["data"] == []
+
+
+def test_large_bodies_get_same_checks(tenant):
+    # Bodies over THREADED_PARSE_BYTES are parsed in a worker thread, with the same checks.
+    padding = "p" * (THREADED_PARSE_BYTES + 1024)
+    cases = {
+        '{"name": "x", "description": "' + padding + '", "amount": NaN}': "invalid_json",
+        '{"name": "x", "metadata": {"pad": "' + padding + '", "deep": ' + "[" * 40 + "]" * 40 + "}}": "json_too_deep",
+        '{"name": "a\\u0000b", "metadata": {"pad": "' + padding + '"}}': "invalid_string",
+    }
+    for body, code in cases.items():
+        assert len(body) > THREADED_PARSE_BYTES
+        response = tenant.http.post("/customers/", content=body.encode(), headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, code
+        assert response.json()["code"] == code
+
+    created = tenant.http.post("/customers/", json={"name": "large", "metadata": {"pad": padding}})
+    assert created.status_code == 201, created.text
+    assert created.json()["metadata"]["pad"] == padding
+    assert tenant.http.get("/customers/").json()["pagination"]["total"] == 1

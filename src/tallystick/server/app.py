@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import secrets
+import sys
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         log.info("server.started", extra={"database": store.engine.url.get_backend_name()})
         tune_garbage_collector()
+        sys.setswitchinterval(THREAD_SWITCH_INTERVAL_S)
         from tallystick.server.billing.worker import start_billing_worker
         from tallystick.server.webhooks.worker import start_webhook_worker
 
@@ -150,6 +152,15 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     _install_pages(app, settings)
     _install_trace_intake(app, settings)
     return app
+
+
+# How long, in seconds, a thread keeps the interpreter lock while another thread waits for it
+# (CPython's default is 0.005). A 1,000-signal batch runs Python for about 100 ms in a worker
+# thread. A short request of the same process, such as a balance read, waits for the lock at
+# each of its steps (in the event loop, in its worker thread, after each round trip), up to this
+# long each time. In the benchmark, 1 ms in place of 5 cut the p99 of balance reads during
+# ingestion by about a third.
+THREAD_SWITCH_INTERVAL_S = 0.001
 
 
 def tune_garbage_collector() -> None:
