@@ -60,7 +60,7 @@ class Profile:
     customers: int
     single_rate: int  # requests per second offered in the single-signal latency run
     balance_rate: int  # balance checks per second offered while signals are ingested
-    background_batches_per_s: float  # 1,000-signal batches per second during balance checks
+    background_batches_per_s: tuple[float, ...]  # 1,000-signal batches per second during balance checks, one case each
     history_signals: int
     floor_rows: int
     bulk_cases: tuple[tuple[int, int], ...]  # (batch size, customers)
@@ -74,7 +74,7 @@ FULL = Profile(
     customers=10_000,
     single_rate=1000,
     balance_rate=500,
-    background_batches_per_s=5,
+    background_batches_per_s=(1, 5),
     history_signals=1_000_000,
     floor_rows=200_000,
     bulk_cases=((100, 1), (1000, 1), (100, 10_000), (1000, 10_000)),
@@ -87,7 +87,7 @@ QUICK = Profile(
     customers=1_000,
     single_rate=200,
     balance_rate=100,
-    background_batches_per_s=1,
+    background_batches_per_s=(1,),
     history_signals=20_000,
     floor_rows=20_000,
     bulk_cases=((100, 1), (1000, 1_000)),
@@ -101,7 +101,7 @@ SMOKE = Profile(
     customers=10,
     single_rate=50,
     balance_rate=50,
-    background_batches_per_s=1,
+    background_batches_per_s=(1,),
     history_signals=1_000,
     floor_rows=2_000,
     bulk_cases=((100, 1),),
@@ -451,26 +451,31 @@ class Bench:
         # Ingestion beside the checks runs at most at half the rate this server reached with
         # 1,000-signal batches over many customers: above its capacity, queued batches would
         # hold every worker thread and the checks would measure that queue instead.
-        batches_per_s = profile.background_batches_per_s
         measured = self.bulk_rates.get((backend, server.workers))
-        if measured:
-            batches_per_s = min(batches_per_s, round(measured / 2 / 1000, 1))
+        rates = []
+        for batches_per_s in profile.background_batches_per_s:
+            if measured:
+                batches_per_s = min(batches_per_s, round(measured / 2 / 1000, 1))
+            if batches_per_s not in rates:
+                rates.append(batches_per_s)
         for kind, label in (("balance", "GET balances"), ("hold", "POST hold")):
-            background = self.job(
-                server, tenant, kind="signals", mode="open", rate=batches_per_s, batch=1000, max_in_flight=4,
-                customers=profile.customers, warmup_s=0, duration_s=profile.runs * (profile.warmup_s + profile.duration_s) + 5,
-            )  # fmt: skip
-            server.wait_idle()
-            with background_load(background):
-                time.sleep(0.5)
-                outcome = self.measure(
-                    server, tenant, idle=False, kind=kind, mode="open", rate=profile.balance_rate,
-                    customers=profile.customers,
+            for batches_per_s in rates:
+                background = self.job(
+                    server, tenant, kind="signals", mode="open", rate=batches_per_s, batch=1000, max_in_flight=4,
+                    customers=profile.customers, warmup_s=0,
+                    duration_s=profile.runs * (profile.warmup_s + profile.duration_s) + 5,
                 )  # fmt: skip
-            signals_per_s = int(batches_per_s * 1000)
-            self.add(outcome, backend=backend, workers=server.workers, scenario="balance",
-                     case=f"{label} at {profile.balance_rate}/s, ingesting {signals_per_s} signals/s",
-                     unit="req/s")  # fmt: skip
+                server.wait_idle()
+                with background_load(background):
+                    time.sleep(0.5)
+                    outcome = self.measure(
+                        server, tenant, idle=False, kind=kind, mode="open", rate=profile.balance_rate,
+                        customers=profile.customers,
+                    )  # fmt: skip
+                signals_per_s = int(batches_per_s * 1000)
+                self.add(outcome, backend=backend, workers=server.workers, scenario="balance",
+                         case=f"{label} at {profile.balance_rate}/s, ingesting {signals_per_s} signals/s",
+                         unit="req/s")  # fmt: skip
 
     def otlp(self, backend: str, server: Server, tenant: Tenant, floors: dict[str, float]) -> None:
         outcome = self.measure(
