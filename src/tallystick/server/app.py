@@ -155,11 +155,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
 
 # The interpreter's switch interval in seconds: the time a thread keeps the interpreter lock
-# while another thread waits for it (CPython's default is 0.005). A 1,000-signal batch runs Python for about 100 ms in a worker
-# thread. A short request of the same process, such as a balance read, waits for the lock at
-# each of its steps (in the event loop, in its worker thread, after each round trip), up to this
-# long each time. In three benchmark runs of balance reads at 500/s during ingestion of 5,000
-# signals/s, the p99 was 27 to 56 ms with 1 ms, and 49 to 51 ms in two runs with 5 ms.
+# while another thread waits for it (CPython's default is 0.005). A 1,000-signal batch runs
+# Python for about 100 ms in a worker thread. A short request of the same process, such as a
+# balance read, waits for the lock at each of its steps (in the event loop, in its worker
+# thread, after each round trip), up to this long each time. In three benchmark runs of
+# balance reads at 500/s during ingestion of 5,000 signals/s, the p99 was 27 to 56 ms with
+# 1 ms, and 49 to 51 ms in two runs with 5 ms.
 THREAD_SWITCH_INTERVAL_S = 0.001
 
 
