@@ -40,6 +40,20 @@ def test_non_finite_number_is_400(tenant):
         assert literal in body["error"]
 
 
+def test_overflowing_number_is_400(tenant):
+    bodies = {
+        "/customers/": b'{"name": "x", "metadata": {"n": 1e400}}',
+        "/signals/bulk": b'{"signals": [{"eventName": "chat", "customer": {"externalCustomerId": "c-1"}, '
+        b'"attribution": {"externalProductId": "bot"}, "data": {"n": -1e400}}]}',
+    }
+    for path, body in bodies.items():
+        response = tenant.http.post(path, content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, path
+        assert response.json()["code"] == "invalid_json", path
+        assert "1e400" in response.json()["error"], path
+    assert tenant.http.get("/customers/").json()["pagination"]["total"] == 0
+
+
 def test_deeply_nested_json_is_400(tenant):
     nested = "[" * 40 + "]" * 40
     response = tenant.http.post(

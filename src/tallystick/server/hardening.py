@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Coroutine
@@ -31,6 +32,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a valid JSON number; send a finite number")
 
 
+def _parse_finite_float(text: str) -> float:
+    # A number such as 1e400 parses to infinity, which neither PostgreSQL's jsonb nor the JSON
+    # of a response can hold.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of the range of a 64-bit float; send a number of magnitude below 1.8e308")
+    return value
+
+
 # Characters no stored text may contain: NUL (PostgreSQL rejects it in text and jsonb) and lone
 # UTF-16 surrogates (they cannot be encoded as UTF-8). JSON escapes can produce both.
 _UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
@@ -45,7 +55,7 @@ def parse_strict_json(body: bytes, *, check_text: bool = True) -> Any:
     unpaired surrogates are rejected all the same, since no route could store or report them.
     """
     try:
-        value = json.loads(body, parse_constant=_reject_constant)
+        value = json.loads(body, parse_constant=_reject_constant, parse_float=_parse_finite_float)
     except ValueError as error:
         raise ApiError(400, "invalid_json", f"Request body is not valid JSON: {error}") from None
     _check_shape(value, _UNSTORABLE_CHARACTERS if check_text else _UNPAIRED_SURROGATES)
