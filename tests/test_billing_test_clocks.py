@@ -191,3 +191,31 @@ def test_signals_use_customer_clock_time(tenant, store):
     assert listed.status_code == 200, listed.text
     occurred = sorted(item["createdAt"] for item in listed.json()["data"])
     assert occurred == ["2026-03-31T10:00:00Z"] * 3
+
+
+def test_grants_and_holds_use_clock_time(tenant):
+    test_clock = create_clock(tenant, JAN_31)
+    created = tenant.http.post("/customers/", json={"name": "Clocked", "externalId": "clock-h", "testClockId": test_clock["id"]})
+    assert created.status_code == 201, created.text
+    currency = tenant.http.post("/credits/currencies", json={"name": "Chat Credits", "key": "chat_credits"})
+    assert currency.status_code == 201, currency.text
+
+    grant = tenant.http.post(
+        "/customers/external/clock-h/credits/grants", json={"creditCurrencyKey": "chat_credits", "amount": 10}
+    )
+    assert grant.status_code == 201, grant.text
+    assert grant.json()["grant"]["startsAt"] == "2026-01-31T09:30:00Z"
+    assert available(tenant, "clock-h") == Decimal(10)
+
+    hold = tenant.http.post(
+        "/customers/external/clock-h/credits/holds",
+        json={"creditCurrencyKey": "chat_credits", "amount": 4, "ttlSeconds": 60},
+    )
+    assert hold.status_code == 201, hold.text
+    assert hold.json()["expiresAt"] == "2026-01-31T09:31:00Z"
+    assert available(tenant, "clock-h") == Decimal(6)
+
+    released = tenant.http.delete(f"/credits/holds/{hold.json()['holdId']}")
+    assert released.status_code == 200, released.text
+    assert released.json()["status"] == "released"
+    assert available(tenant, "clock-h") == Decimal(10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
@@ -19,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tallystick.server import clock
 from tallystick.server.billing.renewals import refresh_for_read
+from tallystick.server.billing.test_clocks import customer_clock_time
 from tallystick.server.customers import service as customers
 from tallystick.server.db import Store
 from tallystick.server.deps import (
@@ -138,6 +140,17 @@ def _currency_by_key(session: Session, organization_id: str, key: str) -> Credit
     if currency.status != "active":
         raise bad_request("creditCurrencyKey", "the credit currency is archived", key)
     return currency
+
+
+def _at_customer_time(session: Session, customer_id: str) -> AbstractContextManager[None]:
+    """Return a context in which `clock.now()` is the customer's time.
+
+    A customer on a test clock lives at the clock's frozen time. Its grants, holds and their
+    expiries must be judged there, as its signals and renewals are, or a write at the real time
+    would find the clock's current grants expired and sweep them.
+    """
+    clock_time = customer_clock_time(session, customer_id)
+    return clock.at(clock_time) if clock_time is not None else nullcontext()
 
 
 # Balances
@@ -352,7 +365,8 @@ def grant_credits_by_external_id(
     external_id: str, body: GrantBody, principal: CurrentPrincipal, session: DbSession
 ) -> JSONResponse:
     customer = customers.get_customer_by_external_id(session, principal.organization_id, external_id)
-    return _grant(session, customer, body)
+    with _at_customer_time(session, customer.id):
+        return _grant(session, customer, body)
 
 
 @router.post(
@@ -364,7 +378,8 @@ def grant_credits_by_external_id(
 )
 def grant_credits(customer_id: str, body: GrantBody, principal: CurrentPrincipal, session: DbSession) -> JSONResponse:
     customer = customers.get_customer(session, principal.organization_id, customer_id)
-    return _grant(session, customer, body)
+    with _at_customer_time(session, customer.id):
+        return _grant(session, customer, body)
 
 
 # Pending consumption
@@ -567,7 +582,8 @@ def place_hold_by_external_id(
     external_id: str, body: HoldBody, principal: CurrentPrincipal, session: DbSession
 ) -> JSONResponse:
     customer = customers.get_customer_by_external_id(session, principal.organization_id, external_id)
-    return _place_hold(session, customer, body)
+    with _at_customer_time(session, customer.id):
+        return _place_hold(session, customer, body)
 
 
 @router.post(
@@ -580,7 +596,8 @@ def place_hold_by_external_id(
 )
 def place_hold(customer_id: str, body: HoldBody, principal: CurrentPrincipal, session: DbSession) -> JSONResponse:
     customer = customers.get_customer(session, principal.organization_id, customer_id)
-    return _place_hold(session, customer, body)
+    with _at_customer_time(session, customer.id):
+        return _place_hold(session, customer, body)
 
 
 @router.get("/credits/holds/{hold_id}", response_model=HoldOut)
@@ -596,5 +613,7 @@ def release_hold(hold_id: str, principal: CurrentPrincipal, session: DbSession) 
     Releasing a hold that already ended (settled, released or expired) changes nothing and
     returns it as it is.
     """
-    hold = service.release_hold(session, organization_id=principal.organization_id, hold_id=hold_id)
+    customer_id = service.get_hold(session, principal.organization_id, hold_id).customer_id
+    with _at_customer_time(session, customer_id):
+        hold = service.release_hold(session, organization_id=principal.organization_id, hold_id=hold_id)
     return _hold_out(hold)
