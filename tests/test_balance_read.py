@@ -10,30 +10,13 @@ from sqlalchemy import event, update
 from tallystick.server import clock
 from tallystick.server.ledger import balance_read, service
 from tallystick.server.models import CreditGrant, CreditHold
-from tests.test_ledger_api import consume, make_currency, make_customer, post_grant
+from tests.ledger_factories import Account, consume, grant
+from tests.test_ledger_api import make_currency, make_customer, post_grant
 
 
-def _grant(store, tenant, customer_id: str, currency_id: str, amount: str, **kwargs) -> CreditGrant:  # type: ignore[no-untyped-def]
+def _hold(store, account: Account, amount: str) -> str:  # type: ignore[no-untyped-def]
     with store.transaction() as session:
-        return service.grant(
-            session,
-            organization_id=tenant.organization_id,
-            customer_id=customer_id,
-            currency_id=currency_id,
-            amount=Decimal(amount),
-            **kwargs,
-        )
-
-
-def _hold(store, tenant, customer_id: str, currency_id: str, amount: str) -> str:  # type: ignore[no-untyped-def]
-    with store.transaction() as session:
-        result = service.place_hold(
-            session,
-            organization_id=tenant.organization_id,
-            customer_id=customer_id,
-            currency_id=currency_id,
-            amount=Decimal(amount),
-        )
+        result = service.place_hold(session, **account.keys, amount=Decimal(amount))
     assert result.allowed
     assert result.hold is not None
     return result.hold.id
@@ -53,15 +36,16 @@ def _seed_two_currencies(store, tenant) -> tuple[str, dict[str, str]]:  # type: 
         "agent": make_currency(tenant, key="agent_credits", name="Agent Credits"),
     }
     now = clock.now()
-    chat, agent = currencies["chat"], currencies["agent"]
-    _grant(store, tenant, customer_id, chat, "10", expires_at=now + timedelta(days=30))
-    _grant(store, tenant, customer_id, chat, "7", starts_at=now + timedelta(days=1))
-    consume(store, tenant, customer_id, chat, "4")
-    lapsed = _grant(store, tenant, customer_id, chat, "5", expires_at=now + timedelta(days=2))
-    _hold(store, tenant, customer_id, chat, "2")
-    lapsed_hold = _hold(store, tenant, customer_id, chat, "1")
-    _grant(store, tenant, customer_id, agent, "1")
-    consume(store, tenant, customer_id, agent, "3")
+    chat = Account(tenant.organization_id, customer_id, currencies["chat"])
+    agent = Account(tenant.organization_id, customer_id, currencies["agent"])
+    grant(store, chat, "10", expires_at=now + timedelta(days=30))
+    grant(store, chat, "7", starts_at=now + timedelta(days=1))
+    consume(store, chat, "4")
+    lapsed = grant(store, chat, "5", expires_at=now + timedelta(days=2))
+    _hold(store, chat, "2")
+    lapsed_hold = _hold(store, chat, "1")
+    grant(store, agent, "1")
+    consume(store, agent, "3")
     with store.transaction() as session:
         session.execute(update(CreditGrant).where(CreditGrant.id == lapsed.id).values(expires_at=now - timedelta(minutes=1)))
         session.execute(update(CreditHold).where(CreditHold.id == lapsed_hold).values(expires_at=now - timedelta(minutes=1)))
