@@ -138,9 +138,9 @@ def _balance_of(
     pending: Iterable[Decimal],
     at: datetime,
 ) -> BalanceView:
-    """Compute a balance from an account's open grants, active holds (reserved credits and
-    expiry) and unsettled pending remainders.
+    """Compute a balance from an account's open grants, active holds and unsettled pending consumption.
 
+    `holds` gives each hold's reserved credits and expiry, `pending` each remaining amount.
     Expiries and hold expiries that no write has swept yet are applied here on the fly, so a
     read is right at any instant. Held credits and pending consumption are assigned to grants
     in draw order, so the grants' available amounts add up to the balance's available.
