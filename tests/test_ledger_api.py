@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select
 
-from tallystick.server import clock
+from tallystick.server import clock, events
 from tallystick.server.ledger import service
+from tallystick.server.models import OutboxEvent
 
 
 def make_customer(tenant, external_id: str = "user-1") -> str:  # type: ignore[no-untyped-def]
@@ -466,6 +468,62 @@ def test_hold_rejects_bad_input(tenant, body, field):
 
     assert response.status_code == 400
     assert field in response.json()["error"]
+
+
+def test_hold_needs_live_customer_currency(tenant, other_tenant):
+    hold = {"creditCurrencyKey": "chat_credits", "amount": 1}
+    make_currency(other_tenant)
+    deleted_id = make_customer(tenant, "gone")
+    assert tenant.http.delete(f"/customers/{deleted_id}").status_code == 200
+    customer_id = make_customer(tenant)
+
+    unknown_id = tenant.http.post("/customers/cus_missing/credits/holds", json=hold)
+    unknown_external = tenant.http.post("/customers/external/nobody/credits/holds", json=hold)
+    deleted = tenant.http.post("/customers/external/gone/credits/holds", json=hold)
+    # The key exists only in the other organization.
+    foreign_currency = tenant.http.post(f"/customers/{customer_id}/credits/holds", json=hold)
+    currency_id = make_currency(tenant)
+    assert tenant.http.put(f"/credits/currencies/{currency_id}", json={"status": "archived"}).status_code == 200
+    archived = tenant.http.post("/customers/external/user-1/credits/holds", json=hold)
+
+    assert (unknown_id.status_code, unknown_id.json()["error"]) == (404, "Customer with id 'cus_missing' not found")
+    assert unknown_external.status_code == 404
+    assert unknown_external.json()["error"] == "Customer with externalId 'nobody' not found"
+    assert deleted.status_code == 404
+    assert foreign_currency.status_code == 400
+    assert foreign_currency.json()["fields"][0]["message"] == "no credit currency with this key"
+    assert archived.status_code == 400
+    assert archived.json()["fields"][0]["message"] == "the credit currency is archived"
+
+
+def test_holds_record_low_and_depleted_events(store, tenant):
+    customer_id = make_customer(tenant)
+    currency_id = make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+    assert tenant.http.put(f"/webhooks/low-balance-thresholds/{currency_id}", json={"threshold": "3"}).status_code == 200
+
+    def place(amount: int) -> dict:
+        response = tenant.http.post(
+            "/customers/external/user-1/credits/holds", json={"creditCurrencyKey": "chat_credits", "amount": amount}
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    place(1)  # 5 -> 4: above the threshold
+    crossing = place(2)  # 4 -> 2: crosses 3
+    place(1)  # 2 -> 1: already below
+    emptying = place(1)  # 1 -> 0: depleted
+
+    with store.transaction() as session:
+        recorded = session.scalars(
+            select(OutboxEvent).where(OutboxEvent.organization_id == tenant.organization_id).order_by(OutboxEvent.id)
+        ).all()
+        seen = [(event.event_type, event.payload) for event in recorded]
+    low = [payload for event_type, payload in seen if event_type == events.CREDITS_LOW]
+    depleted = [payload for event_type, payload in seen if event_type == events.CREDITS_DEPLETED]
+    assert crossing["availableDecimal"] == "2"
+    assert [(item["available"], item["threshold"], item["externalCustomerId"]) for item in low] == [("2", "3", "user-1")]
+    assert [(item["cause"], item["holdId"]) for item in depleted] == [("hold", emptying["holdId"])]
 
 
 def test_hold_of_other_organization_not_found(tenant, other_tenant):

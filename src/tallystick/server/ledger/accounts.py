@@ -2,12 +2,12 @@
 
 A write locks its accounts, loads their grants and holds (and, when needed, unsettled pending
 consumption), changes them in Python with exact decimals, and then writes the result: new
-ledger entries and pending consumption rows go to the database with one statement per table
-for all the accounts of the write, as do the grants' remaining and expiry and the accounts'
-last sequence. The ORM flushes the rest: new grants, changed holds, settled pending
-consumption. Entries and new pending rows are buffered rather than added to the session,
-because building ORM objects for a thousand rows per batch costs more than the SQL that
-stores them.
+ledger entries, pending consumption rows and holds go to the database with one statement per
+table for all the accounts of the write, as do the grants' remaining and expiry and the
+accounts' last sequence. The ORM flushes the rest: new grants, changed holds, settled pending
+consumption. New rows are buffered rather than added to the session, because the ORM's flush
+costs more than the SQL that stores them: for a batch, building a thousand ORM objects; for a
+hold, the flush's bookkeeping around one INSERT.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ _ENTRY_CAUSES = (
     "description",
 )
 _PENDING_COLUMNS = tuple(column.key for column in PendingConsumption.__table__.columns)
+# (attribute, column) of each column of a hold: the attribute `metadata_` stores column `metadata`.
+_HOLD_COLUMNS = tuple((attribute.key, attribute.columns[0].key) for attribute in inspect(CreditHold).column_attrs)
 _ACCOUNT_KEY = ("organization_id", "customer_id", "credits_currency_id")
 
 
@@ -97,6 +99,7 @@ class LockedAccount:
     # Rows to insert when the write ends.
     entry_rows: list[dict[str, Any]] = field(default_factory=list)
     new_pending: list[PendingConsumption] = field(default_factory=list)
+    new_holds: list[CreditHold] = field(default_factory=list)
     # Grants whose remaining this write changed, by id.
     touched: dict[str, Grant] = field(default_factory=dict)
     # Loaded grants that this write swept as expired, to store their `expired_at`.
@@ -198,6 +201,11 @@ class LockedAccount:
             self.add_entry(grant, entry_type, -take, **cause)
             left -= take
         return amount - left
+
+    def add_hold(self, hold: CreditHold) -> None:
+        """Add a new active hold; it is inserted when the write ends, outside the ORM's flush."""
+        self.holds.append(hold)
+        self.new_holds.append(hold)
 
     def add_pending(self, row: PendingConsumption) -> None:
         """Append new pending consumption; it is inserted when the write ends."""
@@ -376,14 +384,15 @@ def _stored_by_write_rows(grant: Grant) -> bool:
 def write_rows(session: Session, states: Iterable[LockedAccount]) -> None:
     """Write what the accounts' write changed, with one statement per table.
 
-    Entries and new pending rows are inserted (see `bulk_sql.insert_rows`). The grants' new
+    Entries, new pending rows and new holds are inserted (see `bulk_sql.insert_rows`). The grants' new
     remaining, the swept grants' expiry and the accounts' last sequence are written by one bulk
     update each rather than by the ORM, which sends one UPDATE per object. The ORM flushes the
-    rest: new grants and holds, settled pending consumption.
+    rest: new grants, changed holds, settled pending consumption.
     """
     states = list(states)
     entry_rows: list[dict[str, Any]] = []
     pending_rows: list[dict[str, Any]] = []
+    hold_rows: list[dict[str, Any]] = []
     grant_rows: list[dict[str, Any]] = []
     expired_rows: list[dict[str, Any]] = []
     account_rows: list[dict[str, Any]] = []
@@ -394,6 +403,10 @@ def write_rows(session: Session, states: Iterable[LockedAccount]) -> None:
             {column: getattr(row, column) for column in _PENDING_COLUMNS} for row in state.new_pending
         )
         state.new_pending = []
+        hold_rows.extend(
+            {column: getattr(hold, attribute) for attribute, column in _HOLD_COLUMNS} for hold in state.new_holds
+        )
+        state.new_holds = []
         for grant in state.touched.values():
             if _stored_by_write_rows(grant):
                 grant_rows.append({"id": grant.id, "remaining": grant.remaining})
@@ -418,4 +431,5 @@ def write_rows(session: Session, states: Iterable[LockedAccount]) -> None:
     update_rows(session, CreditGrant.__table__, expired_rows, keys=("id",))
     update_rows(session, CreditAccount.__table__, account_rows, keys=_ACCOUNT_KEY)
     insert_rows(session, PendingConsumption.__table__, pending_rows)
+    insert_rows(session, CreditHold.__table__, hold_rows)
     insert_rows(session, LedgerEntry.__table__, entry_rows)

@@ -23,6 +23,8 @@ from tallystick.server.models import (
     LedgerEntry,
     LowBalanceThreshold,
     PendingConsumption,
+    TestClock,
+    TestClockCustomer,
 )
 
 
@@ -369,6 +371,70 @@ def unsettled_pending(
     """Load unsettled pending consumption in settlement order: first recorded, first settled."""
     parameters = _account_parameters(organization_id, customer_id, currency_id)
     return list(session.scalars(_UNSETTLED_PENDING, parameters))
+
+
+@dataclass(slots=True)
+class HoldTarget:
+    """The live customer and the credit currency that a hold request names, found in one query."""
+
+    customer_id: str
+    clock_time: datetime | None  # the customer's test clock time, None without a test clock
+    currency_id: str | None  # None when the organization has no currency with the key
+    currency_status: str | None
+    low_balance_threshold: Decimal | None
+
+
+def find_hold_target(
+    session: Session,
+    organization_id: str,
+    currency_key: str,
+    *,
+    customer_id: str | None = None,
+    external_id: str | None = None,
+) -> HoldTarget | None:
+    """Find a live customer by id or external id, with its test clock time, the currency with
+    `currency_key` and that currency's low-balance threshold; None when no live customer matches.
+
+    A hold is the write an AI product makes before each expensive action: one statement here
+    replaces the four lookups (customer, test clock, currency, threshold) it would otherwise send.
+    """
+    parameters = {"organization_id": organization_id, "currency_key": currency_key}
+    if external_id is not None:
+        statement, parameters["external_id"] = _HOLD_TARGET_BY_EXTERNAL_ID, external_id
+    else:
+        statement, parameters["customer_id"] = _HOLD_TARGET_BY_ID, customer_id
+    row = session.execute(statement, parameters).one_or_none()
+    return HoldTarget(*row) if row is not None else None
+
+
+def _hold_target(match: Any) -> Select[Any]:
+    organization_id = bindparam("organization_id")
+    return (
+        select(
+            Customer.id,
+            TestClock.frozen_time,
+            CreditCurrency.id,
+            CreditCurrency.status,
+            LowBalanceThreshold.threshold,
+        )
+        .select_from(Customer)
+        .outerjoin(TestClockCustomer, TestClockCustomer.customer_id == Customer.id)
+        .outerjoin(TestClock, TestClock.id == TestClockCustomer.test_clock_id)
+        .outerjoin(
+            CreditCurrency,
+            (CreditCurrency.organization_id == organization_id) & (CreditCurrency.key == bindparam("currency_key")),
+        )
+        .outerjoin(
+            LowBalanceThreshold,
+            (LowBalanceThreshold.organization_id == organization_id)
+            & (LowBalanceThreshold.credits_currency_id == CreditCurrency.id),
+        )
+        .where(Customer.organization_id == organization_id, Customer.deleted_at.is_(None), match)
+    )
+
+
+_HOLD_TARGET_BY_ID = _hold_target(Customer.id == bindparam("customer_id"))
+_HOLD_TARGET_BY_EXTERNAL_ID = _hold_target(Customer.external_id == bindparam("external_id"))
 
 
 def find_grant_by_idempotency_key(session: Session, organization_id: str, key: str) -> CreditGrant | None:

@@ -250,10 +250,12 @@ def _open_account(
     return open_accounts(session, organization_id, [key], clock.now())[key]
 
 
-def _finish(state: LockedAccount, cause: str, **ids: str | None) -> Decimal:
+def _finish(
+    state: LockedAccount, cause: str, *, thresholds: dict[str, Decimal | None] | None = None, **ids: str | None
+) -> Decimal:
     """Write the account's rows and record the balance events of this write; return available."""
     write_rows(state.session, [state])
-    return state.record_events(cause, **ids)
+    return state.record_events(cause, thresholds=thresholds, **ids)
 
 
 def consume(
@@ -575,11 +577,13 @@ def place_hold(
     currency_id: str,
     amount: Decimal,
     ttl_seconds: int = DEFAULT_HOLD_TTL_SECONDS,
+    thresholds: dict[str, Decimal | None] | None = None,
 ) -> HoldResult:
     """Reserve `amount` credits if that many are available; deny, reserving nothing, otherwise.
 
     The check and the reservation happen under the account lock, so two parallel holds (or a
-    hold and a consumption) can never both get the last credit.
+    hold and a consumption) can never both get the last credit. `thresholds`, when the caller
+    has loaded the currency's low-balance threshold, saves the write that query.
     """
     check_credit_amount("amount", amount)
     if not 1 <= ttl_seconds <= MAX_HOLD_TTL_SECONDS:
@@ -590,7 +594,7 @@ def place_hold(
     state = _open_account(session, organization_id, customer_id, currency_id)
     free = state.available()
     if free < amount:
-        _finish(state, "hold")
+        _finish(state, "hold", thresholds=thresholds)
         log.info(
             "ledger.hold_denied",
             extra={"organization_id": organization_id, "customer_id": customer_id, "requested": str(amount)},
@@ -608,9 +612,8 @@ def place_hold(
         expires_at=state.now + timedelta(seconds=ttl_seconds),
         created_at=state.now,
     )
-    session.add(hold)
-    state.holds.append(hold)
-    available = _finish(state, "hold", holdId=hold.id)
+    state.add_hold(hold)
+    available = _finish(state, "hold", thresholds=thresholds, holdId=hold.id)
     log.info(
         "ledger.hold_placed",
         extra={"organization_id": organization_id, "customer_id": customer_id, "hold_id": hold.id},
