@@ -368,6 +368,50 @@ def test_transactions_reject_bad_filters(tenant, query, field):
     assert field in response.json()["error"]
 
 
+def test_transactions_external_id_skips_deleted_customer(tenant):
+    make_currency(tenant)
+    deleted_id = make_customer(tenant)
+    assert post_grant(tenant, deleted_id, {"creditCurrencyKey": "chat_credits", "amount": 10}).status_code == 201
+    assert tenant.http.delete(f"/customers/{deleted_id}").status_code == 200
+    live_id = make_customer(tenant)
+    assert post_grant(tenant, live_id, {"creditCurrencyKey": "chat_credits", "amount": 4}).status_code == 201
+
+    resolved = tenant.http.get("/customers/external/user-1").json()
+    by_external_id = tenant.http.get("/credits/transactions", params={"externalCustomerId": "user-1"}).json()
+    by_deleted_id = tenant.http.get("/credits/transactions", params={"customerId": deleted_id}).json()
+    both_filters = tenant.http.get(
+        "/credits/transactions", params={"externalCustomerId": "user-1", "customerId": deleted_id}
+    ).json()
+
+    assert resolved["id"] == live_id
+    assert [item["customer"]["id"] for item in by_external_id["data"]] == [live_id]
+    assert [item["amount"] for item in by_external_id["data"]] == ["4"]
+    assert by_external_id["pagination"]["total"] == 1
+    # The deleted customer's ledger history stays readable by its customer id.
+    assert [item["amount"] for item in by_deleted_id["data"]] == ["10"]
+    assert both_filters["data"] == []
+
+
+def test_transactions_external_id_without_live_customer(tenant):
+    client = tenant.paid()
+    make_currency(tenant)
+    deleted_id = make_customer(tenant)
+    assert post_grant(tenant, deleted_id, {"creditCurrencyKey": "chat_credits", "amount": 10}).status_code == 201
+    assert tenant.http.delete(f"/customers/{deleted_id}").status_code == 200
+
+    deleted_only = tenant.http.get("/credits/transactions", params={"externalCustomerId": "user-1"})
+    unknown = tenant.http.get("/credits/transactions", params={"externalCustomerId": "nobody"})
+    with_sdk = client.credits.list_credit_transactions(external_customer_id="user-1")
+
+    assert deleted_only.status_code == 200
+    assert deleted_only.json()["data"] == []
+    assert deleted_only.json()["pagination"]["total"] == 0
+    assert unknown.status_code == 200
+    assert unknown.json()["data"] == []
+    assert unknown.json()["pagination"]["total"] == 0
+    assert with_sdk.data == []
+
+
 def test_transactions_scoped_to_organization(tenant, other_tenant):
     customer_id = make_customer(tenant)
     make_currency(tenant)

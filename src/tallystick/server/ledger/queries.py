@@ -480,10 +480,13 @@ def transactions_statement(
         statement = statement.where(LedgerEntry.customer_id == customer_id)
 
     if external_customer_id:
-        # Deleted customers keep their ledger history, so match them by external id too.
+        # Match only the live customer, the one GET /customers/external/{id} resolves to,
+        # because a deleted customer's external id may belong to a new customer now. A deleted
+        # customer's entries stay readable by customer_id.
         customer_ids = select(Customer.id).where(
             Customer.organization_id == organization_id,
             Customer.external_id == external_customer_id,
+            Customer.deleted_at.is_(None),
         )
         statement = statement.where(LedgerEntry.customer_id.in_(customer_ids))
 

@@ -499,6 +499,10 @@ def list_transactions(
     and the hold or pending consumption it settled), `expiry` (-, the unused remainder of an
     expired grant) and `adjustment` (+ or -). `pendingGrant` is accepted as a filter but
     tallystick records no such entries. `amount` is a signed decimal string.
+
+    `externalCustomerId` selects the live customer with that external id, not a deleted one
+    that had it. An external id without a live customer gives an empty list, as other unknown
+    filter values do.
     """
     statement = queries.transactions_statement(
         principal.organization_id,
