@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from tallystick.server import clock, events
@@ -12,6 +12,7 @@ from tests.billing_helpers import (
     buy,
     create_chat_catalog,
     expiry_entries,
+    frozen,
     load_order,
     order_grants,
     order_invoices,
@@ -219,3 +220,92 @@ def test_grants_and_holds_use_clock_time(tenant):
     assert released.status_code == 200, released.text
     assert released.json()["status"] == "released"
     assert available(tenant, "clock-h") == Decimal(10)
+
+
+def send_signal(tenant, customer: dict, timestamp: datetime, key: str):  # type: ignore[no-untyped-def, type-arg]
+    signal = {"eventName": "chat_message", "customer": customer, "timestamp": timestamp.isoformat(), "idempotencyKey": key}
+    return tenant.http.post("/signals/bulk", json={"signals": [signal]})
+
+
+def test_signal_timestamp_limit_follows_clock(tenant, store):
+    catalog = create_chat_catalog(tenant, [("Starter", 2900, 500)])
+    with frozen(JAN_31):
+        test_clock = create_clock(tenant, JAN_31)
+        tenant.http.post("/customers/", json={"name": "Clocked", "externalId": "clock-6", "testClockId": test_clock["id"]})
+        buy(tenant, catalog, "Starter", "clock-6")
+        advanced = tenant.http.post(f"/test-clocks/{test_clock['id']}/advance", json={"frozenTime": "2026-03-31T10:00:00Z"})
+        assert advanced.status_code == 200, advanced.text
+        clock_time = datetime(2026, 3, 31, 10, 0, tzinfo=UTC)
+        customer = {"externalCustomerId": "clock-6"}
+
+        # The clock is two months ahead of the real time, and its customer lives at the clock's time.
+        at_clock = send_signal(tenant, customer, clock_time, "at-clock")
+        within_skew = send_signal(tenant, customer, clock_time + timedelta(minutes=4), "within-skew")
+        beyond_skew = send_signal(tenant, customer, clock_time + timedelta(minutes=6), "beyond-skew")
+
+    assert at_clock.status_code == 200, at_clock.text
+    assert at_clock.json()["ingested"] == 1
+    assert within_skew.status_code == 200, within_skew.text
+    assert within_skew.json()["ingested"] == 1
+    assert beyond_skew.status_code == 400
+    body = beyond_skew.json()
+    assert body["code"] == "timestamp_in_future"
+    assert body["errors"][0]["field"] == "signals[0].timestamp"
+    assert "300 seconds" in body["error"]
+    assert "test clock time 2026-03-31T10:00:00+00:00" in body["error"]
+    assert available(tenant, "clock-6") == Decimal(498)
+    listed = tenant.http.get("/signals/", params={"externalCustomerId": "clock-6"}).json()["data"]
+    assert sorted(item["createdAt"] for item in listed) == ["2026-03-31T10:00:00Z", "2026-03-31T10:04:00Z"]
+
+
+def test_bulk_timestamp_limit_per_customer(tenant):
+    with frozen(JAN_31):
+        test_clock = create_clock(tenant, JAN_31)
+        clocked = tenant.http.post("/customers/", json={"name": "Clocked", "externalId": "clock-7", "testClockId": test_clock["id"]})
+        assert clocked.status_code == 201, clocked.text
+        real = tenant.http.post("/customers/", json={"name": "Real time", "externalId": "real-7"})
+        assert real.status_code == 201, real.text
+        advanced = tenant.http.post(f"/test-clocks/{test_clock['id']}/advance", json={"frozenTime": "2026-03-31T10:00:00Z"})
+        assert advanced.status_code == 200, advanced.text
+        at_clock = "2026-03-31T10:00:00Z"
+        beyond_skew = "2026-03-31T10:06:00Z"
+        signals = [
+            {"eventName": "e", "customer": {"externalCustomerId": "clock-7"}, "timestamp": at_clock},
+            {"eventName": "e", "customer": {"externalCustomerId": "real-7"}, "timestamp": at_clock},
+            {"eventName": "e", "customer": {"externalCustomerId": "clock-7"}, "timestamp": beyond_skew},
+            {"eventName": "e", "customer": {"externalCustomerId": "new-7"}, "timestamp": at_clock},
+            {"eventName": "e", "customer": {"customerId": clocked.json()["id"]}, "timestamp": "2026-03-31T10:02:00Z"},
+            {"eventName": "e", "customer": {"customerId": real.json()["id"]}, "timestamp": "2026-01-31T09:32:00Z"},
+        ]
+
+        response = tenant.http.post("/signals/bulk", json={"signals": signals})
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["ingested"], body["duplicates"], body["failed"]) == (3, 0, 3)
+    errors = {error["index"]: error for error in body["errors"]}
+    assert sorted(errors) == [1, 2, 3]
+    assert {error["code"] for error in errors.values()} == {"timestamp_in_future"}
+    assert [errors[index]["field"] for index in (1, 2, 3)] == [
+        "signals[1].timestamp",
+        "signals[2].timestamp",
+        "signals[3].timestamp",
+    ]
+    assert "server time 2026-01-31T09:30:00+00:00" in errors[1]["message"]
+    assert "test clock time 2026-03-31T10:00:00+00:00" in errors[2]["message"]
+    assert "server time 2026-01-31T09:30:00+00:00" in errors[3]["message"]
+    # A signal that failed creates no customer.
+    assert tenant.http.get("/customers/external/new-7").status_code == 404
+
+
+def test_clock_behind_real_time_keeps_real_limit(tenant):
+    with frozen(MAR_31):
+        test_clock = create_clock(tenant, JAN_31)
+        created = tenant.http.post("/customers/", json={"name": "Clocked", "externalId": "clock-8", "testClockId": test_clock["id"]})
+        assert created.status_code == 201, created.text
+
+        # The SDK's signal() and OTLP signal spans stamp signals with the real time, even on a clock.
+        response = send_signal(tenant, {"externalCustomerId": "clock-8"}, MAR_31 + timedelta(minutes=4), "real-time")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["ingested"] == 1

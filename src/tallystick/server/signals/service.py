@@ -3,8 +3,10 @@
 A batch is ingested inside the caller's transaction in phases, each with one query for the
 whole batch where it can:
 
-1. reject signals timestamped too far in the future;
-2. resolve products (never created) and existing customers;
+1. check each signal's fields and cost data;
+2. resolve products (never created) and existing customers with their test clock time, then
+   reject signals timestamped too far after the real time, or after their customer's test
+   clock time when that is later;
 3. choose each signal's pricing line, compute its credits and check its hold, if it names one;
 4. create the customers that externalCustomerId names and that do not exist yet;
 5. drop the signals whose idempotency key is already taken (duplicates), consume credits for
@@ -175,7 +177,6 @@ def ingest_signals(
     outcomes: list[SignalOutcome | None] = [None] * len(items)
 
     work_items: list[_Work] = []
-    latest_allowed = received_at + max_future_skew
     for index, item in enumerate(items):
         if isinstance(item, SignalError):
             outcomes[index] = SignalOutcome(index, "failed", error=item)
@@ -187,9 +188,6 @@ def ingest_signals(
             trace_id=trace_ids[index] if trace_ids else None,
             paid_scope_id=_paid_scope_id(item.data, paid_scope_ids[index] if paid_scope_ids else None),
         )
-        if work.occurred_at > latest_allowed:
-            _fail(outcomes, work, _future_error(work, received_at, max_future_skew))
-            continue
         storage_problem = signal_storage_problem(item)
         if storage_problem is not None:
             field_path, reason = storage_problem
@@ -204,6 +202,7 @@ def ingest_signals(
 
     work_items = _resolve_products(session, organization_id, work_items, outcomes)
     work_items = _resolve_customers(session, organization_id, work_items, outcomes)
+    work_items = _reject_future(work_items, received_at, max_future_skew, outcomes)
     _choose_lines(session, organization_id, work_items)
     work_items = _rate(work_items, outcomes)
     work_items = _resolve_holds(session, organization_id, work_items, outcomes)
@@ -266,19 +265,6 @@ def _cost_data_error(work: _Work, error: CostDataError) -> SignalError:
     field_name = f"signals[{work.index}].data.costData" + (f".{error.field}" if error.field else "")
     return SignalError(
         code="invalid_cost_data", message=f"Invalid {field_name}: {error.message}", field=field_name
-    )
-
-
-def _future_error(work: _Work, received_at: datetime, skew: timedelta) -> SignalError:
-    field_name = f"signals[{work.index}].timestamp"
-    return SignalError(
-        code="timestamp_in_future",
-        message=(
-            f"Invalid {field_name} '{work.occurred_at.isoformat()}': more than "
-            f"{int(skew.total_seconds())} seconds after the server time {received_at.isoformat()}; "
-            "send the time the event happened, or omit timestamp to use the receipt time"
-        ),
-        field=field_name,
     )
 
 
@@ -363,6 +349,46 @@ def _resolve_customers(
                 work.occurred_at = customer_now
         kept.append(work)
     return kept
+
+
+def _reject_future(
+    work_items: list[_Work], received_at: datetime, skew: timedelta, outcomes: list[SignalOutcome | None]
+) -> list[_Work]:
+    """Reject the signals timestamped more than `skew` after their reference time, and return the others.
+
+    The reference time is the later of the real time and the customer's test clock time. So a
+    customer on a clock ahead of the real time may send timestamps up to the clock's time plus
+    `skew`. One on a clock behind it keeps the real time as its limit, because the SDK's
+    ``signal()`` and OTLP signal spans stamp signals with the real time.
+    """
+    kept = []
+    for work in work_items:
+        reference_time = max(received_at, work.customer_now or received_at)
+        if work.occurred_at > reference_time + skew:
+            error = _future_error(work, reference_time, skew, on_test_clock=reference_time > received_at)
+            _fail(outcomes, work, error)
+            continue
+        kept.append(work)
+    return kept
+
+
+def _future_error(work: _Work, reference_time: datetime, skew: timedelta, *, on_test_clock: bool) -> SignalError:
+    field_name = f"signals[{work.index}].timestamp"
+    if on_test_clock:
+        time_name = f"the customer's test clock time {reference_time.isoformat()}"
+        default_time = "the test clock time"
+    else:
+        time_name = f"the server time {reference_time.isoformat()}"
+        default_time = "the receipt time"
+    return SignalError(
+        code="timestamp_in_future",
+        message=(
+            f"Invalid {field_name} '{work.occurred_at.isoformat()}': more than "
+            f"{int(skew.total_seconds())} seconds after {time_name}; "
+            f"send the time the event happened, or omit timestamp to use {default_time}"
+        ),
+        field=field_name,
+    )
 
 
 def _with_clock_time(statement: Select[tuple[Customer]], *columns: Any) -> Select[Any]:
