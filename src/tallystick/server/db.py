@@ -15,6 +15,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 
+# PostgreSQL connections each process keeps open, and how many more it may open for a burst.
+# The pool closes an overflow connection as soon as it is returned, and a new connection costs
+# PostgreSQL a process start. So the kept ones cover what the worker threads use under steady
+# load: anyio runs routes in up to 40 threads. With 10 kept and 20 overflow, holds at 500 per
+# second opened and closed connections all the time: two workers served 210 to 236 holds per
+# second, against 267 to 308 with 30 kept, in alternating runs on one machine.
+POOL_SIZE = 30
+POOL_OVERFLOW = 10
+
 # How long a SQLite writer waits for the write lock before failing, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -65,7 +74,7 @@ def create_store_engine(url: str, *, read_only: bool = False) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _configure_sqlite(engine, begin_immediate=not read_only)
         return engine
-    engine = create_engine(url, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
     _ping_idle_connections(engine)
     return engine
 
