@@ -342,6 +342,25 @@ def test_released_and_expired_holds_free_credits(store, account):
         assert session.get(CreditHold, expiring.id).status == "expired"
 
 
+def test_released_hold_settles_pending_first(store, account):
+    grant(store, account, "5")
+    with store.transaction() as session:
+        hold = service.place_hold(session, **account.keys, amount=Decimal(4)).hold
+    # One free credit: the rest of this consumption waits while the hold keeps its credits.
+    consume(store, account, "3", signal_id="sig_waiting")
+    [waiting] = pending_rows(store, account)
+    assert waiting.remaining == Decimal(2)
+
+    with store.transaction() as session:
+        service.release_hold(session, organization_id=account.organization_id, hold_id=hold.id)
+        later = service.place_hold(session, **account.keys, amount=Decimal(2))
+
+    assert pending_rows(store, account)[0].remaining == 0
+    assert later.allowed is True
+    assert later.available == 0
+    assert available(store, account) == 0
+
+
 def test_hold_shrinks_when_backing_grant_expires(store, account):
     grant(store, account, "10", expires_at=START + timedelta(minutes=1))
     grant(store, account, "3")

@@ -5,9 +5,9 @@ consumption), changes them in Python with exact decimals, and then writes the re
 ledger entries, pending consumption rows and holds go to the database with one statement per
 table for all the accounts of the write, as do the grants' remaining and expiry and the
 accounts' last sequence. The ORM flushes the rest: new grants, changed holds, settled pending
-consumption. New rows are buffered rather than added to the session, because the ORM's flush
-costs more than the SQL that stores them: for a batch, building a thousand ORM objects; for a
-hold, the flush's bookkeeping around one INSERT.
+consumption. New rows are buffered rather than added to the session: the ORM's flush costs
+more than the SQL that stores them. For a batch that cost is building a thousand ORM objects,
+and for a hold it is the flush's bookkeeping around one INSERT.
 """
 
 from __future__ import annotations
@@ -347,9 +347,20 @@ def open_accounts(
     """
     keys = sorted(set(keys))
     accounts = queries.lock_account_rows(session, organization_id, keys)
-    grants = queries.open_grants_of(session, organization_id, keys)
+    pending: dict[AccountKey, list[PendingConsumption]] | None = None
+    if load_pending:
+        grants = queries.open_grants_of(session, organization_id, keys)
+        pending = queries.unsettled_pending_of(session, organization_id, keys)
+    elif len(keys) == 1:
+        # A write of one account (a hold, a grant, a single signal) learns with its grants
+        # whether it has pending consumption to settle, which saves the query when it has none.
+        account_grants, has_pending = queries.open_grants_and_pending_flag(session, organization_id, keys[0])
+        grants = {keys[0]: account_grants}
+        if has_pending is False:
+            pending = {keys[0]: []}
+    else:
+        grants = queries.open_grants_of(session, organization_id, keys)
     holds = queries.active_holds_of(session, organization_id, keys)
-    pending = queries.unsettled_pending_of(session, organization_id, keys) if load_pending else None
 
     states = {}
     for key in keys:

@@ -140,6 +140,19 @@ _OPEN_GRANTS_OF = for_each_dialect(
     .where(*_accounts_where(CreditGrant, dialect), CreditGrant.expired_at.is_(None), CreditGrant.remaining > 0)
     .order_by(CreditGrant.sequence)
 )
+# The flag is read in the same statement as the grants, after the account lock, so it reflects
+# what the last writer of the account committed.
+_OPEN_GRANTS_WITH_PENDING_FLAG = (
+    select(
+        *_GRANT_COLUMNS,
+        select(PendingConsumption.id)
+        .where(*_account_where(PendingConsumption), PendingConsumption.settled_at.is_(None))
+        .exists()
+        .label("has_pending"),
+    )
+    .where(*_account_where(CreditGrant), CreditGrant.expired_at.is_(None), CreditGrant.remaining > 0)
+    .order_by(CreditGrant.sequence)
+)
 _ACTIVE_HOLDS_OF = for_each_dialect(
     lambda dialect: select(CreditHold)
     .where(*_accounts_where(CreditHold, dialect), CreditHold.status == "active")
@@ -302,6 +315,22 @@ def open_grants_of(
     statement = _OPEN_GRANTS_OF[session.get_bind().dialect.name]
     rows = session.execute(statement, _accounts_parameters(organization_id, keys))
     return _by_account((GrantRow(*row) for row in rows), keys)
+
+
+def open_grants_and_pending_flag(
+    session: Session, organization_id: str, key: tuple[str, str]
+) -> tuple[list[GrantRow], bool | None]:
+    """Load one account's grants as `open_grants_of` does, and whether it has unsettled pending
+    consumption: None when the account has no such grant, since the flag rides on grant rows.
+
+    A write settles pending consumption only with free credits, so an account without grants
+    never needs its pending rows loaded, and one whose flag is false need not load them either.
+    """
+    grants, has_pending = [], None
+    for *columns, flag in session.execute(_OPEN_GRANTS_WITH_PENDING_FLAG, _account_parameters(organization_id, *key)):
+        grants.append(GrantRow(*columns))
+        has_pending = bool(flag)
+    return grants, has_pending
 
 
 def active_holds_of(
