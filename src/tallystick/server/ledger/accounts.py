@@ -4,8 +4,8 @@ A write locks its accounts, loads their grants and holds (and, when needed, unse
 consumption), changes them in Python with exact decimals, and then writes the result: new
 ledger entries, pending consumption rows and holds go to the database with one statement per
 table for all the accounts of the write, as do the grants' remaining and expiry and the
-accounts' last sequence. The ORM flushes the rest: new grants, changed holds, settled pending
-consumption. New rows are buffered rather than added to the session: the ORM's flush costs
+accounts' last sequence, and the holds' changes. The ORM flushes the rest: new grants and
+settled pending consumption. New rows are buffered rather than added to the session: the ORM's flush costs
 more than the SQL that stores them. For a batch that cost is building a thousand ORM objects,
 and for a hold it is the flush's bookkeeping around one INSERT.
 """
@@ -59,6 +59,10 @@ _ACCOUNT_KEY = ("organization_id", "customer_id", "credits_currency_id")
 
 # A grant of a locked account: loaded as a row, or created by this write as an ORM object.
 Grant = CreditGrant | queries.GrantRow
+# A hold of a locked account: loaded as a row, or placed by this write as an ORM object.
+Hold = CreditHold | queries.HoldRow
+# The columns of a hold that a write changes, stored by `write_rows` for loaded holds.
+_HOLD_CHANGES = ("status", "reserved", "ended_at", "settled_signal_id")
 
 
 def is_active(grant: Grant, at: datetime) -> bool:
@@ -90,7 +94,7 @@ class LockedAccount:
     account: queries.AccountRow
     now: datetime
     grants: list[Grant] = field(default_factory=list)
-    holds: list[CreditHold] = field(default_factory=list)
+    holds: list[Hold] = field(default_factory=list)
     # Unsettled pending consumption in settlement order; None until first needed.
     pending: list[PendingConsumption] | None = None
     # Available as the previous write left it. Set before this write's sweep, then moved on
@@ -100,6 +104,8 @@ class LockedAccount:
     entry_rows: list[dict[str, Any]] = field(default_factory=list)
     new_pending: list[PendingConsumption] = field(default_factory=list)
     new_holds: list[CreditHold] = field(default_factory=list)
+    # Loaded holds whose status or reserved credits this write changed, by id.
+    changed_holds: dict[str, queries.HoldRow] = field(default_factory=dict)
     # Grants whose remaining this write changed, by id.
     touched: dict[str, Grant] = field(default_factory=dict)
     # Loaded grants that this write swept as expired, to store their `expired_at`.
@@ -207,6 +213,30 @@ class LockedAccount:
         self.holds.append(hold)
         self.new_holds.append(hold)
 
+    def end_hold(self, hold_id: str, status: str, *, signal_id: str | None = None) -> Hold | None:
+        """End the account's active hold `hold_id` now as settled or released; return it.
+
+        Returns None when the hold is not among the account's active holds: it already ended,
+        or the sweep of this write found it expired.
+        """
+        for hold in self.holds:
+            if hold.id == hold_id:
+                self._end(hold, status, self.now)
+                hold.settled_signal_id = signal_id
+                return hold
+        return None
+
+    def _end(self, hold: Hold, status: str, at: datetime) -> None:
+        hold.status = status
+        hold.ended_at = at
+        self.holds.remove(hold)
+        self._changed(hold)
+
+    def _changed(self, hold: Hold) -> None:
+        # A hold placed by this write is inserted with its final values instead.
+        if isinstance(hold, queries.HoldRow):
+            self.changed_holds[hold.id] = hold
+
     def add_pending(self, row: PendingConsumption) -> None:
         """Append new pending consumption; it is inserted when the write ends."""
         self.pending_rows().append(row)
@@ -238,9 +268,7 @@ class LockedAccount:
 
         for hold in list(self.holds):
             if hold.expires_at <= self.now:
-                hold.status = "expired"
-                hold.ended_at = hold.expires_at
-                self.holds.remove(hold)
+                self._end(hold, "expired", hold.expires_at)
 
         # A grant backing a hold may expire before the hold does. Cut the newest holds first so
         # that held credits never exceed the credits left, keeping available at zero or above.
@@ -251,6 +279,7 @@ class LockedAccount:
             cut = min(hold.reserved, excess)
             hold.reserved -= cut
             excess -= cut
+            self._changed(hold)
 
     def settle_pending(self) -> None:
         """Draw free credits for unsettled pending consumption, first recorded first."""
@@ -395,15 +424,16 @@ def _stored_by_write_rows(grant: Grant) -> bool:
 def write_rows(session: Session, states: Iterable[LockedAccount]) -> None:
     """Write what the accounts' write changed, with one statement per table.
 
-    Entries, new pending rows and new holds are inserted (see `bulk_sql.insert_rows`). The grants' new
-    remaining, the swept grants' expiry and the accounts' last sequence are written by one bulk
-    update each rather than by the ORM, which sends one UPDATE per object. The ORM flushes the
-    rest: new grants, changed holds, settled pending consumption.
+    Entries, new pending rows and new holds are inserted (see `bulk_sql.insert_rows`). The
+    grants' new remaining, the swept grants' expiry, the accounts' last sequence and the changes
+    of loaded holds are written by one bulk update each rather than by the ORM, which sends one
+    UPDATE per object. The ORM flushes the rest: new grants, settled pending consumption.
     """
     states = list(states)
     entry_rows: list[dict[str, Any]] = []
     pending_rows: list[dict[str, Any]] = []
     hold_rows: list[dict[str, Any]] = []
+    changed_hold_rows: list[dict[str, Any]] = []
     grant_rows: list[dict[str, Any]] = []
     expired_rows: list[dict[str, Any]] = []
     account_rows: list[dict[str, Any]] = []
@@ -418,6 +448,11 @@ def write_rows(session: Session, states: Iterable[LockedAccount]) -> None:
             {column: getattr(hold, attribute) for attribute, column in _HOLD_COLUMNS} for hold in state.new_holds
         )
         state.new_holds = []
+        changed_hold_rows.extend(
+            {"id": hold.id, **{column: getattr(hold, column) for column in _HOLD_CHANGES}}
+            for hold in state.changed_holds.values()
+        )
+        state.changed_holds = {}
         for grant in state.touched.values():
             if _stored_by_write_rows(grant):
                 grant_rows.append({"id": grant.id, "remaining": grant.remaining})
@@ -443,4 +478,5 @@ def write_rows(session: Session, states: Iterable[LockedAccount]) -> None:
     update_rows(session, CreditAccount.__table__, account_rows, keys=_ACCOUNT_KEY)
     insert_rows(session, PendingConsumption.__table__, pending_rows)
     insert_rows(session, CreditHold.__table__, hold_rows)
+    update_rows(session, CreditHold.__table__, changed_hold_rows, keys=("id",))
     insert_rows(session, LedgerEntry.__table__, entry_rows)

@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tallystick.server import clock, events
 from tallystick.server.errors import ApiError, bad_request, not_found
@@ -403,11 +404,8 @@ def _consume_locked(
     thresholds: dict[str, Decimal | None] | None,
 ) -> ConsumptionResult:
     """Apply one consumption to a locked account, buffering its rows; see `consume`."""
-    if hold is not None and hold in state.holds:
-        hold.status = "settled"
-        hold.settled_signal_id = request.signal_id
-        hold.ended_at = state.now
-        state.holds.remove(hold)
+    if hold is not None:
+        state.end_hold(hold.id, "settled", signal_id=request.signal_id)
 
     cause = {
         "signal_id": request.signal_id,
@@ -631,11 +629,14 @@ def release_hold(session: Session, *, organization_id: str, hold_id: str) -> Cre
         return hold
 
     state = _open_account(session, organization_id, hold.customer_id, hold.credits_currency_id)
-    if hold in state.holds:
-        hold.status = "released"
-        hold.ended_at = state.now
-        state.holds.remove(hold)
+    if state.end_hold(hold.id, "released") is not None:
         state.settle_pending()
         log.info("ledger.hold_released", extra={"organization_id": organization_id, "hold_id": hold.id})
+    # The hold as this write leaves it: released, or expired by the write's sweep.
+    ended = state.changed_holds.get(hold.id)
     _finish(state, "hold_release")
+    if ended is not None:
+        # `write_rows` stored the change; set as committed state, the ORM's flush leaves it be.
+        for column in ("status", "reserved", "ended_at"):
+            set_committed_value(hold, column, getattr(ended, column))
     return hold
