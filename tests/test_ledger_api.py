@@ -540,6 +540,22 @@ def test_hold_needs_live_customer_currency(tenant, other_tenant):
     assert archived.json()["fields"][0]["message"] == "the credit currency is archived"
 
 
+def test_hold_without_account_is_denied(tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+    hold = {"creditCurrencyKey": "chat_credits", "amount": 1}
+
+    # The first hold creates the customer's credit account, the second finds it.
+    first = tenant.http.post(f"/customers/{customer_id}/credits/holds", json=hold)
+    second = tenant.http.post("/customers/external/user-1/credits/holds", json=hold)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 1})
+    third = tenant.http.post("/customers/external/user-1/credits/holds", json=hold)
+
+    assert (first.status_code, first.json()["allowed"], first.json()["available"]) == (200, False, 0)
+    assert (second.status_code, second.json()["allowed"]) == (200, False)
+    assert (third.status_code, third.json()["allowed"], third.json()["available"]) == (201, True, 0)
+
+
 def test_holds_record_low_and_depleted_events(store, tenant):
     customer_id = make_customer(tenant)
     currency_id = make_currency(tenant)

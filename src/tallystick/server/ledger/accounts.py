@@ -365,17 +365,23 @@ def open_accounts(
     *,
     load_pending: bool = False,
     account_times: Mapping[AccountKey, datetime] | None = None,
+    locked: queries.AccountRow | None = None,
 ) -> dict[AccountKey, LockedAccount]:
     """Lock the accounts in (customer, currency) order, load their rows, sweep and settle.
 
     Each account works at `now`, or at its time in `account_times` (a customer on a test clock).
+    `locked` is the row of the one account of `keys` when the caller has locked it already.
 
     Grants, holds and (with `load_pending`) pending consumption are loaded with one query per
     table for all the accounts, so a batch pays the same number of round trips for one account
     or a thousand.
     """
     keys = sorted(set(keys))
-    accounts = queries.lock_account_rows(session, organization_id, keys)
+    if locked is not None:
+        assert keys == [(locked.customer_id, locked.credits_currency_id)], "locked is not the account of keys"
+        accounts = {keys[0]: locked}
+    else:
+        accounts = queries.lock_account_rows(session, organization_id, keys)
     pending: dict[AccountKey, list[PendingConsumption]] | None = None
     if load_pending:
         grants = queries.open_grants_of(session, organization_id, keys)

@@ -579,7 +579,13 @@ def _write_hold(
     """Place the hold in a transaction of its own, committed before the response is built."""
     key = body.credit_currency_key
     with store.transaction() as session:
-        target = queries.find_hold_target(session, organization_id, key, customer_id=customer_id, external_id=external_id)
+        # The account usually exists, and one statement then finds the customer and currency
+        # and locks it. Otherwise the lookup runs alone and the write creates the account.
+        found = queries.lock_hold_target(session, organization_id, key, customer_id=customer_id, external_id=external_id)
+        target, locked = found or (
+            queries.find_hold_target(session, organization_id, key, customer_id=customer_id, external_id=external_id),
+            None,
+        )
         if target is None:
             if external_id is not None:
                 raise not_found("Customer", "externalId", external_id)
@@ -598,6 +604,7 @@ def _write_hold(
                 amount=body.amount,
                 ttl_seconds=service.DEFAULT_HOLD_TTL_SECONDS if body.ttl_seconds is None else body.ttl_seconds,
                 thresholds={target.currency_id: target.low_balance_threshold},
+                locked=locked,
             )
     return result
 

@@ -244,11 +244,16 @@ def lock_accounts(session: Session, organization_id: str, accounts: Iterable[tup
 
 
 def _open_account(
-    session: Session, organization_id: str, customer_id: str, currency_id: str
+    session: Session,
+    organization_id: str,
+    customer_id: str,
+    currency_id: str,
+    locked: queries.AccountRow | None = None,
 ) -> LockedAccount:
-    """Lock the account, load its grants and holds, sweep expiries and settle pending."""
+    """Lock the account (unless `locked` is its row, locked already), load its grants and holds,
+    sweep expiries and settle pending."""
     key = (customer_id, currency_id)
-    return open_accounts(session, organization_id, [key], clock.now())[key]
+    return open_accounts(session, organization_id, [key], clock.now(), locked=locked)[key]
 
 
 def _finish(
@@ -576,12 +581,14 @@ def place_hold(
     amount: Decimal,
     ttl_seconds: int = DEFAULT_HOLD_TTL_SECONDS,
     thresholds: dict[str, Decimal | None] | None = None,
+    locked: queries.AccountRow | None = None,
 ) -> HoldResult:
     """Reserve `amount` credits if that many are available; deny, reserving nothing, otherwise.
 
     The check and the reservation happen under the account lock, so two parallel holds (or a
     hold and a consumption) can never both get the last credit. `thresholds`, when the caller
-    has loaded the currency's low-balance threshold, saves the write that query.
+    has loaded the currency's low-balance threshold, and `locked`, when it has locked the
+    account, each save the write a query.
     """
     check_credit_amount("amount", amount)
     if not 1 <= ttl_seconds <= MAX_HOLD_TTL_SECONDS:
@@ -589,7 +596,7 @@ def place_hold(
             "ttlSeconds", f"must be between 1 and {MAX_HOLD_TTL_SECONDS} seconds", ttl_seconds
         )
 
-    state = _open_account(session, organization_id, customer_id, currency_id)
+    state = _open_account(session, organization_id, customer_id, currency_id, locked)
     free = state.available()
     if free < amount:
         _finish(state, "hold", thresholds=thresholds)
