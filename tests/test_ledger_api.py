@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from tallystick.server import clock, events
-from tallystick.server.ledger import service
+from tallystick.server.ledger import queries, routes, service
+from tallystick.server.ledger.schemas import HoldCreate
 from tallystick.server.models import OutboxEvent
 
 
@@ -502,6 +503,9 @@ def test_hold_release_frees_credits(tenant):
         ({"creditCurrencyKey": "chat_credits", "amount": 0}, "amount"),
         ({"creditCurrencyKey": "chat_credits", "amount": 0.0000000001}, "amount"),
         ({"creditCurrencyKey": "missing", "amount": 1}, "creditCurrencyKey"),
+        ({"creditCurrencyKey": "chat_credits", "amount": 1, "idempotencyKey": ""}, "idempotencyKey"),
+        ({"creditCurrencyKey": "chat_credits", "amount": 1, "idempotencyKey": "k" * 256}, "idempotencyKey"),
+        ({"creditCurrencyKey": "chat_credits", "amount": 1, "idempotencyKey": 42}, "idempotencyKey"),
     ],
 )
 def test_hold_rejects_bad_input(tenant, body, field):
@@ -626,6 +630,199 @@ def test_parallel_holds_share_no_credit(tenant):
     [balance] = tenant.http.get(f"/customers/{customer_id}/credits/balances").json()["data"]
     assert balance["availableDecimal"] == "0"
     assert balance["heldDecimal"] == "3"
+
+
+def post_hold(tenant, path: str, body: dict):  # type: ignore[no-untyped-def]
+    return tenant.http.post(f"/customers/{path}/credits/holds", json=body)
+
+
+def held_balance(tenant, customer_id: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """Return the customer's (availableDecimal, heldDecimal) in its only credit currency."""
+    [balance] = tenant.http.get(f"/customers/{customer_id}/credits/balances").json()["data"]
+    return balance["availableDecimal"], balance["heldDecimal"]
+
+
+def test_hold_retry_with_key_reserves_once(tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+    body = {"creditCurrencyKey": "chat_credits", "amount": 2, "ttlSeconds": 120, "idempotencyKey": "call-1"}
+
+    first = post_hold(tenant, customer_id, body)
+    retried = post_hold(tenant, "external/user-1", body)
+
+    assert first.status_code == 201, first.text
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["allowed"] is True
+    assert retried.json()["holdId"] == first.json()["holdId"]
+    assert retried.json()["expiresAt"] == first.json()["expiresAt"]
+    assert retried.json()["amountDecimal"] == "2"
+    assert retried.json()["availableDecimal"] == "3"
+    assert held_balance(tenant, customer_id) == ("3", "2")
+
+
+@pytest.mark.parametrize("ending", ["released", "settled"])
+def test_hold_key_replayed_after_hold_ended(store, tenant, ending):
+    customer_id = make_customer(tenant)
+    currency_id = make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+    body = {"creditCurrencyKey": "chat_credits", "amount": 2, "idempotencyKey": "call-1"}
+    first = post_hold(tenant, customer_id, body)
+    hold_id = first.json()["holdId"]
+    if ending == "released":
+        assert tenant.http.delete(f"/credits/holds/{hold_id}").status_code == 200
+    else:
+        consume(store, tenant, customer_id, currency_id, "1", signal_id="sig_k", hold_id=hold_id)
+    before = held_balance(tenant, customer_id)
+
+    retried = post_hold(tenant, customer_id, body)
+
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["allowed"] is True
+    assert retried.json()["holdId"] == hold_id
+    assert retried.json()["availableDecimal"] == before[0]
+    assert tenant.http.get(f"/credits/holds/{hold_id}").json()["status"] == ending
+    assert held_balance(tenant, customer_id) == before
+    assert before == (("5", "0") if ending == "released" else ("4", "0"))
+
+
+def test_hold_key_reused_for_other_hold_rejected(tenant):
+    customer_id = make_customer(tenant)
+    other_id = make_customer(tenant, "user-2")
+    make_currency(tenant)
+    for granted in (customer_id, other_id):
+        post_grant(tenant, granted, {"creditCurrencyKey": "chat_credits", "amount": 5})
+    first = post_hold(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 2, "idempotencyKey": "k1"})
+    assert first.status_code == 201, first.text
+
+    other_amount = post_hold(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 3, "idempotencyKey": "k1"})
+    other_customer = post_hold(tenant, other_id, {"creditCurrencyKey": "chat_credits", "amount": 2, "idempotencyKey": "k1"})
+
+    for response in (other_amount, other_customer):
+        assert response.status_code == 400, response.text
+        assert response.json()["fields"][0]["field"] == "idempotencyKey"
+        assert first.json()["holdId"] in response.json()["error"]
+    assert held_balance(tenant, customer_id) == ("3", "2")
+    assert held_balance(tenant, other_id) == ("5", "0")
+
+
+def test_hold_key_is_per_organization(tenant, other_tenant):
+    hold_ids = []
+    for organization in (tenant, other_tenant):
+        customer_id = make_customer(organization)
+        make_currency(organization)
+        post_grant(organization, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+        body = {"creditCurrencyKey": "chat_credits", "amount": 1, "idempotencyKey": "same"}
+        placed = post_hold(organization, customer_id, body)
+        retried = post_hold(organization, customer_id, body)
+        assert placed.status_code == 201, placed.text
+        assert retried.json()["holdId"] == placed.json()["holdId"]
+        assert held_balance(organization, customer_id) == ("4", "1")
+        hold_ids.append(placed.json()["holdId"])
+
+    assert hold_ids[0] != hold_ids[1]
+
+
+def test_denied_hold_leaves_key_free(tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 1})
+    body = {"creditCurrencyKey": "chat_credits", "amount": 2, "idempotencyKey": "call-1"}
+
+    denied = post_hold(tenant, customer_id, body)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 4})
+    allowed = post_hold(tenant, customer_id, body)
+    replayed = post_hold(tenant, customer_id, body)
+
+    assert denied.status_code == 200, denied.text
+    assert denied.json()["allowed"] is False
+    assert denied.json()["holdId"] is None
+    assert allowed.status_code == 201, allowed.text
+    assert allowed.json()["allowed"] is True
+    assert replayed.status_code == 201, replayed.text
+    assert replayed.json()["holdId"] == allowed.json()["holdId"]
+    assert held_balance(tenant, customer_id) == ("3", "2")
+
+
+def test_parallel_holds_with_one_key_hold_once(tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+    responses: list[tuple[int, str | None]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def request_hold() -> None:
+        start.wait()
+        response = post_hold(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 2, "idempotencyKey": "once"})
+        with lock:
+            responses.append((response.status_code, response.json().get("holdId")))
+
+    threads = [threading.Thread(target=request_hold) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert [status for status, _ in responses] == [201] * 8
+    assert len({hold_id for _, hold_id in responses}) == 1
+    assert held_balance(tenant, customer_id) == ("3", "2")
+
+
+def test_hold_key_conflict_replays_winner(store, tenant, monkeypatch):
+    # Makes the race deterministic: the request's key lookup misses a hold that another request
+    # with the same key has already stored, so the unique index rejects this request's insert.
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+    body = {"creditCurrencyKey": "chat_credits", "amount": 2, "idempotencyKey": "race"}
+    winner = post_hold(tenant, customer_id, body)
+    assert winner.status_code == 201, winner.text
+    find_by_key = queries.find_hold_by_idempotency_key
+    lookups: list[str] = []
+
+    def miss_first_lookup(session, organization_id, key):  # type: ignore[no-untyped-def]
+        lookups.append(key)
+        return None if len(lookups) == 1 else find_by_key(session, organization_id, key)
+
+    monkeypatch.setattr(queries, "find_hold_by_idempotency_key", miss_first_lookup)
+
+    result = routes._write_hold(
+        store, tenant.organization_id, HoldCreate.model_validate(body), customer_id=customer_id, external_id=None
+    )
+
+    assert lookups == ["race", "race"]
+    assert result.allowed is True
+    assert result.hold is not None
+    assert result.hold.id == winner.json()["holdId"]
+    assert held_balance(tenant, customer_id) == ("3", "2")
+
+
+def test_hold_without_key_sends_no_key_lookup(store, tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+    statements: list[str] = []
+
+    def record(connection, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    def count_statements(body: dict) -> int:
+        statements.clear()
+        event.listen(store.engine, "before_cursor_execute", record)
+        try:
+            result = routes._write_hold(
+                store, tenant.organization_id, HoldCreate.model_validate(body), customer_id=customer_id, external_id=None
+            )
+        finally:
+            event.remove(store.engine, "before_cursor_execute", record)
+        assert result.allowed is True
+        return len(statements)
+
+    without_key = count_statements({"creditCurrencyKey": "chat_credits", "amount": 1})
+    with_key = count_statements({"creditCurrencyKey": "chat_credits", "amount": 1, "idempotencyKey": "k1"})
+
+    assert with_key == without_key + 1
 
 
 def test_credit_routes_accept_trailing_slash(tenant):

@@ -96,6 +96,33 @@ def test_0002_upgrade_and_downgrade(empty_database_url, engine_of):
     assert "ix_credit_ledger_entries_organization_id" in _indexes(engine, "credit_ledger_entries")
 
 
+def _columns(engine: Engine, table: str) -> set[str]:
+    return {column["name"] for column in inspect(engine).get_columns(table)}
+
+
+def test_0003_upgrade_and_downgrade(empty_database_url, engine_of):
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0002")
+    engine = engine_of(empty_database_url)
+    assert "idempotency_key" not in _columns(engine, "credit_holds")
+
+    command.upgrade(config, "0003")
+    engine.dispose()
+    assert "idempotency_key" in _columns(engine, "credit_holds")
+    [index] = [
+        index
+        for index in inspect(engine).get_indexes("credit_holds")
+        if index["name"] == "uq_credit_holds_org_idempotency_key"
+    ]
+    assert index["column_names"] == ["organization_id", "idempotency_key"]
+    assert index["unique"]
+
+    command.downgrade(config, "0002")
+    engine.dispose()
+    assert "idempotency_key" not in _columns(engine, "credit_holds")
+    assert "uq_credit_holds_org_idempotency_key" not in _indexes(engine, "credit_holds")
+
+
 def test_0002_keeps_sqlite_rows(tmp_path):
     # SQLite rebuilds a table to drop its foreign keys. PostgreSQL alters the table in place.
     path = tmp_path / "rebuilt.db"

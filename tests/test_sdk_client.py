@@ -107,6 +107,48 @@ def test_client_hold_reserves_then_releases(client: Client):
     assert Decimal(after[0]["availableDecimal"]) == 3
 
 
+def test_client_hold_with_key_reserves_once(client: Client):
+    create_chatbot(client)
+    client.customers.create(name="Acme", external_id="acme")
+    client.customers.grant_credits(external_customer_id="acme", credit_currency_key="chat_credits", amount=3)
+
+    first = client.credits.hold(
+        external_customer_id="acme", credit_currency_key="chat_credits", amount=2, idempotency_key="call-1"
+    )
+    retried = client.credits.hold(
+        external_customer_id="acme", credit_currency_key="chat_credits", amount=2, idempotency_key="call-1"
+    )
+    after = client.customers.credit_balances(external_customer_id="acme")["data"]
+
+    assert first["allowed"] is True
+    assert retried["allowed"] is True
+    assert retried["holdId"] == first["holdId"]
+    assert Decimal(after[0]["availableDecimal"]) == 1
+    assert Decimal(after[0]["heldDecimal"]) == 2
+
+
+def test_async_client_hold_with_key_reserves_once(tenant):  # type: ignore[no-untyped-def]
+    async def scenario() -> tuple[dict, dict]:
+        async with AsyncClient(tenant.server.root, tenant.api_key) as client:
+            await client.credits.create_currency(name="Chat Credits", key="chat_credits")
+            await client.customers.create(name="Acme", external_id="acme")
+            await client.customers.grant_credits(
+                external_customer_id="acme", credit_currency_key="chat_credits", amount=3
+            )
+            placed = [
+                await client.credits.hold(
+                    external_customer_id="acme", credit_currency_key="chat_credits", amount=2, idempotency_key="call-1"
+                )
+                for _ in range(2)
+            ]
+            return placed[0], placed[1]
+
+    first, retried = run_async(scenario())
+
+    assert first["allowed"] is True
+    assert retried["holdId"] == first["holdId"]
+
+
 def test_async_client_same_requests(tenant):  # type: ignore[no-untyped-def]
     async def scenario() -> tuple[dict, dict]:
         async with AsyncClient(tenant.server.root, tenant.api_key) as client:
@@ -206,6 +248,17 @@ def test_grant_with_key_retried_after_server_error():
 
     assert len(seen) == 2
     assert [json.loads(request.content)["idempotencyKey"] for request in seen] == ["bonus-1", "bonus-1"]
+
+
+def test_hold_with_key_retried_after_server_error():
+    transport, seen = scripted([500, 201])
+
+    fast_client(transport).credits.hold(
+        external_customer_id="acme", credit_currency_key="chat_credits", amount=1, idempotency_key="call-1"
+    )
+
+    assert len(seen) == 2
+    assert [json.loads(request.content)["idempotencyKey"] for request in seen] == ["call-1", "call-1"]
 
 
 def test_grant_retried_when_connection_refused():

@@ -220,17 +220,23 @@ class Credits(Resource):
         customer_id: str | None = None,
         external_customer_id: str | None = None,
         ttl_seconds: int | None = None,
+        idempotency_key: str | None = None,
     ) -> HoldPlaced:
         """Reserve `amount` credits if that many are available; `allowed` tells whether it was.
 
-        Not retried after a 5xx, since placing a hold has no idempotency key: a replay could
-        reserve twice. A hold that is never settled or released expires after `ttl_seconds`.
+        With `idempotency_key`, a failed request is retried, and a retry of a hold the server
+        already placed returns that hold without reserving again. Without it, nothing is retried
+        after the request may have reached the server, since a retry could reserve twice. A hold
+        that is never settled or released expires after `ttl_seconds`.
         """
         body = body_of(
-            credit_currency_key=credit_currency_key, amount=Decimal(amount), ttl_seconds=ttl_seconds
+            credit_currency_key=credit_currency_key,
+            amount=Decimal(amount),
+            ttl_seconds=ttl_seconds,
+            idempotency_key=idempotency_key,
         )
         path = customer_path(customer_id, external_customer_id) + "/credits/holds"
-        return self._send(Call("POST", path, body=body))
+        return self._send(Call("POST", path, body=body, idempotent=idempotency_key is not None))
 
     def get_hold(self, hold_id: str) -> CreditHold:
         return self._send(Call("GET", f"/credits/holds/{segment(hold_id)}"))

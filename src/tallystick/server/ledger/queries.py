@@ -198,6 +198,10 @@ _FIND_HOLD = (
     .where(CreditHold.organization_id == bindparam("organization_id"), CreditHold.id == bindparam("hold_id"))
     .execution_options(populate_existing=True)
 )
+_FIND_HOLD_BY_KEY = select(CreditHold).where(
+    CreditHold.organization_id == bindparam("organization_id"),
+    CreditHold.idempotency_key == bindparam("idempotency_key"),
+)
 _FIND_HOLDS = (
     select(CreditHold)
     .where(
@@ -547,6 +551,10 @@ def find_grant_by_idempotency_key(session: Session, organization_id: str, key: s
 
 def find_hold(session: Session, organization_id: str, hold_id: str) -> CreditHold | None:
     return session.scalar(_FIND_HOLD, {"organization_id": organization_id, "hold_id": hold_id})
+
+
+def find_hold_by_idempotency_key(session: Session, organization_id: str, key: str) -> CreditHold | None:
+    return session.scalar(_FIND_HOLD_BY_KEY, {"organization_id": organization_id, "idempotency_key": key})
 
 
 def customer_accounts(session: Session, organization_id: str, customer_id: str) -> list[CreditCurrency]:

@@ -91,6 +91,14 @@ can never both pass a balance check for the last credit. Not part of the Paid AP
    the rest from free credits and records any uncovered part as pending consumption.
 3. If the work is abandoned, `DELETE /credits/holds/{holdId}` releases the credits. A hold that
    is neither settled nor released expires after `ttlSeconds` (default 300, at most 86400).
+
+An optional `idempotencyKey` (1 to 255 characters, unique per organization) makes a retry of
+step 1 safe. A request whose key already placed a hold reserves nothing and returns that hold
+again: `allowed: true`, the same `holdId` and `expiresAt`, status 201, whatever the hold's
+status is now (`GET /credits/holds/{holdId}` shows it). `available` is then the credits
+available at the retry. The retry must name the same customer, currency and `amount`, or it
+gets a 400 naming `idempotencyKey`. A denied request does not use its key up, because it
+reserved nothing. A retry with that key is checked against the balance again and may be allowed.
 """
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -576,37 +584,109 @@ async def _place_hold(
 def _write_hold(
     store: Store, organization_id: str, body: HoldCreate, *, customer_id: str | None, external_id: str | None
 ) -> service.HoldResult:
-    """Place the hold in a transaction of its own, committed before the response is built."""
-    key = body.credit_currency_key
-    with store.transaction() as session:
-        # The account usually exists, and one statement then finds the customer and currency
-        # and locks it. Otherwise the lookup runs alone and the write creates the account.
-        found = queries.lock_hold_target(session, organization_id, key, customer_id=customer_id, external_id=external_id)
-        target, locked = found or (
-            queries.find_hold_target(session, organization_id, key, customer_id=customer_id, external_id=external_id),
-            None,
-        )
-        if target is None:
-            if external_id is not None:
-                raise not_found("Customer", "externalId", external_id)
-            raise not_found("Customer", "id", customer_id)
-        if target.currency_id is None:
-            raise bad_request("creditCurrencyKey", "no credit currency with this key", key)
-        if target.currency_status != "active":
-            raise bad_request("creditCurrencyKey", "the credit currency is archived", key)
-        # A customer on a test clock places its holds at the clock's time (see _at_customer_time).
-        with clock.at(target.clock_time) if target.clock_time is not None else nullcontext():
-            result = service.place_hold(
-                session,
-                organization_id=organization_id,
-                customer_id=target.customer_id,
-                currency_id=target.currency_id,
-                amount=body.amount,
-                ttl_seconds=service.DEFAULT_HOLD_TTL_SECONDS if body.ttl_seconds is None else body.ttl_seconds,
-                thresholds={target.currency_id: target.low_balance_threshold},
-                locked=locked,
+    """Place the hold in a transaction of its own, committed before the response is built.
+
+    A request whose idempotency key already placed a hold gets that hold back instead.
+    """
+    ttl_seconds = service.DEFAULT_HOLD_TTL_SECONDS if body.ttl_seconds is None else body.ttl_seconds
+    try:
+        with store.transaction() as session:
+            return _place_or_replay_hold(
+                session, organization_id, body, ttl_seconds, customer_id=customer_id, external_id=external_id
             )
+    except IntegrityError:
+        if body.idempotency_key is None:
+            raise
+
+    # A concurrent request with the same key inserted its hold between this request's key lookup
+    # and its insert, which the unique index rejected. The failed transaction was rolled back,
+    # and a second one finds that hold and replays it. An IntegrityError with another cause is
+    # expected to fail the second attempt too, which then raises it.
+    with store.transaction() as session:
+        result = _place_or_replay_hold(
+            session, organization_id, body, ttl_seconds, customer_id=customer_id, external_id=external_id
+        )
+    log.info(
+        "ledger.hold_replayed_after_conflict",
+        extra={"organization_id": organization_id, "hold_id": result.hold.id if result.hold else None},
+    )
     return result
+
+
+def _place_or_replay_hold(
+    session: Session,
+    organization_id: str,
+    body: HoldCreate,
+    ttl_seconds: int,
+    *,
+    customer_id: str | None,
+    external_id: str | None,
+) -> service.HoldResult:
+    currency_key = body.credit_currency_key
+    # The account usually exists, and one statement then finds the customer and currency and
+    # locks it. Otherwise the lookup runs alone and the write creates the account.
+    found = queries.lock_hold_target(
+        session, organization_id, currency_key, customer_id=customer_id, external_id=external_id
+    )
+    target, locked = found or (
+        queries.find_hold_target(session, organization_id, currency_key, customer_id=customer_id, external_id=external_id),
+        None,
+    )
+    if target is None:
+        if external_id is not None:
+            raise not_found("Customer", "externalId", external_id)
+        raise not_found("Customer", "id", customer_id)
+    if target.currency_id is None:
+        raise bad_request("creditCurrencyKey", "no credit currency with this key", currency_key)
+    if target.currency_status != "active":
+        raise bad_request("creditCurrencyKey", "the credit currency is archived", currency_key)
+    # Checked before the key lookup, so that an invalid retry gets the same 400 as the first request.
+    service.check_hold_request(body.amount, ttl_seconds)
+
+    # A customer on a test clock places its holds at the clock's time (see _at_customer_time).
+    with clock.at(target.clock_time) if target.clock_time is not None else nullcontext():
+        # Only a request with a key sends this lookup: a hold without one costs the target
+        # lookup and the write alone.
+        key = body.idempotency_key
+        earlier = queries.find_hold_by_idempotency_key(session, organization_id, key) if key is not None else None
+        if earlier is not None:
+            return _replayed_hold(session, earlier, target.customer_id, target.currency_id, body)
+        return service.place_hold(
+            session,
+            organization_id=organization_id,
+            customer_id=target.customer_id,
+            currency_id=target.currency_id,
+            amount=body.amount,
+            ttl_seconds=ttl_seconds,
+            thresholds={target.currency_id: target.low_balance_threshold},
+            locked=locked,
+            idempotency_key=key,
+        )
+
+
+def _replayed_hold(
+    session: Session, earlier: CreditHold, customer_id: str, currency_id: str, body: HoldCreate
+) -> service.HoldResult:
+    """Build the result of the hold that an idempotency key placed, without reserving again.
+
+    The retry must request the same hold: same customer, currency and amount. The hold is
+    returned as allowed whatever its status is now, with the credits available now, since
+    the available credits right after the first request are not stored.
+    """
+    same = (
+        earlier.customer_id == customer_id
+        and earlier.credits_currency_id == currency_id
+        and earlier.amount == body.amount
+    )
+    if not same:
+        raise bad_request(
+            "idempotencyKey",
+            f"was already used for hold {earlier.id}, of another customer, currency or amount; "
+            "send a new key for a new hold",
+            body.idempotency_key,
+        )
+    available = service.balance(session, earlier.organization_id, customer_id, currency_id, clock.now())
+    return service.HoldResult(allowed=True, hold=earlier, available=available)
 
 
 @router.post(

@@ -67,6 +67,14 @@ class HoldCreate(RequestModel):
         default=None,
         description="Seconds until the hold expires by itself, 1 to 86400. Defaults to 300.",
     )
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="Not in the Paid API. A retry with the same key returns the hold that the key "
+        "created instead of reserving again. Unique per organization. A denied request does not "
+        "use its key up.",
+    )
 
 
 # Grants

@@ -572,6 +572,15 @@ def sweep_account(
     return _finish(state, "sweep")
 
 
+def check_hold_request(amount: Decimal, ttl_seconds: int) -> None:
+    """Raise the API's 400 unless `amount` and `ttl_seconds` (1 to 86400) are valid for a hold."""
+    check_credit_amount("amount", amount)
+    if not 1 <= ttl_seconds <= MAX_HOLD_TTL_SECONDS:
+        raise bad_request(
+            "ttlSeconds", f"must be between 1 and {MAX_HOLD_TTL_SECONDS} seconds", ttl_seconds
+        )
+
+
 def place_hold(
     session: Session,
     *,
@@ -582,19 +591,18 @@ def place_hold(
     ttl_seconds: int = DEFAULT_HOLD_TTL_SECONDS,
     thresholds: dict[str, Decimal | None] | None = None,
     locked: queries.AccountRow | None = None,
+    idempotency_key: str | None = None,
 ) -> HoldResult:
     """Reserve `amount` credits if that many are available; deny, reserving nothing, otherwise.
 
     The check and the reservation happen under the account lock, so two parallel holds (or a
     hold and a consumption) can never both get the last credit. `thresholds`, when the caller
     has loaded the currency's low-balance threshold, and `locked`, when it has locked the
-    account, each save the write a query.
+    account, each save the write a query. A placed hold stores `idempotency_key`. Raises
+    IntegrityError when another hold of the organization already has that key. A denied
+    request stores nothing, so its key stays free.
     """
-    check_credit_amount("amount", amount)
-    if not 1 <= ttl_seconds <= MAX_HOLD_TTL_SECONDS:
-        raise bad_request(
-            "ttlSeconds", f"must be between 1 and {MAX_HOLD_TTL_SECONDS} seconds", ttl_seconds
-        )
+    check_hold_request(amount, ttl_seconds)
 
     state = _open_account(session, organization_id, customer_id, currency_id, locked)
     free = state.available()
@@ -616,6 +624,7 @@ def place_hold(
         status="active",
         expires_at=state.now + timedelta(seconds=ttl_seconds),
         created_at=state.now,
+        idempotency_key=idempotency_key,
     )
     state.add_hold(hold)
     available = _finish(state, "hold", thresholds=thresholds, holdId=hold.id)

@@ -214,6 +214,14 @@ class CreditHold(OrgScopedMixin, Base):
             "credits_currency_id",
             "status",
         ),
+        Index(
+            "uq_credit_holds_org_idempotency_key",
+            "organization_id",
+            "idempotency_key",
+            unique=True,
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -229,3 +237,5 @@ class CreditHold(OrgScopedMixin, Base):
     ended_at: Mapped[datetime | None]
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JsonObject)
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    # The client's key of the hold request: a retry with the same key returns this hold.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
