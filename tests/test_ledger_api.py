@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import event, select
 
 from tallystick.server import clock, events
-from tallystick.server.ledger import queries, routes, service
+from tallystick.server.ledger import hold_routes, queries, service
 from tallystick.server.ledger.schemas import HoldCreate
 from tallystick.server.models import OutboxEvent
 
@@ -787,7 +787,7 @@ def test_hold_key_conflict_replays_winner(store, tenant, monkeypatch):
 
     monkeypatch.setattr(queries, "find_hold_by_idempotency_key", miss_first_lookup)
 
-    result = routes._write_hold(
+    result = hold_routes._write_hold(
         store, tenant.organization_id, HoldCreate.model_validate(body), customer_id=customer_id, external_id=None
     )
 
@@ -811,7 +811,7 @@ def test_hold_without_key_sends_no_key_lookup(store, tenant):
         statements.clear()
         event.listen(store.engine, "before_cursor_execute", record)
         try:
-            result = routes._write_hold(
+            result = hold_routes._write_hold(
                 store, tenant.organization_id, HoldCreate.model_validate(body), customer_id=customer_id, external_id=None
             )
         finally:

@@ -12,6 +12,7 @@ def all_routers() -> list[APIRouter]:
     from tallystick.server.checkout.routes import router as checkouts_router
     from tallystick.server.costs.routes import router as costs_router
     from tallystick.server.customers.routes import router as customers_router
+    from tallystick.server.ledger.hold_routes import router as holds_router
     from tallystick.server.ledger.routes import router as ledger_router
     from tallystick.server.orders.routes import invoices_router, orders_router
     from tallystick.server.portal.routes import router as portal_router
@@ -24,7 +25,7 @@ def all_routers() -> list[APIRouter]:
     # routes that serve the most requests (signals, balances and holds) therefore come first.
     # No path of one router matches a route of another (tests/test_routing.py checks this),
     # so the order changes no response.
-    return [signals_router, ledger_router, currencies_router, products_router, plans_router, customers_router, costs_router, webhooks_router, checkouts_router, orders_router, invoices_router, value_router, billing_router, portal_router]
+    return [signals_router, ledger_router, holds_router, currencies_router, products_router, plans_router, customers_router, costs_router, webhooks_router, checkouts_router, orders_router, invoices_router, value_router, billing_router, portal_router]
 
 
 def page_routers() -> list[APIRouter]:

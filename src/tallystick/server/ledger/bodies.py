@@ -1,0 +1,48 @@
+"""Request bodies of the ledger routes, parsed with exact decimal credit amounts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from tallystick.server.errors import ApiError, validation_error_to_api_error
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def exact_json_body(model: type[ModelT]) -> Callable[[Request], Coroutine[Any, Any, ModelT]]:
+    """Build a dependency that parses the body with JSON numbers read as exact Decimals.
+
+    FastAPI's own parsing turns 0.1 into a float first, which cannot hold every decimal credit
+    amount exactly, so credit amounts are parsed here instead.
+    """
+
+    async def parse(request: Request) -> ModelT:
+        raw = await request.body()
+        try:
+            document = json.loads(raw or b"null", parse_float=Decimal)
+        except ValueError as error:
+            raise ApiError(400, "invalid_json", "Request body is not valid JSON", details=str(error)) from None
+        if not isinstance(document, dict):
+            raise ApiError(400, "invalid_json", "Request body must be a JSON object")
+        try:
+            return model.model_validate(document)
+        except ValidationError as error:
+            raise validation_error_to_api_error(list(error.errors()), "body") from None
+
+    return parse
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """Describe a body parsed by `exact_json_body` in the OpenAPI document."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema(by_alias=True)}},
+        }
+    }
