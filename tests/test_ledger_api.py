@@ -686,6 +686,53 @@ def test_hold_key_replayed_after_hold_ended(store, tenant, ending):
     assert before == (("5", "0") if ending == "released" else ("4", "0"))
 
 
+def test_hold_key_replayed_after_currency_archived(tenant):
+    customer_id = make_customer(tenant)
+    currency_id = make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+    body = {"creditCurrencyKey": "chat_credits", "amount": 2, "idempotencyKey": "call-1"}
+    first = post_hold(tenant, customer_id, body)
+    assert tenant.http.put(f"/credits/currencies/{currency_id}", json={"status": "archived"}).status_code == 200
+
+    retried = post_hold(tenant, customer_id, body)
+    new_key = post_hold(tenant, customer_id, body | {"idempotencyKey": "call-2"})
+
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["holdId"] == first.json()["holdId"]
+    assert new_key.status_code == 400
+    assert new_key.json()["fields"][0]["message"] == "the credit currency is archived"
+
+
+def test_expired_hold_reads_with_end_time(tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+    placed = post_hold(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 2, "ttlSeconds": 60})
+    hold_id = placed.json()["holdId"]
+
+    clock.freeze(clock.now() + timedelta(seconds=61))
+    try:
+        shown = tenant.http.get(f"/credits/holds/{hold_id}").json()
+        released = tenant.http.delete(f"/credits/holds/{hold_id}").json()
+    finally:
+        clock.freeze(None)
+
+    # Read before any write swept it, and after the release request swept it: the same fields.
+    assert (shown["status"], shown["endedAt"]) == ("expired", placed.json()["expiresAt"])
+    assert (released["status"], released["endedAt"]) == ("expired", placed.json()["expiresAt"])
+
+
+def test_hold_error_shows_json_values(tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+
+    response = post_hold(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": True})
+
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("Invalid amount true:")
+    assert response.json()["fields"][0]["value"] is True
+
+
 def test_hold_key_reused_for_other_hold_rejected(tenant):
     customer_id = make_customer(tenant)
     other_id = make_customer(tenant, "user-2")

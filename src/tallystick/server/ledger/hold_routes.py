@@ -55,16 +55,19 @@ HoldBody = Annotated[HoldCreate, Depends(exact_json_body(HoldCreate))]
 
 
 def _hold_out(hold: CreditHold) -> HoldOut:
+    status = service.hold_status(hold, clock.now())
+    # A hold past its expiry that no write has swept yet ended at its expiry, as a sweep records.
+    ended_at = hold.expires_at if status == "expired" and hold.ended_at is None else hold.ended_at
     return HoldOut(
         id=hold.id,
         customer_id=hold.customer_id,
         credits_currency_id=hold.credits_currency_id,
-        status=service.hold_status(hold, clock.now()),
+        status=status,
         amount_decimal=credits_text(hold.amount),
         reserved_decimal=credits_text(hold.reserved),
         expires_at=hold.expires_at,
         settled_signal_id=hold.settled_signal_id,
-        ended_at=hold.ended_at,
+        ended_at=ended_at,
         created_at=hold.created_at,
     )
 
@@ -147,19 +150,20 @@ def _place_or_replay_hold(
         raise not_found("Customer", "id", customer_id)
     if target.currency_id is None:
         raise bad_request("creditCurrencyKey", "no credit currency with this key", currency_key)
-    if target.currency_status != "active":
-        raise bad_request("creditCurrencyKey", "the credit currency is archived", currency_key)
     # Checked before the key lookup, so that an invalid retry gets the same 400 as the first request.
     service.check_hold_request(body.amount, ttl_seconds)
 
-    # A customer on a test clock places its holds at the clock's time (see _at_customer_time).
+    # A customer on a test clock places its holds at the clock's time (see customer_time).
     with clock.at(target.clock_time) if target.clock_time is not None else nullcontext():
         # Only a request with a key sends this lookup: a hold without one costs the target
         # lookup and the write alone.
         key = body.idempotency_key
         earlier = queries.find_hold_by_idempotency_key(session, organization_id, key) if key is not None else None
         if earlier is not None:
+            # A retry gets its hold back even after the currency was archived since.
             return _replayed_hold(session, earlier, target.customer_id, target.currency_id, body)
+        if target.currency_status != "active":
+            raise bad_request("creditCurrencyKey", "the credit currency is archived", currency_key)
         return service.place_hold(
             session,
             organization_id=organization_id,
