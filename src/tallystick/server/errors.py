@@ -82,7 +82,13 @@ def conflict_as_bad_request(field: str, value: Any, what: str) -> ApiError:
 
 
 def _show_value(value: Any) -> str:
-    text = repr(value)
+    # Values come from JSON bodies: show true, false and null as the client wrote them.
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = repr(value)
     if len(text) > _MAX_ECHOED_VALUE:
         text = text[: _MAX_ECHOED_VALUE - 3] + "..."
     return text
