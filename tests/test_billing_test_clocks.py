@@ -306,6 +306,12 @@ def test_clock_behind_real_time_keeps_real_limit(tenant):
 
         # The SDK's signal() and OTLP signal spans stamp signals with the real time, even on a clock.
         response = send_signal(tenant, {"externalCustomerId": "clock-8"}, MAR_31 + timedelta(minutes=4), "real-time")
+        too_late = send_signal(tenant, {"externalCustomerId": "clock-8"}, MAR_31 + timedelta(minutes=6), "too-late")
 
     assert response.status_code == 200, response.text
     assert response.json()["ingested"] == 1
+    assert too_late.status_code == 400
+    message = too_late.json()["error"]
+    assert "after the server time" in message
+    # Without a timestamp the signal would happen at the clock's time, not at the receipt time.
+    assert message.endswith("omit timestamp to use the test clock time")

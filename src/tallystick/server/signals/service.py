@@ -101,6 +101,9 @@ class SignalOutcome:
     credits_consumed: Decimal = Decimal(0)
     credits_pending: Decimal = Decimal(0)
     credit_currency_id: str | None = None
+    # The signal named a hold that had already ended when the batch read it: its credits came
+    # from the free credits instead.
+    hold_ended: bool = False
 
 
 @dataclass
@@ -119,6 +122,7 @@ class _Work:
     credits: Decimal | None = None
     # The currency of the signal's hold, used to settle it when no pricing line rates the signal.
     hold_currency_id: str | None = None
+    hold_ended: bool = False  # see SignalOutcome.hold_ended
     # The customer's test clock time, when it lives on one: its orders and credits are judged
     # at that time, and a signal without a timestamp occurred at it.
     customer_now: datetime | None = None
@@ -365,21 +369,22 @@ def _reject_future(
     for work in work_items:
         reference_time = max(received_at, work.customer_now or received_at)
         if work.occurred_at > reference_time + skew:
-            error = _future_error(work, reference_time, skew, on_test_clock=reference_time > received_at)
+            error = _future_error(work, reference_time, skew, received_at=received_at)
             _fail(outcomes, work, error)
             continue
         kept.append(work)
     return kept
 
 
-def _future_error(work: _Work, reference_time: datetime, skew: timedelta, *, on_test_clock: bool) -> SignalError:
+def _future_error(work: _Work, reference_time: datetime, skew: timedelta, *, received_at: datetime) -> SignalError:
     field_name = f"signals[{work.index}].timestamp"
-    if on_test_clock:
+    if reference_time > received_at:
         time_name = f"the customer's test clock time {reference_time.isoformat()}"
-        default_time = "the test clock time"
     else:
         time_name = f"the server time {reference_time.isoformat()}"
-        default_time = "the receipt time"
+    # Without a timestamp, a signal of a customer on a test clock happens at the clock's time,
+    # whether the clock is ahead of the real time or behind it.
+    default_time = "the receipt time" if work.customer_now is None else "the test clock time"
     return SignalError(
         code="timestamp_in_future",
         message=(
@@ -519,6 +524,7 @@ def _resolve_holds(
                 _fail(outcomes, work, SignalError("invalid_field", message, field_name))
                 continue
             work.hold_currency_id = hold.credits_currency_id
+            work.hold_ended = hold.status != "active" or hold.expires_at <= (work.customer_now or clock.now())
         kept.append(work)
     return kept
 
@@ -627,6 +633,7 @@ def _consume_then_store(
             credit_currency_id=work.line.currency_id if work.line else None,
             credits_consumed=result.covered if result else Decimal(0),
             credits_pending=result.pending if result else Decimal(0),
+            hold_ended=work.hold_ended,
         )
     return kept
 
@@ -693,6 +700,7 @@ def _store(
                 "ingested",
                 signal_id=work.signal_id,
                 credit_currency_id=work.line.currency_id if work.line else None,
+                hold_ended=work.hold_ended,
             )
         else:
             outcomes[work.index] = SignalOutcome(work.index, "duplicate")
