@@ -420,6 +420,31 @@ def test_hold_settled_by_signal(tenant, store):
         assert ledger.get_hold(session, tenant.organization_id, hold_id).status == "settled"
 
 
+def test_ended_hold_gives_warning(tenant, store):
+    catalog = create_catalog(store, tenant.organization_id, credit_cost="3")
+    customer_id = create_customer(store, tenant.organization_id, "user-1")
+    grant_credits(store, catalog, customer_id, "10")
+    with store.transaction() as session:
+        placed = ledger.place_hold(
+            session,
+            organization_id=tenant.organization_id,
+            customer_id=customer_id,
+            currency_id=catalog.currency_id,
+            amount=Decimal(5),
+        )
+    hold_id = placed.hold.id
+    assert send(tenant, chat_message(holdId=hold_id)).json()["warnings"] == []
+
+    again = send(tenant, chat_message(holdId=hold_id))
+
+    assert again.json()["ingested"] == 1
+    [warning] = again.json()["warnings"]
+    assert (warning["index"], warning["code"]) == (0, "hold_ended")
+    assert hold_id in warning["message"]
+    # The second signal's 3 credits came from the free credits.
+    assert available_credits(store, catalog, customer_id) == Decimal(4)
+
+
 def test_unknown_hold_fails_signal(tenant, store):
     create_catalog(store, tenant.organization_id)
     create_customer(store, tenant.organization_id, "user-1")

@@ -287,6 +287,19 @@ def _bulk_result(outcomes: list[service.SignalOutcome], raw_signals: list[Any]) 
         for outcome in outcomes
         if outcome.status == "ingested" and outcome.credit_currency_id is None
     ]
+    warnings += [
+        BulkSignalWarningOut(
+            index=outcome.index,
+            code="hold_ended",
+            message=(
+                f"holdId {_hold_id_of(raw_signals[outcome.index])!r} names a hold that had already ended "
+                "(settled, released or expired), so the signal's credits came from the free credits"
+            ),
+        )
+        for outcome in outcomes
+        if outcome.status == "ingested" and outcome.hold_ended
+    ]
+    warnings.sort(key=lambda warning: warning.index)
     return BulkSignalsOut(
         ingested=sum(1 for outcome in outcomes if outcome.status == "ingested"),
         duplicates=sum(1 for outcome in outcomes if outcome.status == "duplicate"),
@@ -298,6 +311,10 @@ def _bulk_result(outcomes: list[service.SignalOutcome], raw_signals: list[Any]) 
 
 def _event_name_of(raw: Any) -> str:
     return str(raw.get("eventName", "")) if isinstance(raw, dict) else ""
+
+
+def _hold_id_of(raw: Any) -> str:
+    return str(raw.get("holdId", "")) if isinstance(raw, dict) else ""
 
 
 @router.get("/signals/", response_model=SignalListOut)

@@ -249,7 +249,10 @@ class BulkSignalErrorOut(ResponseModel):
 
 class BulkSignalWarningOut(ResponseModel):
     index: int = Field(description="Position of the signal in the request's `signals` array.")
-    code: str = Field(description="Stable snake_case code, such as no_pricing_line.")
+    code: str = Field(
+        description="Stable snake_case code: no_pricing_line (the signal consumed no credits) or "
+        "hold_ended (its holdId names a hold that had already ended)."
+    )
     message: str
 
 
