@@ -396,19 +396,23 @@ def test_graduated_brackets_sum_per_band(tenant, store):
     assert by_key == {"q40": Decimal(40), "q140": Decimal(110)}
 
 
-def test_hold_settled_by_signal(tenant, store):
-    catalog = create_catalog(store, tenant.organization_id, credit_cost="3")
-    customer_id = create_customer(store, tenant.organization_id, "user-1")
-    grant_credits(store, catalog, customer_id, "10")
+def place_hold(store, tenant, catalog, customer_id: str, amount: Decimal) -> str:  # type: ignore[no-untyped-def]
     with store.transaction() as session:
         placed = ledger.place_hold(
             session,
             organization_id=tenant.organization_id,
             customer_id=customer_id,
             currency_id=catalog.currency_id,
-            amount=Decimal(5),
+            amount=amount,
         )
-        hold_id = placed.hold.id
+    return placed.hold.id
+
+
+def test_hold_settled_by_signal(tenant, store):
+    catalog = create_catalog(store, tenant.organization_id, credit_cost="3")
+    customer_id = create_customer(store, tenant.organization_id, "user-1")
+    grant_credits(store, catalog, customer_id, "10")
+    hold_id = place_hold(store, tenant, catalog, customer_id, Decimal(5))
     assert available_credits(store, catalog, customer_id) == Decimal(5)
 
     response = send(tenant, chat_message(holdId=hold_id))
@@ -424,15 +428,7 @@ def test_ended_hold_gives_warning(tenant, store):
     catalog = create_catalog(store, tenant.organization_id, credit_cost="3")
     customer_id = create_customer(store, tenant.organization_id, "user-1")
     grant_credits(store, catalog, customer_id, "10")
-    with store.transaction() as session:
-        placed = ledger.place_hold(
-            session,
-            organization_id=tenant.organization_id,
-            customer_id=customer_id,
-            currency_id=catalog.currency_id,
-            amount=Decimal(5),
-        )
-    hold_id = placed.hold.id
+    hold_id = place_hold(store, tenant, catalog, customer_id, Decimal(5))
     assert send(tenant, chat_message(holdId=hold_id)).json()["warnings"] == []
 
     again = send(tenant, chat_message(holdId=hold_id))
