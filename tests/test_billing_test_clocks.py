@@ -215,6 +215,8 @@ def test_grants_and_holds_use_clock_time(tenant):
     assert hold.status_code == 201, hold.text
     assert hold.json()["expiresAt"] == "2026-01-31T09:31:00Z"
     assert available(tenant, "clock-h") == Decimal(6)
+    # Long past at the real time, but the clock has not reached it yet.
+    assert tenant.http.get(f"/credits/holds/{hold.json()['holdId']}").json()["status"] == "active"
 
     released = tenant.http.delete(f"/credits/holds/{hold.json()['holdId']}")
     assert released.status_code == 200, released.text

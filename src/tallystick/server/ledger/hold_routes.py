@@ -230,8 +230,13 @@ async def place_hold(customer_id: str, body: HoldBody, request: Request, princip
 
 @router.get("/credits/holds/{hold_id}", response_model=HoldOut)
 def get_hold(hold_id: str, principal: CurrentPrincipal, session: ReadSession) -> HoldOut:
-    """Return a credit hold; an active hold past its expiry reads as expired."""
-    return _hold_out(service.get_hold(session, principal.organization_id, hold_id))
+    """Return a credit hold; an active hold past its expiry reads as expired.
+
+    The expiry of a hold of a customer on a test clock is judged at the clock's time.
+    """
+    hold = service.get_hold(session, principal.organization_id, hold_id)
+    with customer_time(session, hold.customer_id):
+        return _hold_out(hold)
 
 
 @router.delete("/credits/holds/{hold_id}", response_model=HoldOut)
@@ -244,4 +249,4 @@ def release_hold(hold_id: str, principal: CurrentPrincipal, session: DbSession) 
     customer_id = service.get_hold(session, principal.organization_id, hold_id).customer_id
     with customer_time(session, customer_id):
         hold = service.release_hold(session, organization_id=principal.organization_id, hold_id=hold_id)
-    return _hold_out(hold)
+        return _hold_out(hold)
