@@ -378,7 +378,8 @@ def open_accounts(
     """
     keys = sorted(set(keys))
     if locked is not None:
-        assert keys == [(locked.customer_id, locked.credits_currency_id)], "locked is not the account of keys"
+        if keys != [(locked.customer_id, locked.credits_currency_id)]:
+            raise ValueError(f"the locked account {locked} is not the one account of {keys}")
         accounts = {keys[0]: locked}
     else:
         accounts = queries.lock_account_rows(session, organization_id, keys)

@@ -460,13 +460,26 @@ def find_hold_target(
     A hold is the write an AI product makes before each expensive action: one statement here
     replaces the four lookups (customer, test clock, currency, threshold) it would otherwise send.
     """
+    statements = (_HOLD_TARGET_BY_ID, _HOLD_TARGET_BY_EXTERNAL_ID)
+    row = _hold_target_row(session, statements, organization_id, currency_key, customer_id, external_id)
+    return HoldTarget(*row) if row is not None else None
+
+
+def _hold_target_row(
+    session: Session,
+    statements: tuple[Select[Any], Select[Any]],
+    organization_id: str,
+    currency_key: str,
+    customer_id: str | None,
+    external_id: str | None,
+) -> Any:
+    """Run the by-id or the by-external-id statement of `statements`; return its row or None."""
     parameters = {"organization_id": organization_id, "currency_key": currency_key}
     if external_id is not None:
-        statement, parameters["external_id"] = _HOLD_TARGET_BY_EXTERNAL_ID, external_id
+        statement, parameters["external_id"] = statements[1], external_id
     else:
-        statement, parameters["customer_id"] = _HOLD_TARGET_BY_ID, customer_id
-    row = session.execute(statement, parameters).one_or_none()
-    return HoldTarget(*row) if row is not None else None
+        statement, parameters["customer_id"] = statements[0], customer_id
+    return session.execute(statement, parameters).one_or_none()
 
 
 def _hold_target(match: Any) -> Select[Any]:
@@ -514,12 +527,8 @@ def lock_hold_target(
     come from the statement's snapshot, the account row from after its lock, as for
     `lock_account`.
     """
-    parameters = {"organization_id": organization_id, "currency_key": currency_key}
-    if external_id is not None:
-        statement, parameters["external_id"] = _LOCK_HOLD_TARGET_BY_EXTERNAL_ID, external_id
-    else:
-        statement, parameters["customer_id"] = _LOCK_HOLD_TARGET_BY_ID, customer_id
-    row = session.execute(statement, parameters).one_or_none()
+    statements = (_LOCK_HOLD_TARGET_BY_ID, _LOCK_HOLD_TARGET_BY_EXTERNAL_ID)
+    row = _hold_target_row(session, statements, organization_id, currency_key, customer_id, external_id)
     if row is None:
         return None
     return HoldTarget(*row[:5]), AccountRow(*row[5:])
