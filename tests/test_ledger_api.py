@@ -712,13 +712,13 @@ def test_expired_hold_reads_with_end_time(tenant):
 
     clock.freeze(clock.now() + timedelta(seconds=61))
     try:
-        shown = tenant.http.get(f"/credits/holds/{hold_id}").json()
+        read_before_sweep = tenant.http.get(f"/credits/holds/{hold_id}").json()
         released = tenant.http.delete(f"/credits/holds/{hold_id}").json()
     finally:
         clock.freeze(None)
 
     # Read before any write swept it, and after the release request swept it: the same fields.
-    assert (shown["status"], shown["endedAt"]) == ("expired", placed.json()["expiresAt"])
+    assert (read_before_sweep["status"], read_before_sweep["endedAt"]) == ("expired", placed.json()["expiresAt"])
     assert (released["status"], released["endedAt"]) == ("expired", placed.json()["expiresAt"])
 
 
@@ -733,7 +733,7 @@ def test_hold_error_shows_json_values(tenant):
     assert response.json()["fields"][0]["value"] is True
 
 
-def test_hold_key_reused_for_other_hold_rejected(tenant):
+def test_hold_key_reuse_rejected(tenant):
     customer_id = make_customer(tenant)
     other_id = make_customer(tenant, "user-2")
     make_currency(tenant)
@@ -791,7 +791,7 @@ def test_denied_hold_leaves_key_free(tenant):
     assert held_balance(tenant, customer_id) == ("3", "2")
 
 
-def test_parallel_holds_with_one_key_hold_once(tenant):
+def test_parallel_keyed_holds_hold_once(tenant):
     customer_id = make_customer(tenant)
     make_currency(tenant)
     post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
@@ -845,7 +845,7 @@ def test_hold_key_conflict_replays_winner(store, tenant, monkeypatch):
     assert held_balance(tenant, customer_id) == ("3", "2")
 
 
-def test_hold_without_key_sends_no_key_lookup(store, tenant):
+def test_unkeyed_hold_skips_key_lookup(store, tenant):
     customer_id = make_customer(tenant)
     make_currency(tenant)
     post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})

@@ -363,7 +363,7 @@ def test_released_hold_settles_pending_first(store, account):
     assert available(store, account) == 0
 
 
-def test_batch_ends_expired_holds_of_each_account(store, account):
+def test_batch_ends_expired_holds(store, account):
     # Ten accounts: more than the few rows that update_rows writes one by one.
     accounts = [account]
     with store.transaction() as session:
@@ -371,33 +371,33 @@ def test_batch_ends_expired_holds_of_each_account(store, account):
             customer = create_customer(session, organization_id=account.organization_id, external_id=f"user-{number + 2}")
             accounts.append(Account(account.organization_id, customer.id, account.currency_id))
     hold_ids = []
-    for each in accounts:
-        grant(store, each, "5")
+    for member in accounts:
+        grant(store, member, "5")
         with store.transaction() as session:
-            hold_ids.append(service.place_hold(session, **each.keys, amount=Decimal(2), ttl_seconds=60).hold.id)
+            hold_ids.append(service.place_hold(session, **member.keys, amount=Decimal(2), ttl_seconds=60).hold.id)
 
     advance(seconds=90)
     requests = [
         service.ConsumptionRequest(
-            customer_id=each.customer_id,
-            currency_id=each.currency_id,
+            customer_id=member.customer_id,
+            currency_id=member.currency_id,
             amount=Decimal(1),
             signal_id=None,
             event_name="chat_message",
             product_id=None,
             occurred_at=clock.now(),
         )
-        for each in accounts
+        for member in accounts
     ]
     with store.transaction() as session:
         results = service.consume_batch(session, organization_id=account.organization_id, requests=requests)
 
     assert [result.available_after for result in results] == [Decimal(4)] * 10
     with store.read_sessions() as session:
-        holds = session.scalars(select(CreditHold).where(CreditHold.id.in_(hold_ids))).all()
-    assert {hold.status for hold in holds} == {"expired"}
-    assert {hold.ended_at for hold in holds} == {START + timedelta(seconds=60)}
-    assert {hold.reserved for hold in holds} == {Decimal(2)}
+        stored_holds = session.scalars(select(CreditHold).where(CreditHold.id.in_(hold_ids))).all()
+    assert {hold.status for hold in stored_holds} == {"expired"}
+    assert {hold.ended_at for hold in stored_holds} == {START + timedelta(seconds=60)}
+    assert {hold.reserved for hold in stored_holds} == {Decimal(2)}
 
 
 def test_hold_shrinks_when_backing_grant_expires(store, account):

@@ -127,7 +127,7 @@ def test_client_hold_with_key_reserves_once(client: Client):
     assert Decimal(after[0]["heldDecimal"]) == 2
 
 
-def test_async_client_hold_with_key_reserves_once(tenant):  # type: ignore[no-untyped-def]
+def test_async_keyed_hold_reserves_once(tenant):  # type: ignore[no-untyped-def]
     async def scenario() -> tuple[dict, dict]:
         async with AsyncClient(tenant.server.root, tenant.api_key) as client:
             await client.credits.create_currency(name="Chat Credits", key="chat_credits")
@@ -250,7 +250,7 @@ def test_grant_with_key_retried_after_server_error():
     assert [json.loads(request.content)["idempotencyKey"] for request in seen] == ["bonus-1", "bonus-1"]
 
 
-def test_hold_with_key_retried_after_server_error():
+def test_keyed_hold_retried_after_error():
     transport, seen = scripted([500, 201])
 
     fast_client(transport).credits.hold(

@@ -365,15 +365,15 @@ def _reject_future(
     `skew`. One on a clock behind it keeps the real time as its limit, because the SDK's
     ``signal()`` and OTLP signal spans stamp signals with the real time.
     """
-    kept = []
+    accepted = []
     for work in work_items:
         reference_time = max(received_at, work.customer_now or received_at)
         if work.occurred_at > reference_time + skew:
             error = _future_error(work, reference_time, skew, received_at=received_at)
             _fail(outcomes, work, error)
             continue
-        kept.append(work)
-    return kept
+        accepted.append(work)
+    return accepted
 
 
 def _future_error(work: _Work, reference_time: datetime, skew: timedelta, *, received_at: datetime) -> SignalError:
