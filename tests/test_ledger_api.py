@@ -480,6 +480,28 @@ def test_hold_lifecycle_over_http(store, tenant):
     assert balance["availableDecimal"] == "2"
 
 
+def test_placed_hold_returns_id(tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+
+    placed = tenant.http.post(
+        f"/customers/{customer_id}/credits/holds", json={"creditCurrencyKey": "chat_credits", "amount": 4}
+    ).json()
+    denied = tenant.http.post(
+        f"/customers/{customer_id}/credits/holds", json={"creditCurrencyKey": "chat_credits", "amount": 4}
+    ).json()
+    fetched = tenant.http.get(f"/credits/holds/{placed['id']}")
+
+    assert placed["id"] is not None
+    assert placed["holdId"] == placed["id"]
+    assert fetched.status_code == 200
+    assert fetched.json()["id"] == placed["id"]
+    assert denied["allowed"] is False
+    assert denied["id"] is None
+    assert denied["holdId"] is None
+
+
 def test_hold_release_frees_credits(tenant):
     customer_id = make_customer(tenant)
     make_currency(tenant)
@@ -884,5 +906,7 @@ def test_openapi_documents_holds(tenant):
 
     operation = document["paths"]["/api/v2/customers/{customer_id}/credits/holds"]["post"]
     assert "holdId" in operation["description"]
+    placed_schema = document["components"]["schemas"]["HoldPlacedOut"]
+    assert {"id", "holdId"} <= set(placed_schema["properties"])
     body_schema = operation["requestBody"]["content"]["application/json"]["schema"]
     assert "creditCurrencyKey" in body_schema["properties"]

@@ -152,6 +152,9 @@ class CostIngestResult(TypedDict):
 
 class HoldPlaced(TypedDict):
     allowed: bool
+    # The hold's id (None when denied). Servers before this field was added send only holdId,
+    # which carries the same value.
+    id: NotRequired[str | None]
     holdId: str | None
     available: Number
     availableDecimal: str

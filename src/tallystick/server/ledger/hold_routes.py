@@ -33,19 +33,21 @@ Reserve credits before an expensive action (such as an LLM call), so that two pa
 can never both pass a balance check for the last credit. Not part of the Paid API.
 
 1. `POST .../credits/holds` with `{"creditCurrencyKey", "amount", "ttlSeconds"?}`. When at least
-   `amount` credits are available the hold reserves them (`allowed: true`, status 201, a
-   `holdId`); otherwise nothing is reserved (`allowed: false`, status 200) and `available` says
-   what is left. Reserved credits stop counting as available until the hold ends.
-2. Do the work, then send its signal with `holdId` set. The signal's consumption draws the held
-   credits first and releases what it does not use. A consumption larger than the hold draws
-   the rest from free credits and records any uncovered part as pending consumption.
-3. If the work is abandoned, `DELETE /credits/holds/{holdId}` releases the credits. A hold that
+   `amount` credits are available the hold reserves them (`allowed: true`, status 201, the
+   hold's `id`, repeated as `holdId` for clients written before `id` was added); otherwise
+   nothing is reserved (`allowed: false`, status 200, `id` and `holdId` null) and `available`
+   is what is left. Reserved credits stop counting as available until the hold ends.
+2. Do the work, then send its signal with `holdId` set to that id. The signal's consumption
+   draws the held credits first and releases what it does not use. A consumption larger than
+   the hold draws the rest from free credits and records any uncovered part as pending
+   consumption.
+3. If the work is abandoned, `DELETE /credits/holds/{id}` releases the credits. A hold that
    is neither settled nor released expires after `ttlSeconds` (default 300, at most 86400).
 
 An optional `idempotencyKey` (1 to 255 characters, unique per organization) makes a retry of
 step 1 safe. A request whose key already placed a hold reserves nothing and returns that hold
-again: `allowed: true`, the same `holdId` and `expiresAt`, status 201, whatever the hold's
-status is now (`GET /credits/holds/{holdId}` shows it). `available` is then the credits
+again: `allowed: true`, the same `id` and `expiresAt`, status 201, whatever the hold's
+status is now (`GET /credits/holds/{id}` shows it). `available` is then the credits
 available at the retry. The retry must name the same customer, currency and `amount`, or it
 gets a 400 naming `idempotencyKey`. A denied request does not use its key up, because it
 reserved nothing. A retry with that key is checked against the balance again and may be allowed.
@@ -81,9 +83,11 @@ async def _place_hold(
     result = await run_in_threadpool(
         _write_hold, store, organization_id, body, customer_id=customer_id, external_id=external_id
     )
+    hold_id = result.hold.id if result.hold else None
     response = HoldPlacedOut(
         allowed=result.allowed,
-        hold_id=result.hold.id if result.hold else None,
+        id=hold_id,
+        hold_id=hold_id,
         available=decimal_to_number(result.available),
         available_decimal=credits_text(result.available),
         amount_decimal=credits_text(body.amount),

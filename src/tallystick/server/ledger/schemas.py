@@ -216,7 +216,12 @@ class PendingConsumptionListOut(ResponseModel):
 
 class HoldPlacedOut(ResponseModel):
     allowed: bool = Field(description="Whether the credits were reserved.")
-    hold_id: str | None = Field(default=None, description="The hold's id; null when denied.")
+    id: str | None = Field(
+        default=None, description="The hold's id, as `GET /credits/holds/{id}` returns it, or null when denied."
+    )
+    hold_id: str | None = Field(
+        default=None, description="The same value as `id`, kept for clients written before `id` was added."
+    )
     available: float = Field(description="Credits available after the hold (or now, when denied).")
     available_decimal: str
     amount_decimal: str = Field(description="Credits requested.")
