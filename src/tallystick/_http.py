@@ -9,6 +9,7 @@ and jitter, when:
   keyed by an idempotency key it carries (POST /signals/bulk, where the client fills in a key
   per signal), because the server counts a repeated key once.
 A retry replays the identical request, so a signal keeps its idempotency key across attempts.
+A Call may carry its own RetryPolicy, which then replaces the client's for that request.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ class Call:
     # True when replaying the request cannot apply its effect twice (see the module docstring).
     idempotent: bool | None = None
     timeout: float | None = None
+    # Replaces the client's retry policy for this request when set.
+    retry: RetryPolicy | None = None
 
     def __post_init__(self) -> None:
         if self.idempotent is None:
@@ -131,9 +134,17 @@ def _query_value(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How many times, and after how long a wait, a sender replays a request that may succeed later."""
+
     max_retries: int = DEFAULT_MAX_RETRIES
     initial_delay: float = INITIAL_RETRY_DELAY
     max_delay: float = MAX_RETRY_DELAY
+    # When set, a response whose Retry-After requests a longer wait (in seconds) is returned
+    # instead of retried. When None, a Retry-After up to MAX_RETRY_AFTER is waited for.
+    max_retry_after: float | None = None
+    # When False, a timed-out attempt is not retried, because it already used the whole timeout
+    # and a retry could take as long again.
+    retry_timeouts: bool = True
 
     def delay(self, retry: int, retry_after: float | None = None) -> float:
         """Return the seconds to wait before retry number `retry` (0 for the first retry)."""
@@ -189,6 +200,25 @@ def should_retry_error(call: Call, error: httpx.TransportError) -> bool:
     return bool(call.idempotent)
 
 
+def error_retry_delay(call: Call, policy: RetryPolicy, attempt: int, error: httpx.TransportError) -> float | None:
+    """Return the seconds to wait before replaying `call` after `error`, or None to give up."""
+    if attempt >= policy.max_retries or not should_retry_error(call, error):
+        return None
+    if isinstance(error, httpx.TimeoutException) and not policy.retry_timeouts:
+        return None
+    return policy.delay(attempt)
+
+
+def response_retry_delay(call: Call, policy: RetryPolicy, attempt: int, response: httpx.Response) -> float | None:
+    """Return the seconds to wait before replaying `call` after `response`, or None to return it."""
+    if attempt >= policy.max_retries or not should_retry_response(call, response):
+        return None
+    retry_after = retry_after_seconds(response)
+    if retry_after is not None and policy.max_retry_after is not None and retry_after > policy.max_retry_after:
+        return None
+    return policy.delay(attempt, retry_after)
+
+
 def decode_response(response: httpx.Response) -> Any:
     """Return the decoded body of a 2xx response, or raise ApiError."""
     try:
@@ -220,19 +250,20 @@ class SyncSender:
         self.retry = retry
 
     def send(self, call: Call) -> Any:
+        policy = call.retry or self.retry
         attempt = 0
         while True:
             try:
                 response = self.http.request(call.method, _relative(call.path), **request_kwargs(call))
             except httpx.TransportError as error:
-                if attempt >= self.retry.max_retries or not should_retry_error(call, error):
+                delay = error_retry_delay(call, policy, attempt, error)
+                if delay is None:
                     raise connection_failure(call, call.path, error) from error
-                delay = self.retry.delay(attempt)
                 _log_retry(call, attempt, delay, error=error)
             else:
-                if attempt >= self.retry.max_retries or not should_retry_response(call, response):
+                delay = response_retry_delay(call, policy, attempt, response)
+                if delay is None:
                     return decode_response(response)
-                delay = self.retry.delay(attempt, retry_after_seconds(response))
                 _log_retry(call, attempt, delay, status=response.status_code)
             time.sleep(delay)
             attempt += 1
@@ -248,19 +279,20 @@ class AsyncSender:
     async def send(self, call: Call) -> Any:
         import asyncio
 
+        policy = call.retry or self.retry
         attempt = 0
         while True:
             try:
                 response = await self.http.request(call.method, _relative(call.path), **request_kwargs(call))
             except httpx.TransportError as error:
-                if attempt >= self.retry.max_retries or not should_retry_error(call, error):
+                delay = error_retry_delay(call, policy, attempt, error)
+                if delay is None:
                     raise connection_failure(call, call.path, error) from error
-                delay = self.retry.delay(attempt)
                 _log_retry(call, attempt, delay, error=error)
             else:
-                if attempt >= self.retry.max_retries or not should_retry_response(call, response):
+                delay = response_retry_delay(call, policy, attempt, response)
+                if delay is None:
                     return decode_response(response)
-                delay = self.retry.delay(attempt, retry_after_seconds(response))
                 _log_retry(call, attempt, delay, status=response.status_code)
             await asyncio.sleep(delay)
             attempt += 1

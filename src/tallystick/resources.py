@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from tallystick._http import Call, format_timestamp, new_idempotency_key
+from tallystick._http import Call, RetryPolicy, format_timestamp, new_idempotency_key
 from tallystick.types import (
     BulkSignalsResult,
     Checkout,
@@ -221,13 +221,15 @@ class Credits(Resource):
         external_customer_id: str | None = None,
         ttl_seconds: int | None = None,
         idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> HoldPlaced:
         """Reserve `amount` credits if that many are available; `allowed` tells whether it was.
 
         With `idempotency_key`, a failed request is retried, and a retry of a hold the server
         already placed returns that hold without reserving again. Without it, nothing is retried
         after the request may have reached the server, since a retry could reserve twice. A hold
-        that is never settled or released expires after `ttl_seconds`.
+        that is never settled or released expires after `ttl_seconds`. `retry` replaces the
+        client's retry policy for this request.
         """
         body = body_of(
             credit_currency_key=credit_currency_key,
@@ -236,7 +238,7 @@ class Credits(Resource):
             idempotency_key=idempotency_key,
         )
         path = customer_path(customer_id, external_customer_id) + "/credits/holds"
-        return self._send(Call("POST", path, body=body, idempotent=idempotency_key is not None))
+        return self._send(Call("POST", path, body=body, idempotent=idempotency_key is not None, retry=retry))
 
     def get_hold(self, hold_id: str) -> CreditHold:
         return self._send(Call("GET", f"/credits/holds/{segment(hold_id)}"))
