@@ -8,10 +8,12 @@ not settled is released when the `with` block ends, or expires on the server aft
 
 Customers are named by external id, as in `tracing(...)`. These helpers use a client built
 from the `initialize_tracing` settings (or TALLYSTICK_API_URL / TALLYSTICK_API_KEY) with the
-short signal timeout and no retries, unless a `client=` is passed. When the server cannot be
-reached or fails (5xx), they return `if_unreachable` (True by default: the application keeps
-serving, and the signals it sends are buffered and billed when the server is back, as pending
-consumption if the credits ran out meanwhile). Other API errors, such as a wrong key, raise.
+short signal timeout and no retries, unless a `client=` is passed. Placing a hold is the
+exception: it is retried once, quickly (see HOLD_RETRY_POLICY). When the server cannot be
+reached, fails (5xx) or rejects the request as rate limited (429) or timed out (408), they
+return `if_unreachable` (True by default: the application keeps serving, and the signals it
+sends are buffered and billed when the server is back, as pending consumption if the credits
+ran out meanwhile). Other API errors, such as a wrong key, raise.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from tallystick import tracing as tracing_module
+from tallystick._http import RetryPolicy, new_idempotency_key
 from tallystick.client import Client
 from tallystick.errors import ApiConnectionError, ApiError
 from tallystick.signals import SignalReceipt, signal
@@ -33,6 +36,20 @@ log = logging.getLogger("tallystick")
 
 _clients: dict[tuple[str, str, float], Client] = {}
 _clients_lock = threading.Lock()
+
+# Placing a hold sits on the hot path of an AI request, so it gets one quick retry in place of
+# the client's policy (none for the default client here, two after about 0.5 s and 1 s for a
+# Client() with default settings). The retry follows a failed connection, a lost response, a
+# 5xx, or a 408 or 429 whose Retry-After is at most 0.25 s, after about 0.1 s. A timed-out
+# attempt is not retried, because a server that does not respond would take another full
+# timeout. So the fallback comes at most two timeouts and 0.25 s after the call, and one
+# timeout after it when the server does not respond.
+HOLD_RETRY_POLICY = RetryPolicy(
+    max_retries=1, initial_delay=0.1, max_delay=0.1, max_retry_after=0.25, retry_timeouts=False
+)
+# Statuses below 500 that mean the server could not serve the request now. The helpers handle
+# them as an unreachable server.
+_UNAVAILABLE_STATUSES = frozenset({408, 429})
 
 
 def _default_client() -> Client:
@@ -53,7 +70,9 @@ def _default_client() -> Client:
 
 
 def _unavailable(error: Exception) -> bool:
-    return isinstance(error, ApiConnectionError) or (isinstance(error, ApiError) and error.status >= 500)
+    if isinstance(error, ApiConnectionError):
+        return True
+    return isinstance(error, ApiError) and (error.status >= 500 or error.status in _UNAVAILABLE_STATUSES)
 
 
 def available_credits(customer: str, currency_key: str, *, client: Client | None = None) -> Decimal:
@@ -156,26 +175,43 @@ def hold_credits(
     amount: Decimal | int | str = 1,
     *,
     ttl_seconds: int | None = None,
+    idempotency_key: str | None = None,
     client: Client | None = None,
     if_unreachable: bool = True,
 ) -> Hold:
-    """Reserve `amount` credits for the customer if that many are available."""
+    """Reserve `amount` credits for the customer if that many are available.
+
+    The request carries `idempotency_key`, or a fresh key when None, so a retry after a lost
+    response gets the hold that the server already placed instead of a second one. The retry
+    follows HOLD_RETRY_POLICY whatever the client's `max_retries`: at most one, after about
+    0.1 s, and none after a timeout. With the default 2 s signal timeout, the fallback to
+    `if_unreachable` thus comes within about 4.25 s, or 2 s when the server does not respond.
+    Pass your own key to make a later retry of the same call safe as well. A key names one
+    hold: the server returns that hold to every request with the key, even after it ended.
+    """
     requested = Decimal(amount)
+    key = idempotency_key or new_idempotency_key()
     try:
         placed = (client or _default_client()).credits.hold(
             external_customer_id=customer,
             credit_currency_key=currency_key,
             amount=requested,
             ttl_seconds=ttl_seconds,
+            idempotency_key=key,
+            retry=HOLD_RETRY_POLICY,
         )
     except (ApiConnectionError, ApiError) as error:
         if not _unavailable(error):
             raise
+        # NOTE: when every response was lost, the server may still have placed the hold. Its
+        # credits then stay reserved until its TTL ends, unless a hold request with the logged
+        # key gets the hold back so that it can be released.
         log.warning(
             "hold.unavailable",
             extra={
                 "customer": customer,
                 "currency_key": currency_key,
+                "idempotency_key": key,
                 "returned": if_unreachable,
                 "error": str(error),
             },
@@ -201,15 +237,23 @@ def reserve_credits(
     amount: Decimal | int | str = 1,
     *,
     ttl_seconds: int | None = None,
+    idempotency_key: str | None = None,
     client: Client | None = None,
     if_unreachable: bool = True,
 ) -> Iterator[Hold]:
     """Hold credits for the block; release them at the end unless `hold.settle(...)` was called.
 
     ``with reserve_credits("acme", "chat_credits", 5) as hold:`` then check `hold.allowed`.
+    The hold is placed by `hold_credits`, with its idempotency key and retry.
     """
     hold = hold_credits(
-        customer, currency_key, amount, ttl_seconds=ttl_seconds, client=client, if_unreachable=if_unreachable
+        customer,
+        currency_key,
+        amount,
+        ttl_seconds=ttl_seconds,
+        idempotency_key=idempotency_key,
+        client=client,
+        if_unreachable=if_unreachable,
     )
     try:
         yield hold
