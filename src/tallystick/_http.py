@@ -45,7 +45,7 @@ DEFAULT_MAX_RETRIES = 2
 # Backoff before retry n (counting from 0) is min(MAX, INITIAL * 2**n), then +-25 % jitter.
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
-# A Retry-After longer than this is not waited for; the request fails instead.
+# A Retry-After longer than this is ignored, and the retry waits the usual backoff instead.
 MAX_RETRY_AFTER = 30.0
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
