@@ -123,6 +123,49 @@ def test_0003_upgrade_and_downgrade(empty_database_url, engine_of):
     assert "uq_credit_holds_org_idempotency_key" not in _indexes(engine, "credit_holds")
 
 
+# A grant with its organization, customer and credit currency, as rows of revision 0004.
+# Amounts are stored scaled: 5 credits with nine places, $0.05 with twelve.
+_GRANT_ROWS = (
+    "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ('org_1', 'Acme', :now, :now)",
+    "INSERT INTO customers (id, organization_id, name, creation_state, status, default_currency, created_at, "
+    "updated_at) VALUES ('cus_1', 'org_1', 'Ada', 'active', 'active', 'USD', :now, :now)",
+    "INSERT INTO credit_currencies (id, organization_id, name, key, status, created_at, updated_at) "
+    "VALUES ('cur_1', 'org_1', 'Chat', 'chat', 'active', :now, :now)",
+    "INSERT INTO credit_grants (id, organization_id, customer_id, credits_currency_id, amount, remaining, "
+    "starts_at, priority, source, origin_code, sequence, created_at, idempotency_key, unit_value) "
+    "VALUES ('grant_1', 'org_1', 'cus_1', 'cur_1', 5000000000, 5000000000, :now, 0, 'manual', 'manual', 1, :now, "
+    "'pack-1', 50000000000)",
+)
+
+
+def test_0004_upgrade_and_downgrade(empty_database_url, engine_of):
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0003")
+    engine = engine_of(empty_database_url)
+    assert "unit_value" not in _columns(engine, "credit_grants")
+
+    command.upgrade(config, "0004")
+    engine.dispose()
+    [unit_value] = [column for column in inspect(engine).get_columns("credit_grants") if column["name"] == "unit_value"]
+    assert unit_value["nullable"]
+    with engine.begin() as connection:
+        for statement in _GRANT_ROWS:
+            connection.execute(text(statement), {"now": datetime.now(UTC)})
+
+    command.downgrade(config, "0003")
+    engine.dispose()
+    assert "unit_value" not in _columns(engine, "credit_grants")
+    # SQLite drops the column by copying the table, which must keep its rows and indexes.
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT id, amount, idempotency_key FROM credit_grants")).all()
+    assert [tuple(row) for row in rows] == [("grant_1", 5000000000, "pack-1")]
+    indexes = {index["name"]: index for index in inspect(engine).get_indexes("credit_grants")}
+    assert set(indexes) >= {
+        "ix_credit_grants_account", "ix_credit_grants_order_id", "uq_credit_grants_org_idempotency_key"
+    }  # fmt: skip
+    assert indexes["uq_credit_grants_org_idempotency_key"]["unique"]
+
+
 def test_0002_keeps_sqlite_rows(tmp_path):
     # SQLite rebuilds a table to drop its foreign keys. PostgreSQL alters the table in place.
     path = tmp_path / "rebuilt.db"

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from tallystick.server import clock
 from tallystick.server.models.base import Base, OrgScopedMixin
+from tallystick.server.models.cost import Usd
 from tallystick.server.models.types import Credits, JsonObject
 
 
@@ -105,6 +106,10 @@ class CreditGrant(OrgScopedMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
     # The client's key of a manual grant: a retry with the same key returns this grant.
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # USD value of one credit of a manual grant, as the client gave it; None when it gave none.
+    # Margins value the credits of a grant without an order at this (None counts as 0), and
+    # the credits of an order's grant at the order's price, whatever this holds.
+    unit_value: Mapped[Decimal | None] = mapped_column(Usd())
 
 
 class LedgerEntry(Base):
