@@ -129,6 +129,7 @@ GRANT_ERRORS = [
     ({"creditCurrencyKey": "chat_credits", "amount": 0.0000001}, "amount"),
     ({"creditCurrencyKey": "chat_credits", "amount": "lots"}, "amount"),
     ({"creditCurrencyKey": "chat_credits", "amount": True}, "amount"),
+    ({"creditCurrencyKey": "chat_credits", "amount": [0.05]}, "amount"),
     ({"creditCurrencyKey": "chat_credits", "amount": 1e12}, "amount"),
     ({"creditCurrencyKey": "chat_credits", "amount": 5, "startsAt": "2999-01-01T00:00:00Z"}, "startsAt"),
     ({"creditCurrencyKey": "chat_credits", "amount": 5, "startsAt": "2026-01-01T00:00:00"}, "startsAt"),

@@ -193,7 +193,13 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (dict, list)):
         # Echo small structures only; a whole rejected body is not useful in an error.
         text = repr(value)
-        return value if len(text) <= _MAX_ECHOED_VALUE else text[: _MAX_ECHOED_VALUE - 3] + "..."
+        if len(text) > _MAX_ECHOED_VALUE:
+            return text[: _MAX_ECHOED_VALUE - 3] + "..."
+        # Bodies parsed with exact decimals contain Decimal numbers, which JSON cannot encode.
+        # The items are converted as well, so such a number is echoed as its text.
+        if isinstance(value, dict):
+            return {str(key): _jsonable(item) for key, item in value.items()}
+        return [_jsonable(item) for item in value]
     return str(value)
 
 
