@@ -156,6 +156,107 @@ def test_grant_rejects_bad_input(tenant, body, field):
     assert tenant.http.get("/customers/external/user-1/credits/balances").json() == {"data": []}
 
 
+def test_grant_unit_value_shown(tenant):
+    make_customer(tenant)
+    make_currency(tenant)
+
+    priced = post_grant(tenant, "external/user-1", {"creditCurrencyKey": "chat_credits", "amount": 100, "unitValue": "0.05", "priority": 1})
+    smallest = tenant.http.post(
+        "/customers/external/user-1/credits/grants",
+        content=b'{"creditCurrencyKey": "chat_credits", "amount": 1, "unitValue": 0.000000000001, "priority": 2}',
+        headers={"Content-Type": "application/json"},
+    )
+    largest = post_grant(tenant, "external/user-1", {"creditCurrencyKey": "chat_credits", "amount": 1, "unitValue": 1000000, "priority": 3})
+    unpriced = post_grant(tenant, "external/user-1", {"creditCurrencyKey": "chat_credits", "amount": 1, "priority": 4})
+    negative_zero = post_grant(tenant, "external/user-1", {"creditCurrencyKey": "chat_credits", "amount": 1, "unitValue": "-0", "priority": 5})
+
+    for response in (priced, smallest, largest, unpriced, negative_zero):
+        assert response.status_code == 201, response.text
+    assert priced.json()["grant"]["unitValue"] == "0.050000000000"
+    assert smallest.json()["grant"]["unitValue"] == "0.000000000001"
+    assert largest.json()["grant"]["unitValue"] == "1000000.000000000000"
+    assert unpriced.json()["grant"]["unitValue"] is None
+    assert negative_zero.json()["grant"]["unitValue"] == "0.000000000000"
+    [balance] = tenant.http.get("/customers/external/user-1/credits/balances").json()["data"]
+    assert [grant["unitValue"] for grant in balance["grants"]] == [
+        "0.050000000000", "0.000000000001", "1000000.000000000000", None, "0.000000000000"
+    ]  # fmt: skip
+
+
+# (unitValue as sent in the JSON body, the value as the error message shows it)
+BAD_UNIT_VALUES = [
+    (b"-0.01", "'-0.01'"),
+    (b'"-1"', "'-1'"),
+    (b'"0.0000000000001"', "'1E-13'"),
+    (b"1e-13", "'1E-13'"),
+    (b"1000000.000000000001", "'1000000.000000000001'"),
+    (b'"1000001"', "'1000001'"),
+    (b'"NaN"', "'NaN'"),
+    (b'"Infinity"', "'Infinity'"),
+    (b'"five cents"', "'five cents'"),
+    (b'""', "''"),
+    (b"true", "true"),
+    (b"[0.05]", "['0.05']"),
+]
+
+
+@pytest.mark.parametrize(("unit_value", "shown"), BAD_UNIT_VALUES)
+def test_grant_rejects_bad_unit_value(tenant, unit_value, shown):
+    make_customer(tenant)
+    make_currency(tenant)
+    body = b'{"creditCurrencyKey": "chat_credits", "amount": 5, "idempotencyKey": "pack-1", "unitValue": ' + unit_value + b"}"
+
+    response = tenant.http.post(
+        "/customers/external/user-1/credits/grants", content=body, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert error["error"].startswith(f"Invalid unitValue {shown}: ")
+    assert error["fields"][0]["field"] == "unitValue"
+    assert tenant.http.get("/customers/external/user-1/credits/balances").json() == {"data": []}
+    # The rejected request did not use the idempotency key up.
+    retried = post_grant(tenant, "external/user-1", {"creditCurrencyKey": "chat_credits", "amount": 5, "idempotencyKey": "pack-1"})
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["created"] is True
+
+
+def test_grant_key_replay_compares_unit_value(tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+    valued = {"creditCurrencyKey": "chat_credits", "amount": 100, "unitValue": "0.05", "idempotencyKey": "pack-1"}
+    unvalued = {"creditCurrencyKey": "chat_credits", "amount": 10, "idempotencyKey": "promo-1"}
+    first_valued = post_grant(tenant, customer_id, valued)
+    first_unvalued = post_grant(tenant, customer_id, unvalued)
+    assert first_valued.status_code == 201, first_valued.text
+    assert first_unvalued.status_code == 201, first_unvalued.text
+
+    # The same value in another spelling, and 0 or null for a grant given none, are the same grant.
+    same = [
+        post_grant(tenant, customer_id, valued | {"unitValue": "0.050"}),
+        post_grant(tenant, customer_id, valued | {"unitValue": 0.05}),
+        post_grant(tenant, customer_id, unvalued | {"unitValue": "0"}),
+        post_grant(tenant, customer_id, unvalued | {"unitValue": None}),
+    ]
+    other = [
+        post_grant(tenant, customer_id, valued | {"unitValue": "0.06"}),
+        post_grant(tenant, customer_id, {key: value for key, value in valued.items() if key != "unitValue"}),
+        post_grant(tenant, customer_id, unvalued | {"unitValue": "0.01"}),
+    ]
+
+    for response, first in zip(same, [first_valued, first_valued, first_unvalued, first_unvalued], strict=True):
+        assert response.status_code == 200, response.text
+        assert response.json()["grant"]["id"] == first.json()["grant"]["id"]
+        assert response.json()["grant"]["unitValue"] == first.json()["grant"]["unitValue"]
+    for response in other:
+        assert response.status_code == 400, response.text
+        assert response.json()["fields"][0]["field"] == "idempotencyKey"
+        assert "unit value" in response.json()["error"]
+    [balance] = tenant.http.get(f"/customers/{customer_id}/credits/balances").json()["data"]
+    assert balance["availableDecimal"] == "110"
+    assert [grant["unitValue"] for grant in balance["grants"]] == ["0.050000000000", None]
+
+
 def test_grant_retry_with_key_grants_once(tenant):
     customer_id = make_customer(tenant)
     make_currency(tenant)

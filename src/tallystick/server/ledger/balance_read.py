@@ -66,6 +66,7 @@ class BalanceGrant:
     sequence: int
     source: str
     origin_code: str
+    unit_value: Decimal | None
 
 
 @dataclass(slots=True)
@@ -111,10 +112,11 @@ _COLUMN_TYPES: dict[str, Any] = {
     "sequence": CreditGrant.sequence.type,
     "source": CreditGrant.source.type,
     "origin_code": CreditGrant.origin_code.type,
+    "unit_value": CreditGrant.unit_value.type,
 }
 _GRANT_COLUMNS = (
     "id", "amount", "remaining", "starts_at", "expires_at", "expired_at", "period_start", "period_end",
-    "priority", "sequence", "source", "origin_code",
+    "priority", "sequence", "source", "origin_code", "unit_value",
 )  # fmt: skip
 
 

@@ -47,6 +47,7 @@ from tallystick.server.ledger.schemas import (
     PendingConsumptionOut,
     ProductRef,
     credits_text,
+    unit_value_text,
 )
 from tallystick.server.models import (
     CreditCurrency,
@@ -133,6 +134,7 @@ def _balance_list(found: balance_read.CustomerCredits, now: datetime) -> CreditB
                 priority=item.grant.priority,
                 source=item.grant.source,
                 origin_code=item.grant.origin_code,
+                unit_value=unit_value_text(item.grant.unit_value),
             )
             for item in view.grants
         ]
@@ -184,6 +186,7 @@ async def get_balances(customer_id: str, request: Request, principal: CurrentPri
 def _grant(session: Session, customer: Customer, body: GrantBody) -> JSONResponse:
     currency = _currency_by_key(session, customer.organization_id, body.credit_currency_key)
     service.check_credit_amount("amount", body.amount, places=GRANT_AMOUNT_PLACES)
+    unit_value = service.check_unit_value("unitValue", body.unit_value)
 
     now = clock.now()
     starts_at = body.starts_at
@@ -216,6 +219,7 @@ def _grant(session: Session, customer: Customer, body: GrantBody) -> JSONRespons
                 origin_code="manual",
                 description=body.description,
                 idempotency_key=key,
+                unit_value=unit_value,
             )
     except IntegrityError:
         earlier = queries.find_grant_by_idempotency_key(session, customer.organization_id, key) if key else None
@@ -230,16 +234,22 @@ def _grant(session: Session, customer: Customer, body: GrantBody) -> JSONRespons
 
 
 def _replayed_grant(earlier: CreditGrant, customer: Customer, currency: CreditCurrency, body: GrantCreate) -> CreditGrant:
-    """Return the grant an idempotency key created, after checking that the retry requests the same grant."""
+    """Return the grant an idempotency key created, after checking that the retry requests the same grant.
+
+    The same grant means the same customer, currency, amount and unit value, since these decide
+    what was granted and what it is worth. A missing unit value equals 0. Other fields, such as
+    `expiresAt`, may differ, and the retry gets the first grant as it was stored.
+    """
     same = (
         earlier.customer_id == customer.id
         and earlier.credits_currency_id == currency.id
         and earlier.amount == body.amount
+        and (earlier.unit_value or 0) == (body.unit_value or 0)
     )
     if not same:
         raise bad_request(
             "idempotencyKey",
-            f"was already used for grant {earlier.id}, of another customer, currency or amount; "
+            f"was already used for grant {earlier.id}, of another customer, currency, amount or unit value; "
             "send a new key for a new grant",
             body.idempotency_key,
         )
@@ -260,6 +270,7 @@ def _grant_response(grant: CreditGrant, customer: Customer, currency: CreditCurr
             status="active",
             priority=grant.priority,
             source=grant.source,
+            unit_value=unit_value_text(grant.unit_value),
         ),
         created_at=grant.created_at,
     )
@@ -276,7 +287,13 @@ the future, or null for credits that never expire. A new grant first settles the
 pending consumption, oldest first. Optional `priority` (not in the Paid API) sets the draw
 order: lower is drawn first; grants of equal priority are drawn earliest expiry first, then
 oldest first. Optional `idempotencyKey` (not in the Paid API) makes retries safe: a request
-with a key already used returns that grant with `created` false and status 200.
+with a key already used returns that grant with `created` false and status 200, unless it asks
+for another customer, currency, amount or unit value (a 400).
+
+Optional `unitValue` (not in the Paid API) is the USD value of one credit of this grant, such
+as "0.05" for a pack of 100 credits sold for $5: a decimal string or number from 0 to 1,000,000
+with at most 12 decimal places. Signal margins count each credit drawn from the grant as that
+much revenue. Absent or null counts as 0.
 """
 
 

@@ -11,11 +11,18 @@ from decimal import Decimal
 
 from pydantic import AwareDatetime, Field, StrictInt
 
+from tallystick.server.models.cost import COST_PLACES
 from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
 
 # Grants through the API take at most 6 decimal places, as the Paid API documents. The ledger
 # itself keeps 9, so that fractional credit costs of signals stay exact.
 GRANT_AMOUNT_PLACES = 6
+# Decimal places of a grant's USD value of one credit: those of cost amounts, so that a
+# signal's revenue and cost are exact to the same unit.
+UNIT_VALUE_PLACES = COST_PLACES
+# Largest USD value of one credit of a grant, the cap of a price override's prices too. The
+# column would hold up to about 9.2 million USD.
+MAX_UNIT_VALUE = Decimal(1_000_000)
 # Transaction types of the Paid wire format, plus tallystick's expiry and adjustment entries.
 TRANSACTION_TYPES = ("grant", "spend", "pendingGrant", "expiry", "adjustment")
 
@@ -25,6 +32,14 @@ def credits_text(value: Decimal) -> str:
     if value == 0:
         return "0"
     return format(value.normalize(), "f")
+
+
+def unit_value_text(value: Decimal | None) -> str | None:
+    """Render a grant's USD value of one credit with the twelve places of costs ("0.050000000000")."""
+    if value is None:
+        return None
+    # Unit values are checked to have at most twelve places, so this only pads.
+    return format(value.quantize(Decimal(1).scaleb(-UNIT_VALUE_PLACES)), "f")
 
 
 # Requests
@@ -57,6 +72,12 @@ class GrantCreate(RequestModel):
         max_length=255,
         description="Not in the Paid API. A retry with the same key returns the grant that the key "
         "created, with created false, instead of granting again. Unique per organization.",
+    )
+    unit_value: Decimal | None = Field(
+        default=None,
+        description="Not in the Paid API. USD value of one credit of this grant, which margins count "
+        f"as the revenue of each credit a signal draws from it: a decimal string or number from 0 to "
+        f"{MAX_UNIT_VALUE} with at most {UNIT_VALUE_PLACES} decimal places. Absent or null: 0.",
     )
 
 
@@ -99,6 +120,11 @@ class GrantResultOut(ResponseModel):
     status: str
     priority: int
     source: str
+    unit_value: str | None = Field(
+        default=None,
+        description="Not in the Paid API. USD value of one credit that the grant was given, with "
+        "twelve decimal places; null when it was given none.",
+    )
 
 
 class GrantResponseOut(ResponseModel):
@@ -130,6 +156,11 @@ class CreditGrantOut(ResponseModel):
     priority: int
     source: str
     origin_code: str
+    unit_value: str | None = Field(
+        default=None,
+        description="USD value of one credit that the grant was given, with twelve decimal places; "
+        "null when it was given none.",
+    )
 
 
 class CreditBalanceOut(ResponseModel):

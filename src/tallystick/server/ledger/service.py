@@ -46,6 +46,7 @@ from tallystick.server.models import (
     CreditHold,
     PendingConsumption,
 )
+from tallystick.server.ledger.schemas import MAX_UNIT_VALUE, UNIT_VALUE_PLACES
 from tallystick.server.models.types import CREDIT_PLACES
 from tallystick.server.webhooks.low_balance import format_credits
 
@@ -115,6 +116,27 @@ def check_credit_amount(
     exponent = amount.normalize().as_tuple().exponent
     if isinstance(exponent, int) and -exponent > places:
         raise bad_request(field_name, f"must have at most {places} decimal places", str(amount))
+
+
+def check_unit_value(field_name: str, value: Decimal | None) -> Decimal | None:
+    """Check a grant's USD value of one credit and return it, raising the API's 400 when invalid.
+
+    Valid values are None (not given) and finite decimals from 0 to MAX_UNIT_VALUE with at
+    most UNIT_VALUE_PLACES decimal places.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise bad_request(field_name, "must be a finite number", str(value))
+    if value < 0:
+        raise bad_request(field_name, "must be at least 0", str(value))
+    if value > MAX_UNIT_VALUE:
+        raise bad_request(field_name, f"must be at most {MAX_UNIT_VALUE} USD", str(value))
+    exponent = value.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > UNIT_VALUE_PLACES:
+        raise bad_request(field_name, f"must have at most {UNIT_VALUE_PLACES} decimal places", str(value))
+    # -0 passes the checks above; without its sign it is shown as 0.
+    return value.copy_abs()
 
 
 # Reads
@@ -476,15 +498,18 @@ def grant(
     period_end: datetime | None = None,
     description: str | None = None,
     idempotency_key: str | None = None,
+    unit_value: Decimal | None = None,
 ) -> CreditGrant:
     """Create a grant, write its ledger entry, then settle pending consumption oldest first.
 
     `starts_at` defaults to now; a grant starting later counts from then on (and settles
     pending consumption at the first write after it starts). `priority`: lower is drawn first.
     `source` is one of GRANT_SOURCES; an "adjustment" grant writes an adjustment entry.
-    `origin_code` is the wire originCode of its entries (defaults to `source`).
+    `origin_code` is the wire originCode of its entries (defaults to `source`). `unit_value`
+    is the USD value of one credit, which margins use unless the grant has an `order_id`.
     """
     check_credit_amount("amount", amount)
+    unit_value = check_unit_value("unitValue", unit_value)
     if source not in GRANT_SOURCES:
         raise bad_request("source", f"must be one of {', '.join(GRANT_SOURCES)}", source)
 
@@ -513,6 +538,7 @@ def grant(
         sequence=state.next_sequence(),
         created_at=state.now,
         idempotency_key=idempotency_key,
+        unit_value=unit_value,
     )
     session.add(created)
     entry_type = "adjustment" if source == "adjustment" else "grant"
