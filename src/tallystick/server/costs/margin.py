@@ -127,16 +127,20 @@ def _revenue_by_signal(session: Session, organization_id: str, ids: list[str]) -
 def credit_unit_values(session: Session, organization_id: str, grant_ids: set[str]) -> dict[str, Decimal]:
     """Return the USD value of one credit of each grant.
 
+    A grant without an order, such as a manual grant, is worth the unit value it was given, and
+    0 when it was given none.
+
     A grant from an order's billing period is worth the share of the period price that it
     covers, divided by its credits. A monthly plan granting 2,000 credits for $79 values a credit
     at $0.0395. A monthly grant of a three-month order covers a third of the period price. When
     an order grants several credit currencies, its price is split equally between them, because
     the catalog does not state what each is worth. Each currency's grants over a period then
-    add up to an equal share of the price.
+    add up to an equal share of the price. This rule applies even to an order's grant that has
+    a unit value (only the manual grant endpoint sets one), because the order's price is what
+    was paid for its credits, and a second figure could value them at more or less than that.
 
-    NOTE: manual grants are worth 0, because the ledger does not yet store the unit value a
-    grant was given with. Orders in a currency other than USD are worth 0 too, because costs
-    are USD and there is no exchange rate to convert with.
+    NOTE: Orders in a currency other than USD are worth 0, because costs are USD and there is
+    no exchange rate to convert with.
     """
     if not grant_ids:
         return {}
@@ -147,9 +151,13 @@ def credit_unit_values(session: Session, organization_id: str, grant_ids: set[st
             CreditGrant.amount,
             CreditGrant.period_start,
             CreditGrant.period_end,
+            CreditGrant.unit_value,
         ).where(CreditGrant.organization_id == organization_id, CreditGrant.id.in_(grant_ids))
     ).all()
     values = {grant_id: ZERO for grant_id in grant_ids}
+    for row in grants:
+        if row.order_id is None and row.unit_value is not None:
+            values[row.id] = row.unit_value
     order_ids = {row.order_id for row in grants if row.order_id is not None}
     if not order_ids:
         return values
