@@ -74,6 +74,21 @@ def test_grant_signal_and_balance(tenant, cli_env):
     assert json.loads(listed.output)["pagination"]["total"] == 1
 
 
+def test_grant_create_with_unit_value(tenant, cli_env):
+    create_guide_catalog(tenant.paid())
+    tenant.http.post("/customers/", json={"name": "Ada", "externalId": "ada"})
+
+    valued = invoke(cli_env, "grants", "create", "ada", "--currency", "chat_credits", "--amount", "5", "--unit-value", "0.05", "--json")
+    invalid = invoke(cli_env, "grants", "create", "ada", "--currency", "chat_credits", "--amount", "5", "--unit-value", "-1")
+
+    assert valued.exit_code == 0, valued.output
+    assert json.loads(valued.output)["grant"]["unitValue"] == "0.050000000000"
+    assert invalid.exit_code == 1
+    assert "unitValue" in invalid.output
+    [balance] = tenant.http.get("/customers/external/ada/credits/balances").json()["data"]
+    assert balance["totalDecimal"] == "5"
+
+
 def test_signal_send_rejects_bad_data(cli_env):
     result = invoke(cli_env, "signals", "send", "chat_message", "--customer", "ada", "--data", "{oops")
     assert result.exit_code != 0

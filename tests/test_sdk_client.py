@@ -69,6 +69,29 @@ def test_client_grant_keeps_decimals_exact(client: Client):
     assert Decimal(balances[0]["availableDecimal"]) == Decimal("2.000001")
 
 
+def test_client_grant_unit_value(client: Client):
+    create_chatbot(client)
+    client.customers.create(name="Acme", external_id="acme")
+
+    exact = client.customers.grant_credits(
+        external_customer_id="acme", credit_currency_key="chat_credits", amount=5, unit_value=Decimal("0.000000000001")
+    )
+    text = client.customers.grant_credits(
+        external_customer_id="acme", credit_currency_key="chat_credits", amount=5, unit_value="0.05"
+    )
+    with pytest.raises(ApiError) as raised:
+        client.customers.grant_credits(
+            external_customer_id="acme", credit_currency_key="chat_credits", amount=5, unit_value="-1"
+        )
+
+    assert exact["grant"]["unitValue"] == "0.000000000001"
+    assert text["grant"]["unitValue"] == "0.050000000000"
+    assert raised.value.status == 400
+    assert "unitValue" in raised.value.message
+    [balance] = client.customers.credit_balances(external_customer_id="acme")["data"]
+    assert [grant["unitValue"] for grant in balance["grants"]] == ["0.000000000001", "0.050000000000"]
+
+
 def test_client_signal_counts_repeated_key_once(client: Client):
     create_chatbot(client)
     client.customers.create(name="Acme", external_id="acme")

@@ -119,6 +119,7 @@ class Customers(Resource):
         starts_at: datetime | None = None,
         expires_at: datetime | None = None,
         idempotency_key: str | None = None,
+        unit_value: Decimal | int | str | None = None,
         **fields: Any,
     ) -> GrantResult:
         """Grant `amount` credits.
@@ -126,6 +127,10 @@ class Customers(Resource):
         With `idempotency_key`, a failed request is retried, and a retry of a grant the server
         already stored returns that grant with `created` False. Without it, nothing is retried
         after the request may have reached the server, since a retry could grant twice.
+
+        `unit_value` is the USD value of one credit, such as Decimal("0.05") or "0.05", which
+        margins count as the revenue of each credit drawn from this grant (0 when not given).
+        A value below 0, above 1,000,000 or with more than 12 decimal places gets a 400 ApiError.
         """
         body = body_of(
             credit_currency_key=credit_currency_key,
@@ -133,6 +138,7 @@ class Customers(Resource):
             starts_at=starts_at,
             expires_at=expires_at,
             idempotency_key=idempotency_key,
+            unit_value=unit_value,
             **fields,
         )
         path = customer_path(customer_id, external_customer_id) + "/credits/grants"

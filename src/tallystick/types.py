@@ -89,6 +89,8 @@ class CreditGrantBalance(TypedDict):
     periodStart: str
     expiresAt: NotRequired[str | None]
     isInRolloverWindow: bool
+    # USD value of one credit that the grant was given, with twelve decimal places.
+    unitValue: NotRequired[str | None]
 
 
 class CreditBalance(TypedDict):

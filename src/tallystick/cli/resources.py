@@ -276,6 +276,10 @@ def grants_create(
         str | None,
         typer.Option(help="Key that makes the grant happen once: running the command again with it grants nothing."),
     ] = None,
+    unit_value: Annotated[
+        str | None,
+        typer.Option(help="USD value of one credit, such as 0.05, counted as revenue in margins; default: 0."),
+    ] = None,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
     as_json: JsonOption = False,
@@ -293,6 +297,9 @@ def grants_create(
         body["expiresAt"] = expires_at
     if idempotency_key is not None:
         body["idempotencyKey"] = idempotency_key
+    if unit_value is not None:
+        # Sent as typed: the server reads a decimal string exactly and rejects an invalid one.
+        body["unitValue"] = unit_value
     with api_client(api_url, api_key) as client:
         created = client.post(_customer_path(customer) + "/credits/grants", body)
     if as_json:
