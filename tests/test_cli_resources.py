@@ -89,6 +89,20 @@ def test_grant_create_with_unit_value(tenant, cli_env):
     assert balance["totalDecimal"] == "5"
 
 
+def test_grant_create_sends_exact_amount(tenant, cli_env):
+    create_guide_catalog(tenant.paid())
+    tenant.http.post("/customers/", json={"name": "Ada", "externalId": "ada"})
+
+    granted = invoke(cli_env, "grants", "create", "ada", "--currency", "chat_credits", "--amount", "2.500001")
+    not_a_number = invoke(cli_env, "grants", "create", "ada", "--currency", "chat_credits", "--amount", "nan")
+
+    assert granted.exit_code == 0, granted.output
+    assert not_a_number.exit_code == 2
+    assert "'nan' is not a number" in not_a_number.output
+    [balance] = tenant.http.get("/customers/external/ada/credits/balances").json()["data"]
+    assert balance["totalDecimal"] == "2.500001"
+
+
 def test_signal_send_rejects_bad_data(cli_env):
     result = invoke(cli_env, "signals", "send", "chat_message", "--customer", "ada", "--data", "{oops")
     assert result.exit_code != 0

@@ -2,6 +2,7 @@
 
 
 import json
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import typer
@@ -285,13 +286,13 @@ def grants_create(
     as_json: JsonOption = False,
 ) -> None:
     """Grant credits to a customer by hand."""
+    # A Decimal, which the client writes as the exact number typed: a float could change it.
     try:
-        number: int | float = int(amount)
-    except ValueError:
-        try:
-            number = float(amount)
-        except ValueError:
-            raise typer.BadParameter(f"'{amount}' is not a number", param_hint="--amount") from None
+        number = Decimal(amount)
+    except InvalidOperation:
+        number = Decimal("NaN")
+    if not number.is_finite():
+        raise typer.BadParameter(f"'{amount}' is not a number", param_hint="--amount")
     body: dict[str, Any] = {"creditCurrencyKey": currency, "amount": number}
     if expires_at is not None:
         body["expiresAt"] = expires_at
