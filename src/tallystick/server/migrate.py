@@ -15,6 +15,10 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
+# Key of the PostgreSQL advisory lock held by the process that migrates. Any 64-bit constant
+# works, as long as every tallystick process uses the same one.
+MIGRATION_LOCK_ID = 0x7461_6C6C_7973_7469
+
 
 def alembic_config(database_url: str) -> Config:
     config = Config()

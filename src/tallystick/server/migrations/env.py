@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from alembic import context
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from tallystick.server.db import create_store_engine
+from tallystick.server.migrate import MIGRATION_LOCK_ID
 from tallystick.server.models import Base
+
+log = logging.getLogger("tallystick.server.migrate")
 
 config = context.config
 target_metadata = Base.metadata
 
-# Any 64-bit constant works; it only has to be the same in every tallystick process.
-_MIGRATION_LOCK_ID = 0x7461_6C6C_7973_7469
+# Seconds between two attempts to take the migration lock while another process holds it.
+_LOCK_POLL_SECONDS = 0.2
 
 
 def run_migrations_offline() -> None:
@@ -26,13 +32,32 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _take_migration_lock(connection: Connection) -> None:
+    """Take the PostgreSQL advisory lock that lets one process at a time migrate.
+
+    The lock is polled with pg_try_advisory_lock, committing after each attempt. A process
+    waiting in pg_advisory_lock() would hold a snapshot all the while, and CREATE INDEX
+    CONCURRENTLY in the holder waits for every older snapshot to end. PostgreSQL would then
+    report a deadlock and abort one of the two processes.
+    """
+    waiting = False
+    while True:
+        taken = connection.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID}).scalar()
+        connection.commit()
+        if taken:
+            return
+        if not waiting:
+            log.info("migrations.waiting_for_lock")
+            waiting = True
+        time.sleep(_LOCK_POLL_SECONDS)
+
+
 def run_migrations_online() -> None:
     engine = create_store_engine(config.get_main_option("sqlalchemy.url"))
     with engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             # Several server processes may start at once; one migrates while the others wait.
-            connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
-            connection.commit()
+            _take_migration_lock(connection)
         try:
             context.configure(
                 connection=connection,
@@ -46,7 +71,7 @@ def run_migrations_online() -> None:
         finally:
             if connection.dialect.name == "postgresql":
                 connection.execute(
-                    text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID}
+                    text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID}
                 )
                 connection.commit()
     engine.dispose()
