@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from datetime import UTC, datetime
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
-from tallystick.server.db import create_store_engine
-from tallystick.server.migrate import alembic_config, upgrade_to_head
-from tallystick.server.models import Base
+from tallystick.server.db import Store, create_store_engine
+from tallystick.server.ids import new_id
+from tallystick.server.migrate import MIGRATION_LOCK_ID, alembic_config, current_revision, upgrade_to_head
+from tallystick.server.models import Base, CreditHold
 
 from tests.conftest import scratch_database
+from tests.ledger_factories import Account, create_account
 
 
 @pytest.fixture
@@ -123,6 +132,173 @@ def test_0003_upgrade_and_downgrade(empty_database_url, engine_of):
     assert "uq_credit_holds_org_idempotency_key" not in _indexes(engine, "credit_holds")
 
 
+_HOLD_KEY_INDEX = "uq_credit_holds_org_idempotency_key"
+
+
+def _skip_unless_postgres(backend: str) -> None:
+    if backend != "postgres":
+        pytest.skip("PostgreSQL only: SQLite migrates in one transaction and takes no migration lock")
+
+
+class _Background(threading.Thread):
+    """Run `work` in a thread and keep the exception it raises."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        super().__init__(daemon=True)
+        self.work = work
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except BaseException as error:  # noqa: BLE001 - the test asserts on it
+            self.error = error
+
+
+def _hold_key_index_valid(engine: Engine) -> bool | None:
+    """Return whether the hold key index is valid, or None when it does not exist."""
+    with engine.connect() as connection:
+        return connection.execute(
+            text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"), {"name": _HOLD_KEY_INDEX}
+        ).scalar()
+
+
+def _wait_for_build_behind_snapshot(engine: Engine, migration: _Background) -> int:
+    """Return the process id of the index build once it waits for an older snapshot to end."""
+    deadline = time.monotonic() + 30
+    while migration.is_alive() and time.monotonic() < deadline:
+        with engine.connect() as connection:
+            build_pid = connection.execute(
+                text("SELECT pid FROM pg_stat_progress_create_index WHERE phase = 'waiting for old snapshots'")
+            ).scalar()
+        if build_pid is not None:
+            return build_pid
+        time.sleep(0.05)
+    pytest.fail(
+        f"revision 0003 never waited for the open transaction (migration error: {migration.error!r}), "
+        "so it did not build its index concurrently"
+    )
+
+
+def _new_hold(account: Account, idempotency_key: str) -> CreditHold:
+    now = datetime.now(UTC)
+    return CreditHold(
+        id=new_id("hold"),
+        organization_id=account.organization_id,
+        customer_id=account.customer_id,
+        credits_currency_id=account.currency_id,
+        amount=Decimal(1),
+        reserved=Decimal(1),
+        status="active",
+        expires_at=now + timedelta(minutes=5),
+        created_at=now,
+        idempotency_key=idempotency_key,
+    )
+
+
+@pytest.fixture
+def store_at_0002(empty_database_url: str) -> Iterator[Store]:
+    command.upgrade(alembic_config(empty_database_url), "0002")
+    store = Store.open(empty_database_url)
+    yield store
+    store.dispose()
+
+
+def test_0003_index_build_allows_writes(empty_database_url, backend, engine_of, store_at_0002):
+    _skip_unless_postgres(backend)
+    account = create_account(store_at_0002)
+    engine = engine_of(empty_database_url)
+
+    # A concurrent build waits for this transaction's snapshot to end before it finishes,
+    # which keeps the build in progress while the test writes.
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as reader:
+        reader.execute(text("SELECT 1"))
+        migration = _Background(lambda: command.upgrade(alembic_config(empty_database_url), "0003"))
+        _wait_for_build_behind_snapshot(engine, migration)
+
+        with store_at_0002.transaction() as session:
+            session.execute(text("SET LOCAL lock_timeout = '5s'"))
+            session.add(_new_hold(account, "retry-1"))
+        reader.rollback()
+    migration.join(timeout=60)
+
+    assert migration.error is None
+    assert current_revision(empty_database_url) == "0003"
+    assert _hold_key_index_valid(engine) is True
+    # The index enforces the key of the hold written while it was being built.
+    with pytest.raises(IntegrityError), store_at_0002.transaction() as session:
+        session.add(_new_hold(account, "retry-1"))
+
+
+def test_0003_reruns_after_failed_build(empty_database_url, backend, engine_of, store_at_0002):
+    _skip_unless_postgres(backend)
+    engine = engine_of(empty_database_url)
+
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as reader:
+        reader.execute(text("SELECT 1"))
+        migration = _Background(lambda: command.upgrade(alembic_config(empty_database_url), "0003"))
+        build_pid = _wait_for_build_behind_snapshot(engine, migration)
+        # Cancelling the build does what an operator's interrupt or a statement timeout would.
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_cancel_backend(:pid)"), {"pid": build_pid})
+        migration.join(timeout=60)
+        reader.rollback()
+
+    assert migration.error is not None
+    assert current_revision(empty_database_url) == "0002"
+    assert "idempotency_key" in _columns(engine, "credit_holds")
+    assert _hold_key_index_valid(engine) is False
+
+    command.upgrade(alembic_config(empty_database_url), "0003")
+
+    assert current_revision(empty_database_url) == "0003"
+    assert _hold_key_index_valid(engine) is True
+
+
+_MIGRATE_SCRIPT = "import sys; from tallystick.server.migrate import upgrade_to_head; upgrade_to_head(sys.argv[1])"
+
+
+def test_two_migrating_processes_both_finish(empty_database_url, backend, engine_of, store_at_0002):
+    _skip_unless_postgres(backend)
+    engine = engine_of(empty_database_url)
+
+    # The test holds the migration lock until both processes wait for it, so that one of them
+    # builds the index of revision 0003 while the other waits.
+    with engine.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        holder.commit()
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", _MIGRATE_SCRIPT, f"{empty_database_url}?application_name=migrator"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        deadline = time.monotonic() + 60
+        connected = 0
+        while connected < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            connected = holder.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = 'migrator'"
+                )
+            ).scalar_one()
+            holder.commit()
+        # Each connected process requests the lock right after connecting, well within this second.
+        time.sleep(1)
+        holder.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
+        holder.commit()
+    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    head = ScriptDirectory.from_config(alembic_config(empty_database_url)).get_current_head()
+
+    assert connected == 2
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    assert current_revision(empty_database_url) == head
+    assert _hold_key_index_valid(engine) is True
 # A grant with its organization, customer and credit currency, as rows of revision 0004.
 # Amounts are stored scaled: 5 credits with nine places, $0.05 with twelve.
 _GRANT_ROWS = (

@@ -27,6 +27,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=True,
+        transaction_per_migration=True,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -64,6 +65,9 @@ def run_migrations_online() -> None:
                 target_metadata=target_metadata,
                 render_as_batch=connection.dialect.name == "sqlite",
                 compare_type=True,
+                # Alembic's documentation of autocommit_block advises a transaction per revision
+                # when a revision commits midway, as 0003 does on PostgreSQL to build an index.
+                transaction_per_migration=True,
             )
             with context.begin_transaction():
                 context.run_migrations()
