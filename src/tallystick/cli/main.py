@@ -62,6 +62,25 @@ def check_settings() -> None:
         raise typer.Exit(code=1) from None
 
 
+def check_rate_limit_storage() -> None:
+    """Exit with one line when TALLYSTICK_RATE_LIMIT_STORAGE_URL is invalid.
+
+    Every server process would fail the same way while building its app, each with a
+    traceback. Checking first prints one clear line.
+    """
+    from rich.markup import escape
+
+    from tallystick.server.rate_limit import RateLimitStorageError, build_storage
+    from tallystick.server.settings import get_settings
+
+    settings = get_settings()
+    try:
+        build_storage(settings.rate_limit_storage_url.get_secret_value(), settings.rate_limit_key_prefix)
+    except RateLimitStorageError as error:
+        error_console.print(f"[red]Error:[/red] {escape(str(error))}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
+
+
 def check_stored_secrets(database_url: str) -> None:
     """Exit with one line when a stored secret cannot be decrypted with the configured keys."""
     from sqlalchemy import select
@@ -109,6 +128,7 @@ def serve(
 
     _configure_logging(log_level)
     check_settings()
+    check_rate_limit_storage()
     url = _database_url(database_url)
     upgrade_to_head(url)
     check_stored_secrets(url)

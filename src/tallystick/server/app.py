@@ -20,8 +20,9 @@ from tallystick import __version__
 from tallystick.server.db import Store
 from tallystick.server.api_docs import install_api_docs
 from tallystick.server.errors import install_error_handlers
-from tallystick.server.hardening import BodySizeLimitMiddleware, RateLimiter, UnstorableTextMiddleware
+from tallystick.server.hardening import BodySizeLimitMiddleware, UnstorableTextMiddleware
 from tallystick.server.observability import RequestContextMiddleware, metrics_response_body
+from tallystick.server.rate_limit import RateLimiter, build_storage
 from tallystick.server.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.settings = settings
     # Set by the lifespan while the server runs; None when this process sends no webhooks.
     app.state.webhook_worker = None
-    app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage_url)
+    # Shared by the API rate limit and the dashboard's sign-in throttle. An invalid storage URL
+    # raises RateLimitStorageError here, before the server accepts requests.
+    storage_url = settings.rate_limit_storage_url.get_secret_value()
+    app.state.rate_limit_storage = build_storage(storage_url, settings.rate_limit_key_prefix)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit, app.state.rate_limit_storage)
     # Added before the size limit, so it runs inside it and reads only bodies within the limit.
     app.add_middleware(UnstorableTextMiddleware)
     app.add_middleware(

@@ -22,7 +22,7 @@ from tallystick.server.api_keys import (
 )
 from tallystick.server.db import Store
 from tallystick.server.errors import ApiError
-from tallystick.server.hardening import RateLimiter
+from tallystick.server.rate_limit import RateLimiter
 from tallystick.server.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""Limits on what a client can send: body size, JSON shape, and request rate per API key."""
+"""Limits on what a client can send: body size and JSON shape. The request rate is in rate_limit.py."""
 
 from __future__ import annotations
 
@@ -6,16 +6,12 @@ import json
 import logging
 import math
 import re
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from limits import RateLimitItem, parse
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -297,35 +293,3 @@ class BodySizeLimitMiddleware:
 
 class _BodyTooLarge(Exception):
     pass
-
-
-class RateLimiter:
-    """Requests per API key, in a moving window.
-
-    With the default in-memory storage each server process counts on its own, so N processes
-    allow up to N times the limit; a shared storage URL such as ``redis://127.0.0.1:6379``
-    makes the limit global.
-    """
-
-    def __init__(self, limit: str, storage_url: str = "memory://") -> None:
-        self.enabled = limit.strip().lower() not in ("", "0", "off", "none")
-        # The default in-memory storage does no I/O. Any other storage is a network call.
-        self.in_process = storage_url.startswith("memory://")
-        self.item: RateLimitItem | None = parse(limit) if self.enabled else None
-        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_url)) if self.enabled else None
-
-    def check(self, api_key_id: str) -> None:
-        """Count one request for the key; raise 429 with Retry-After when over the limit."""
-        if self.item is None or self.limiter is None:
-            return
-        if self.limiter.hit(self.item, api_key_id):
-            return
-        reset_at, _remaining = self.limiter.get_window_stats(self.item, api_key_id)
-        retry_after = max(1, int(reset_at - time.time()) + 1)
-        log.warning("rate_limit.exceeded", extra={"api_key_id": api_key_id, "retry_after": retry_after})
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"Too many requests for this API key (limit {self.item}); retry after {retry_after} s",
-            headers={"Retry-After": str(retry_after)},
-        )

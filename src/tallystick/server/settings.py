@@ -49,10 +49,16 @@ class Settings(BaseSettings):
     # Largest request body accepted by the REST API, in bytes; larger ones get 413.
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     # Requests allowed per API key, in the `limits` package's notation ("1000/second",
-    # "60000/minute"); "off" disables the limit. Counted per server process unless
-    # rate_limit_storage_url names shared storage such as redis://127.0.0.1:6379.
+    # "60000/minute"); "off" disables the limit.
     rate_limit: str = "1000/second"
-    rate_limit_storage_url: str = "memory://"
+    # Storage URI, in the `limits` package's notation, of the counts of the rate limit and of
+    # the dashboard's sign-in throttle. memory:// counts in each server process. A Redis URI
+    # such as redis://127.0.0.1:6379/0 shares one count among all the processes that use it.
+    # Secret, since the URI may contain the storage's password.
+    rate_limit_storage_url: SecretStr = SecretStr("memory://")
+    # Prefix of the keys written to Redis, so that installations sharing one Redis database
+    # keep separate counts.
+    rate_limit_key_prefix: str = Field(default="tallystick", min_length=1)
     # Seconds a server process trusts an API key that it found active, before it reads the key
     # from the database again; 0 reads it on every request. A key revoked from the dashboard is
     # rejected at once by the process that revoked it. Other processes (further workers, a key

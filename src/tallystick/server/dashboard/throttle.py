@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from fastapi import Request
 from limits import parse
-from limits.storage import storage_from_string
+from limits.storage import Storage
 from limits.strategies import MovingWindowRateLimiter
 
 FAILURES_PER_EMAIL = parse("10/15minutes")
 
 
 class SignInThrottle:
-    def __init__(self, storage_url: str) -> None:
-        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_url))
+    def __init__(self, storage: Storage) -> None:
+        self.limiter = MovingWindowRateLimiter(storage)
 
     @staticmethod
     def _key(email: str) -> str:
@@ -35,10 +35,9 @@ class SignInThrottle:
 
 
 def sign_in_throttle(request: Request) -> SignInThrottle:
-    """Return the app's throttle, made on first use with the configured storage."""
+    """Return the app's throttle, made on first use with the rate limit's storage."""
     throttle = getattr(request.app.state, "sign_in_throttle", None)
     if throttle is None:
-        throttle = SignInThrottle(request.app.state.settings.rate_limit_storage_url)
+        throttle = SignInThrottle(request.app.state.rate_limit_storage)
         request.app.state.sign_in_throttle = throttle
     return throttle
-

@@ -1,0 +1,145 @@
+"""Request rate per API key, and the `limits` storage that keeps its counts.
+
+The storage is named by TALLYSTICK_RATE_LIMIT_STORAGE_URL. With the default, memory://, each
+server process counts on its own, so N processes allow up to N times the limit. A Redis URI
+such as redis://127.0.0.1:6379/0 makes every process that uses it share one count. The
+dashboard's sign-in throttle keeps its counts in the same storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from limits import RateLimitItem, parse
+from limits.storage import (
+    MemoryStorage,
+    MovingWindowSupport,
+    RedisClusterStorage,
+    RedisSentinelStorage,
+    RedisStorage,
+    Storage,
+    storage_from_string,
+)
+from limits.strategies import MovingWindowRateLimiter
+
+from tallystick.server.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+STORAGE_SETTING = "TALLYSTICK_RATE_LIMIT_STORAGE_URL"
+
+# Schemes of the storages built on redis-py, which take a key prefix.
+_REDIS_SCHEMES = frozenset(
+    [*RedisStorage.STORAGE_SCHEME, *RedisSentinelStorage.STORAGE_SCHEME, *RedisClusterStorage.STORAGE_SCHEME]
+)
+_MASK = "***"
+
+
+class RateLimitStorageError(ValueError):
+    """An invalid TALLYSTICK_RATE_LIMIT_STORAGE_URL. The message contains no password."""
+
+
+def _url_secrets(url: str) -> list[str]:
+    """Return the passwords in `url`, as written and percent-decoded, longest first."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    found = [parts.password or ""]
+    found += [value for name, value in parse_qsl(parts.query, keep_blank_values=True) if "password" in name.lower()]
+    variants = {variant for secret in found if secret for variant in (secret, unquote(secret))}
+    return sorted(variants, key=len, reverse=True)
+
+
+def redact_storage_url(url: str) -> str:
+    """Return `url` with its password, and the values of query parameters named like password, as ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        # The password of such a URL cannot be located, so no part of it is shown.
+        return "(a URL that cannot be parsed)"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and not any("password" in name.lower() for name, _value in query):
+        # Returned as it is, since urlunsplit would drop the // of an empty host (redis+unix:///path).
+        return url
+
+    user_information, _, hosts = parts.netloc.rpartition("@")
+    netloc = f"{user_information.partition(':')[0]}:{_MASK}@{hosts}" if parts.password is not None else parts.netloc
+    masked_query = [(name, _MASK if "password" in name.lower() else value) for name, value in query]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(masked_query, safe="*")))
+
+
+def _scrub(text: str, url: str) -> str:
+    """Return `text`, a message about the storage at `url`, with every password of `url` as ***."""
+    text = text.replace(url, redact_storage_url(url))
+    for secret in _url_secrets(url):
+        text = text.replace(secret, _MASK)
+    return text
+
+
+def build_storage(url: str, key_prefix: str) -> Storage:
+    """Create the `limits` storage named by `url`, or raise RateLimitStorageError.
+
+    Storages built on redis-py connect on first use, so an unreachable Redis is no error here.
+    Redis Cluster is an exception, because its client reads the cluster's nodes at once.
+    """
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as error:
+        raise RateLimitStorageError(_invalid_message(url, str(error))) from None
+    if scheme.startswith("async+"):
+        raise RateLimitStorageError(
+            _invalid_message(url, "asynchronous storage is not supported; remove the 'async+' prefix")
+        )
+
+    options: dict[str, float | str | bool] = {"wrap_exceptions": True}
+    if scheme in _REDIS_SCHEMES:
+        options.update(key_prefix=key_prefix)
+    try:
+        storage = storage_from_string(url, **options)
+    # Each storage library raises its own exception types for a bad URI or a missing client
+    # package. Their messages may contain the URI, so none of them is chained.
+    except Exception as error:  # noqa: BLE001 - reported as an invalid setting, without the password
+        raise RateLimitStorageError(_invalid_message(url, str(error) or type(error).__name__)) from None
+
+    if not isinstance(storage, Storage) or not isinstance(storage, MovingWindowSupport):
+        raise RateLimitStorageError(
+            _invalid_message(url, f"the {scheme!r} storage does not support the moving window strategy")
+        )
+    return storage
+
+
+def _invalid_message(url: str, problem: str) -> str:
+    return (
+        f"Invalid {STORAGE_SETTING} {redact_storage_url(url)!r}: {_scrub(problem, url).rstrip('.')}. "
+        "Set it to memory:// or to a Redis URI such as redis://127.0.0.1:6379/0."
+    )
+
+
+class RateLimiter:
+    """Requests per API key, in a moving window, counted in a `limits` storage."""
+
+    def __init__(self, limit: str, storage: Storage) -> None:
+        self.enabled = limit.strip().lower() not in ("", "0", "off", "none")
+        # The in-memory storage does no I/O. Any other storage is a network call.
+        self.in_process = isinstance(storage, MemoryStorage)
+        self.item: RateLimitItem | None = parse(limit) if self.enabled else None
+        self.limiter = MovingWindowRateLimiter(storage)
+
+    def check(self, api_key_id: str) -> None:
+        """Count one request for the key, and raise 429 with Retry-After when it is over the limit."""
+        if self.item is None:
+            return
+        if self.limiter.hit(self.item, api_key_id):
+            return
+        reset_at = self.limiter.get_window_stats(self.item, api_key_id).reset_time
+        retry_after = max(1, int(reset_at - time.time()) + 1)
+        log.warning("rate_limit.exceeded", extra={"api_key_id": api_key_id, "retry_after": retry_after})
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"Too many requests for this API key (limit {self.item}); retry after {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
