@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     # raises RateLimitStorageError here, before the server accepts requests.
     storage_url = settings.rate_limit_storage_url.get_secret_value()
     app.state.rate_limit_storage = build_storage(storage_url, settings.rate_limit_key_prefix)
-    app.state.rate_limiter = RateLimiter(settings.rate_limit, app.state.rate_limit_storage)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit, app.state.rate_limit_storage, storage_url)
     # Added before the size limit, so it runs inside it and reads only bodies within the limit.
     app.add_middleware(UnstorableTextMiddleware)
     app.add_middleware(

@@ -140,10 +140,10 @@ async def authenticate(
 
     limiter: RateLimiter = request.app.state.rate_limiter
     if limiter.in_process:
-        limiter.check(key.api_key_id)
+        limiter.check(key.api_key_id, key.organization_id)
     else:
         # Shared storage such as Redis is a network call, which must not block the event loop.
-        await run_in_threadpool(limiter.check, key.api_key_id)
+        await run_in_threadpool(limiter.check, key.api_key_id, key.organization_id)
     return Principal(organization_id=key.organization_id, api_key_id=key.api_key_id)
 
 

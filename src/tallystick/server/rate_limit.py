@@ -4,15 +4,22 @@ The storage is named by TALLYSTICK_RATE_LIMIT_STORAGE_URL. With the default, mem
 server process counts on its own, so N processes allow up to N times the limit. A Redis URI
 such as redis://127.0.0.1:6379/0 makes every process that uses it share one count. The
 dashboard's sign-in throttle keeps its counts in the same storage.
+
+When the storage fails at request time (unreachable, timed out), the request is let through
+unchecked, and a warning is logged at most once a minute per process. Rejecting every request
+while Redis is down would stop the API from metering usage too.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from limits import RateLimitItem, parse
+from limits.errors import StorageError
 from limits.storage import (
     MemoryStorage,
     MovingWindowSupport,
@@ -30,7 +37,19 @@ log = logging.getLogger(__name__)
 
 STORAGE_SETTING = "TALLYSTICK_RATE_LIMIT_STORAGE_URL"
 
-# Schemes of the storages built on redis-py, which take a key prefix.
+# Seconds that connecting to Redis, or one Redis command, may take before the check gives up
+# and lets the request through. redis-py waits forever by default, so a Redis host that drops
+# packets would hang every request. A URI's socket_timeout and socket_connect_timeout query
+# parameters override it.
+REDIS_TIMEOUT_SECONDS = 0.5
+# Seconds the rate limit lets requests through without asking the storage after a failure, so
+# that a storage that times out costs one timeout per process in that time, not one per request.
+STORAGE_RETRY_SECONDS = 1.0
+# Minimum seconds between two warnings about a failing storage, per process and per user of
+# the storage (the rate limit, the sign-in throttle).
+FAILURE_LOG_INTERVAL_SECONDS = 60.0
+
+# Schemes of the storages built on redis-py, which take a key prefix and socket timeouts.
 _REDIS_SCHEMES = frozenset(
     [*RedisStorage.STORAGE_SCHEME, *RedisSentinelStorage.STORAGE_SCHEME, *RedisClusterStorage.STORAGE_SCHEME]
 )
@@ -96,7 +115,11 @@ def build_storage(url: str, key_prefix: str) -> Storage:
 
     options: dict[str, float | str | bool] = {"wrap_exceptions": True}
     if scheme in _REDIS_SCHEMES:
-        options.update(key_prefix=key_prefix)
+        options.update(
+            key_prefix=key_prefix,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+        )
     try:
         storage = storage_from_string(url, **options)
     # Each storage library raises its own exception types for a bad URI or a missing client
@@ -118,23 +141,117 @@ def _invalid_message(url: str, problem: str) -> str:
     )
 
 
+class StorageFailureLog:
+    """Warnings about a failing storage, at most one per FAILURE_LOG_INTERVAL_SECONDS.
+
+    Each warning counts the requests let through unchecked since the previous one, and the
+    first success after a failure logs the recovery. Safe to call from several threads.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        failed_event: str,
+        recovered_event: str,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self.failed_event = failed_event
+        self.recovered_event = recovered_event
+        self.monotonic = monotonic
+        self._lock = threading.Lock()
+        self._failing = False
+        self._logged_at = float("-inf")
+        # Requests let through unchecked since the last warning.
+        self._unchecked = 0
+
+    def record_failure(self, error: StorageError, **ids: str) -> None:
+        """Count a request let through because of `error`, and log a warning unless one was logged lately."""
+        with self._lock:
+            self._failing = True
+            self._unchecked += 1
+            now = self.monotonic()
+            if now - self._logged_at < FAILURE_LOG_INTERVAL_SECONDS:
+                return
+            self._logged_at = now
+            unchecked, self._unchecked = self._unchecked, 0
+        cause = error.storage_error
+        log.warning(
+            self.failed_event,
+            extra={
+                **ids,
+                "storage": redact_storage_url(self.url),
+                "error_type": type(cause).__name__,
+                "error": _scrub(str(cause), self.url),
+                "unchecked_requests": unchecked,
+            },
+        )
+
+    def record_skip(self) -> None:
+        """Count a request let through without asking the storage, which failed moments ago."""
+        with self._lock:
+            self._unchecked += 1
+
+    def record_success(self) -> None:
+        """Log the recovery when this is the first success after a failure."""
+        # Read without the lock: a stale False only delays the recovery line to the next call.
+        if not self._failing:
+            return
+        with self._lock:
+            if not self._failing:
+                return
+            self._failing = False
+            unchecked, self._unchecked = self._unchecked, 0
+        log.info(
+            self.recovered_event,
+            extra={"storage": redact_storage_url(self.url), "unchecked_requests": unchecked},
+        )
+
+
 class RateLimiter:
     """Requests per API key, in a moving window, counted in a `limits` storage."""
 
-    def __init__(self, limit: str, storage: Storage) -> None:
+    def __init__(
+        self, limit: str, storage: Storage, storage_url: str, *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.enabled = limit.strip().lower() not in ("", "0", "off", "none")
         # The in-memory storage does no I/O. Any other storage is a network call.
         self.in_process = isinstance(storage, MemoryStorage)
         self.item: RateLimitItem | None = parse(limit) if self.enabled else None
         self.limiter = MovingWindowRateLimiter(storage)
+        self.failures = StorageFailureLog(
+            storage_url,
+            failed_event="rate_limit.storage_failed",
+            recovered_event="rate_limit.storage_recovered",
+            monotonic=monotonic,
+        )
+        self.monotonic = monotonic
+        # Until this time.monotonic() value, requests pass without asking the storage.
+        self._storage_skipped_until = float("-inf")
 
-    def check(self, api_key_id: str) -> None:
-        """Count one request for the key, and raise 429 with Retry-After when it is over the limit."""
+    def check(self, api_key_id: str, organization_id: str) -> None:
+        """Count one request for the key, and raise 429 with Retry-After when it is over the limit.
+
+        When the storage fails, the request passes unchecked (see StorageFailureLog).
+        """
         if self.item is None:
             return
-        if self.limiter.hit(self.item, api_key_id):
+        if self.monotonic() < self._storage_skipped_until:
+            self.failures.record_skip()
             return
-        reset_at = self.limiter.get_window_stats(self.item, api_key_id).reset_time
+
+        try:
+            allowed = self.limiter.hit(self.item, api_key_id)
+            reset_at = None if allowed else self.limiter.get_window_stats(self.item, api_key_id).reset_time
+        except StorageError as error:
+            self._storage_skipped_until = self.monotonic() + STORAGE_RETRY_SECONDS
+            self.failures.record_failure(error, api_key_id=api_key_id, organization_id=organization_id)
+            return
+        self.failures.record_success()
+        if reset_at is None:
+            return
+
         retry_after = max(1, int(reset_at - time.time()) + 1)
         log.warning("rate_limit.exceeded", extra={"api_key_id": api_key_id, "retry_after": retry_after})
         raise ApiError(

@@ -5,39 +5,61 @@ attacker can lock one operator out for the window but cannot lock out every oper
 not kept per client address, because behind a reverse proxy every request has the proxy's
 address. The counts use the storage of the API rate limit (`rate_limit_storage_url`). In memory,
 each server process counts on its own; with a shared storage such as Redis, the limit applies
-across processes.
+across processes. While that storage fails, sign-ins are not throttled. Argon2id password
+hashing still slows guessing, and operators can still sign in.
 """
 
 from __future__ import annotations
 
 from fastapi import Request
 from limits import parse
+from limits.errors import StorageError
 from limits.storage import Storage
 from limits.strategies import MovingWindowRateLimiter
+
+from tallystick.server.rate_limit import StorageFailureLog
 
 FAILURES_PER_EMAIL = parse("10/15minutes")
 
 
 class SignInThrottle:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, storage_url: str) -> None:
         self.limiter = MovingWindowRateLimiter(storage)
+        self.failures = StorageFailureLog(
+            storage_url,
+            failed_event="sign_in_throttle.storage_failed",
+            recovered_event="sign_in_throttle.storage_recovered",
+        )
 
     @staticmethod
     def _key(email: str) -> str:
         return f"dashboard-sign-in:{email.strip().lower()}"
 
     def allowed(self, email: str) -> bool:
-        """Return whether another sign-in attempt is allowed for this email."""
-        return self.limiter.test(FAILURES_PER_EMAIL, self._key(email))
+        """Return whether another sign-in attempt is allowed for this email, or True when the storage fails."""
+        try:
+            allowed = self.limiter.test(FAILURES_PER_EMAIL, self._key(email))
+        except StorageError as error:
+            # The email is left out of the log, because it identifies a person.
+            self.failures.record_failure(error)
+            return True
+        self.failures.record_success()
+        return allowed
 
     def record_failure(self, email: str) -> None:
-        self.limiter.hit(FAILURES_PER_EMAIL, self._key(email))
+        try:
+            self.limiter.hit(FAILURES_PER_EMAIL, self._key(email))
+        except StorageError as error:
+            self.failures.record_failure(error)
+            return
+        self.failures.record_success()
 
 
 def sign_in_throttle(request: Request) -> SignInThrottle:
     """Return the app's throttle, made on first use with the rate limit's storage."""
     throttle = getattr(request.app.state, "sign_in_throttle", None)
     if throttle is None:
-        throttle = SignInThrottle(request.app.state.rate_limit_storage)
+        storage_url = request.app.state.settings.rate_limit_storage_url.get_secret_value()
+        throttle = SignInThrottle(request.app.state.rate_limit_storage, storage_url)
         request.app.state.sign_in_throttle = throttle
     return throttle
