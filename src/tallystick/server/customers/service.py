@@ -26,6 +26,19 @@ def live_customers(organization_id: str) -> Select[tuple[Customer]]:
     )
 
 
+def live_customer_id_by_external_id(organization_id: str, external_id: str) -> Select[tuple[str]]:
+    """Select the id of the live customer with `external_id`, the one the API resolves it to.
+
+    List filters by external id use it because a deleted customer's external id may belong to a
+    new customer now. A deleted customer's rows stay readable by its customer id.
+    """
+    return select(Customer.id).where(
+        Customer.organization_id == organization_id,
+        Customer.external_id == external_id,
+        Customer.deleted_at.is_(None),
+    )
+
+
 # Built once, with bound parameters, since every request by customer runs one of them.
 _LIVE_CUSTOMER = select(Customer).where(
     Customer.organization_id == bindparam("organization_id"), Customer.deleted_at.is_(None)

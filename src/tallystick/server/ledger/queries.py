@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tallystick.server.bulk_sql import for_each_dialect, in_list
+from tallystick.server.customers.service import live_customer_id_by_external_id
 from tallystick.server.models import (
     CreditAccount,
     CreditCurrency,
@@ -599,14 +600,7 @@ def transactions_statement(
         statement = statement.where(LedgerEntry.customer_id == customer_id)
 
     if external_customer_id:
-        # Match only the live customer, the one GET /customers/external/{id} resolves to,
-        # because a deleted customer's external id may belong to a new customer now. A deleted
-        # customer's entries stay readable by customer_id.
-        customer_ids = select(Customer.id).where(
-            Customer.organization_id == organization_id,
-            Customer.external_id == external_customer_id,
-            Customer.deleted_at.is_(None),
-        )
+        customer_ids = live_customer_id_by_external_id(organization_id, external_customer_id)
         statement = statement.where(LedgerEntry.customer_id.in_(customer_ids))
 
     if currency_id:

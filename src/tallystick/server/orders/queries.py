@@ -8,8 +8,9 @@ from datetime import datetime
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
+from tallystick.server.customers.service import live_customer_id_by_external_id
 from tallystick.server.errors import not_found
-from tallystick.server.models import Customer, Invoice, InvoiceLine, Order, OrderLine
+from tallystick.server.models import Invoice, InvoiceLine, Order, OrderLine
 
 
 def get_order(session: Session, organization_id: str, order_id: str) -> Order:
@@ -95,7 +96,7 @@ def orders_statement(
         statement = statement.where(Order.customer_id == customer_id)
     if external_customer_id:
         statement = statement.where(
-            Order.customer_id.in_(_customer_ids_by_external_id(organization_id, external_customer_id))
+            Order.customer_id.in_(live_customer_id_by_external_id(organization_id, external_customer_id))
         )
     if external_id:
         statement = statement.where(Order.external_id == external_id)
@@ -145,7 +146,7 @@ def invoices_statement(
         statement = statement.where(Invoice.customer_id == customer_id)
     if external_customer_id:
         statement = statement.where(
-            Invoice.customer_id.in_(_customer_ids_by_external_id(organization_id, external_customer_id))
+            Invoice.customer_id.in_(live_customer_id_by_external_id(organization_id, external_customer_id))
         )
     if order_id:
         statement = statement.where(Invoice.order_id == order_id)
@@ -176,13 +177,4 @@ def invoice_lines_statement(invoice: Invoice) -> Select[tuple[InvoiceLine]]:
         select(InvoiceLine)
         .where(InvoiceLine.organization_id == invoice.organization_id, InvoiceLine.invoice_id == invoice.id)
         .order_by(InvoiceLine.position, InvoiceLine.id)
-    )
-
-
-def _customer_ids_by_external_id(organization_id: str, external_id: str) -> Select[tuple[str]]:
-    """Select the id of the live customer with `external_id`, the one the API resolves it to."""
-    return select(Customer.id).where(
-        Customer.organization_id == organization_id,
-        Customer.external_id == external_id,
-        Customer.deleted_at.is_(None),
     )
