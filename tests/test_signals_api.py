@@ -653,6 +653,29 @@ def test_list_filters(tenant, store):
     assert keys(externalCustomerId="nobody") == []
 
 
+def test_list_external_id_skips_deleted_customer(tenant, store):
+    create_catalog(store, tenant.organization_id)
+    assert send(tenant, chat_message("alice", idempotencyKey="old")).json()["ingested"] == 1
+    deleted_id = customer_id_of(store, tenant.organization_id, "alice")
+    assert tenant.http.delete(f"/customers/{deleted_id}").status_code == 200
+
+    deleted_only = tenant.http.get("/signals/", params={"externalCustomerId": "alice"})
+
+    assert send(tenant, chat_message("alice", idempotencyKey="new")).json()["ingested"] == 1
+    live_id = customer_id_of(store, tenant.organization_id, "alice")
+    by_external_id = tenant.http.get("/signals/", params={"externalCustomerId": "alice"})
+    by_deleted_id = tenant.http.get("/signals/", params={"customerId": deleted_id})
+
+    assert _keys(deleted_only) == []
+    assert deleted_only.json()["pagination"]["total"] == 0
+    assert live_id != deleted_id
+    assert _keys(by_external_id) == ["new"]
+    assert [item["customerId"] for item in by_external_id.json()["data"]] == [live_id]
+    assert by_external_id.json()["pagination"]["total"] == 1
+    # The deleted customer's signals stay readable by its customer id.
+    assert _keys(by_deleted_id) == ["old"]
+
+
 def test_list_bad_filter_is_400(tenant):
     response = tenant.http.get("/signals/", params={"createdAtFrom": "last week"})
 

@@ -12,6 +12,7 @@ from sqlalchemy import Select, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from tallystick.server.bulk_sql import insert_rows
+from tallystick.server.customers.service import live_customer_id_by_external_id
 from tallystick.server.models import CreditCurrency, Customer, Product
 from tallystick.server.models.signal import Signal
 
@@ -129,15 +130,8 @@ def _conditions(organization_id: str, filters: SignalFilters) -> list[Any]:
     if filters.customer_id is not None:
         conditions.append(Signal.customer_id == filters.customer_id)
     if filters.external_customer_id is not None:
-        # Deleted customers count too: their signals stay under the external id they had.
-        conditions.append(
-            Signal.customer_id.in_(
-                select(Customer.id).where(
-                    Customer.organization_id == organization_id,
-                    Customer.external_id == filters.external_customer_id,
-                )
-            )
-        )
+        customer_ids = live_customer_id_by_external_id(organization_id, filters.external_customer_id)
+        conditions.append(Signal.customer_id.in_(customer_ids))
     if filters.product_id is not None:
         conditions.append(Signal.product_id == filters.product_id)
     if filters.external_product_id is not None:
