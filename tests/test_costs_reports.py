@@ -52,6 +52,37 @@ def test_traces_listing_shape_and_filters(tenant):
     assert priced["vendor"] == "openai"
 
 
+def test_cost_filters_skip_deleted_customer(tenant):
+    send_spans(tenant, _call("alice", DAY_ONE))
+    deleted_id = tenant.http.get("/customers/external/alice").json()["id"]
+    assert tenant.http.delete(f"/customers/{deleted_id}").status_code == 200
+
+    deleted_traces = tenant.http.get("/traces", params={"externalCustomerId": "alice"}).json()
+    deleted_aggregates = tenant.http.get(
+        "/costs/aggregates", params={"groupBy": "customer", "externalCustomerId": "alice"}
+    ).json()
+
+    send_spans(tenant, _call("alice", DAY_TWO), _call("alice", DAY_TWO))
+    live_id = tenant.http.get("/customers/external/alice").json()["id"]
+    traces = tenant.http.get("/traces", params={"externalCustomerId": "alice"}).json()
+    aggregates = tenant.http.get(
+        "/costs/aggregates", params={"groupBy": "customer", "externalCustomerId": "alice"}
+    ).json()
+    by_deleted_id = tenant.http.get("/traces", params={"customerId": deleted_id}).json()
+
+    assert deleted_traces["traces"] == []
+    assert deleted_traces["meta"]["total"] == 0
+    assert deleted_aggregates["data"] == []
+    assert live_id != deleted_id
+    assert [item["customerId"] for item in traces["traces"]] == [live_id, live_id]
+    assert traces["meta"]["total"] == 2
+    assert [item["customerId"] for item in aggregates["data"]] == [live_id]
+    assert aggregates["data"][0]["costRecords"] == 2
+    assert Decimal(aggregates["data"][0]["cost"]["amount"]) == 2 * SMALL_CALL
+    # The deleted customer's costs stay readable by its customer id.
+    assert [item["startTimeUnixNano"] for item in by_deleted_id["traces"]] == [str(DAY_ONE)]
+
+
 def test_traces_filter_validation(tenant):
     assert tenant.http.get("/traces", params={"metadata": "[1]"}).status_code == 400
     assert tenant.http.get("/traces", params={"limit": 5000}).status_code == 400

@@ -21,6 +21,7 @@ from tallystick.server.costs.schemas import (
     TraceMetaOut,
     TraceOut,
 )
+from tallystick.server.customers.service import live_customer_id_by_external_id
 from tallystick.server.errors import bad_request
 from tallystick.server.models import Customer, LedgerEntry, Product
 from tallystick.server.models.cost import CostRecord
@@ -110,14 +111,8 @@ def _customer_condition(column: Any, organization_id: str, filters: ReportFilter
     if filters.customer_id is not None:
         conditions.append(column == filters.customer_id)
     if filters.external_customer_id is not None:
-        conditions.append(
-            column.in_(
-                select(Customer.id).where(
-                    Customer.organization_id == organization_id,
-                    Customer.external_id == filters.external_customer_id,
-                )
-            )
-        )
+        customer_ids = live_customer_id_by_external_id(organization_id, filters.external_customer_id)
+        conditions.append(column.in_(customer_ids))
     return conditions
 
 
