@@ -210,6 +210,27 @@ def test_active_order_cannot_be_deleted_or_redated(tenant):
     assert client.orders.get_order_by_id(order.id).creation_state == "active"
 
 
+def test_external_id_filters_skip_deleted_customer(tenant):
+    ids = build_catalog(tenant)
+    client = tenant.paid()
+    with frozen(NOW):
+        old = client.orders.create_order(customer_id=ids["customer"], lines=sold_lines(ids), creation_state="active")
+        assert tenant.http.delete(f"/customers/{ids['customer']}").status_code == 200
+        live = tenant.http.post("/customers/", json={"name": "Acme", "externalId": "acme"}).json()
+        new = client.orders.create_order(customer_id=live["id"], lines=sold_lines(ids), creation_state="active")
+
+        orders = tenant.http.get("/orders/", params={"externalCustomerId": "acme"}).json()
+        invoices = tenant.http.get("/invoices/", params={"externalCustomerId": "acme"}).json()
+        deleted_invoices = tenant.http.get("/invoices/", params={"customerId": ids["customer"]}).json()
+
+    assert [order["id"] for order in orders["data"]] == [new.id]
+    assert orders["pagination"]["total"] == 1
+    assert invoices["data"] != []
+    assert {invoice["orderId"] for invoice in invoices["data"]} == {new.id}
+    # The deleted customer's invoices stay readable by its customer id.
+    assert {invoice["orderId"] for invoice in deleted_invoices["data"]} == {old.id}
+
+
 def test_activate_sends_no_body(tenant):
     ids = build_catalog(tenant)
     with frozen(NOW):

@@ -259,6 +259,28 @@ def test_value_receipt_endpoints(tenant):
     assert receipts.list_value_receipts().total == 2
 
 
+def test_receipt_list_skips_deleted_customer(tenant):
+    client = guide_setup(tenant)
+    receipts = client.value_receipts
+    old = receipts.create_value_receipt(external_customer_id="ada", start_date=MARCH, end_date=APRIL)
+    deleted_id = receipts.get_value_receipt_by_id(old.id).customer_id
+    client.customers.delete_customer_by_id(deleted_id)
+
+    deleted_only = receipts.list_value_receipts(external_customer_id="ada")
+
+    client.customers.create_customer(name="Ada Byron", external_id="ada")
+    new = receipts.create_value_receipt(external_customer_id="ada", start_date=MARCH, end_date=APRIL)
+    by_external_id = receipts.list_value_receipts(external_customer_id="ada")
+    by_deleted_id = receipts.list_value_receipts(customer_id=deleted_id)
+
+    assert deleted_only.data == []
+    assert deleted_only.total == 0
+    assert [item.id for item in by_external_id.data] == [new.id]
+    assert by_external_id.total == 1
+    # The deleted customer's receipts stay readable by its customer id.
+    assert [item.id for item in by_deleted_id.data] == [old.id]
+
+
 def test_sync_answers_201_then_200(tenant):
     guide_setup(tenant)
     body = {"externalCustomerId": "ada", "startDate": "2026-03-01T00:00:00Z", "endDate": "2026-04-01T00:00:00Z"}
