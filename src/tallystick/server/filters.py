@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Annotated
+
+from fastapi import Query
 
 from tallystick.server.errors import bad_request
+
+ExternalCustomerFilter = Annotated[
+    str | None,
+    Query(
+        alias="externalCustomerId",
+        description=(
+            "The live customer with this external id, the one GET /customers/external/{id} returns. "
+            "A deleted customer's rows are listed by customerId."
+        ),
+    ),
+]
 
 
 def parse_date_filter(name: str, raw: str | None, *, end_of_day: bool = False) -> datetime | None:

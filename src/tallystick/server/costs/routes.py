@@ -19,7 +19,7 @@ from tallystick.server.costs.schemas import (
 )
 from tallystick.server.deps import CurrentPrincipal, DbSession, ReadSession, authenticate
 from tallystick.server.errors import bad_request
-from tallystick.server.filters import parse_choice_filter, parse_date_filter
+from tallystick.server.filters import ExternalCustomerFilter, parse_choice_filter, parse_date_filter
 from tallystick.server.models.cost import PriceOverride
 from tallystick.server.pagination import Page
 from tallystick.server.routing import Router
@@ -131,7 +131,7 @@ def cost_aggregates(
     start_time: Annotated[str | None, Query(alias="startTime", description="Inclusive lower bound.")] = None,
     end_time: Annotated[str | None, Query(alias="endTime", description="Inclusive upper bound.")] = None,
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
-    external_customer_id: Annotated[str | None, Query(alias="externalCustomerId")] = None,
+    external_customer_id: ExternalCustomerFilter = None,
     product_id: Annotated[str | None, Query(alias="productId")] = None,
     external_product_id: Annotated[str | None, Query(alias="externalProductId")] = None,
 ) -> CostAggregateListOut:
@@ -163,7 +163,7 @@ def list_traces(
     start_time: Annotated[str | None, Query(alias="startTime")] = None,
     end_time: Annotated[str | None, Query(alias="endTime")] = None,
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
-    external_customer_id: Annotated[str | None, Query(alias="externalCustomerId")] = None,
+    external_customer_id: ExternalCustomerFilter = None,
     product_id: Annotated[str | None, Query(alias="productId")] = None,
     external_product_id: Annotated[str | None, Query(alias="externalProductId")] = None,
     metadata: Annotated[

@@ -27,7 +27,7 @@ from tallystick.server.deps import (
     authenticate,
 )
 from tallystick.server.errors import bad_request, not_found
-from tallystick.server.filters import parse_choice_filter, parse_date_filter
+from tallystick.server.filters import ExternalCustomerFilter, parse_choice_filter, parse_date_filter
 from tallystick.server.ledger import balance_read, queries, service
 from tallystick.server.ledger.bodies import body_schema, exact_json_body
 from tallystick.server.ledger.schemas import (
@@ -426,7 +426,7 @@ def list_transactions(
     session: ReadSession,
     page: Page,
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
-    external_customer_id: Annotated[str | None, Query(alias="externalCustomerId")] = None,
+    external_customer_id: ExternalCustomerFilter = None,
     credits_currency_id: Annotated[str | None, Query(alias="creditsCurrencyId")] = None,
     credit_currency_key: Annotated[str | None, Query(alias="creditCurrencyKey")] = None,
     type_: Annotated[

@@ -19,7 +19,7 @@ from tallystick.server.deps import (
     authenticate,
 )
 from tallystick.server.errors import bad_request
-from tallystick.server.filters import parse_choice_filter, parse_date_filter
+from tallystick.server.filters import ExternalCustomerFilter, parse_choice_filter, parse_date_filter
 from tallystick.server.models import Order
 from tallystick.server.orders import queries, service
 from tallystick.server.orders.schemas import (
@@ -57,7 +57,7 @@ def list_orders(
     session: ReadSession,
     page: Page,
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
-    external_customer_id: Annotated[str | None, Query(alias="externalCustomerId")] = None,
+    external_customer_id: ExternalCustomerFilter = None,
     external_id: Annotated[str | None, Query(alias="externalId")] = None,
     creation_state: Annotated[str | None, Query(alias="creationState", description="draft or active.")] = None,
     status: Annotated[str | None, Query(description="draft, paused, active or ended.")] = None,
@@ -185,7 +185,7 @@ def list_invoices(
     session: ReadSession,
     page: Page,
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
-    external_customer_id: Annotated[str | None, Query(alias="externalCustomerId")] = None,
+    external_customer_id: ExternalCustomerFilter = None,
     order_id: Annotated[str | None, Query(alias="orderId")] = None,
     status: Annotated[str | None, Query(description=", ".join(INVOICE_STATUSES) + ".")] = None,
     payment_status: Annotated[

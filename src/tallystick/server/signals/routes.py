@@ -25,7 +25,7 @@ from tallystick.server.deps import (
     authenticate,
 )
 from tallystick.server.errors import ApiError, not_found
-from tallystick.server.filters import parse_date_filter
+from tallystick.server.filters import ExternalCustomerFilter, parse_date_filter
 from tallystick.server.pagination import Page, pagination_body
 from tallystick.server.routing import Router
 from tallystick.server.schemas import ERROR_RESPONSES
@@ -324,7 +324,7 @@ def list_signals(
     page: Page,
     signal_name: Annotated[str | None, Query(alias="signalName", description="Exact event name.")] = None,
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
-    external_customer_id: Annotated[str | None, Query(alias="externalCustomerId")] = None,
+    external_customer_id: ExternalCustomerFilter = None,
     product_id: Annotated[str | None, Query(alias="productId")] = None,
     external_product_id: Annotated[str | None, Query(alias="externalProductId")] = None,
     created_at_from: Annotated[

@@ -12,7 +12,7 @@ from tallystick.server import clock
 from tallystick.server.customers.service import find_customer_by_external_id
 from tallystick.server.deps import CurrentPrincipal, DbSession, ReadSession, authenticate
 from tallystick.server.errors import bad_request
-from tallystick.server.filters import parse_bool_filter
+from tallystick.server.filters import ExternalCustomerFilter, parse_bool_filter
 from tallystick.server.models import Customer
 from tallystick.server.models.value import ValueModelVersion, ValueReceipt
 from tallystick.server.pagination import Page, paginate, pagination_body
@@ -283,7 +283,7 @@ def list_value_receipts(
     page: Page,
     request: Request,
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
-    external_customer_id: Annotated[str | None, Query(alias="externalCustomerId")] = None,
+    external_customer_id: ExternalCustomerFilter = None,
     order_id: Annotated[str | None, Query(alias="orderId")] = None,
     product_id: Annotated[str | None, Query(alias="productId")] = None,
     archived: Annotated[str | None, Query(description="true to include archived receipts.")] = None,
