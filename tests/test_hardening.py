@@ -40,6 +40,24 @@ def test_non_finite_number_is_400(tenant):
         assert literal in body["error"]
 
 
+def test_non_finite_amount_without_json_type_is_400(tenant):
+    customer_id = tenant.http.post("/customers/", json={"name": "c", "externalId": "c"}).json()["id"]
+    assert tenant.http.post("/credits/currencies", json={"name": "Chat Credits", "key": "chat_credits"}).status_code == 201
+
+    # curl -d sends a form content type, and the credit routes read such a body as JSON too.
+    for route in ("grants", "holds"):
+        for literal in ("NaN", "Infinity", "-Infinity"):
+            response = tenant.http.post(
+                f"/customers/{customer_id}/credits/{route}",
+                content=b'{"creditCurrencyKey": "chat_credits", "amount": ' + literal.encode() + b"}",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert response.status_code == 400, (route, literal)
+            assert response.json()["code"] == "invalid_json", (route, literal)
+            assert literal in response.json()["error"], (route, literal)
+    assert tenant.http.get(f"/customers/{customer_id}/credits/balances").json() == {"data": []}
+
+
 def test_overflowing_number_is_400(tenant):
     bodies = {
         "/customers/": b'{"name": "x", "metadata": {"n": 1e400}}',

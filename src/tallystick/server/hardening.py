@@ -43,15 +43,19 @@ _UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
 _UNPAIRED_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
-def parse_strict_json(body: bytes, *, check_text: bool = True) -> Any:
+def parse_strict_json(
+    body: bytes, *, check_text: bool = True, parse_float: Callable[[str], Any] = _parse_finite_float
+) -> Any:
     """Parse a request body, rejecting NaN and Infinity, documents nested too deeply and strings
     that no database could store.
 
     With `check_text` false, NUL characters are left to the route, which reports them per item;
     unpaired surrogates are rejected all the same, since no route could store or report them.
+    `parse_float` reads each number that has a fraction or an exponent, such as Decimal for
+    exact amounts.
     """
     try:
-        value = json.loads(body, parse_constant=_reject_constant, parse_float=_parse_finite_float)
+        value = json.loads(body, parse_constant=_reject_constant, parse_float=parse_float)
     except ValueError as error:
         raise ApiError(400, "invalid_json", f"Request body is not valid JSON: {error}") from None
     _check_shape(value, _UNSTORABLE_CHARACTERS if check_text else _UNPAIRED_SURROGATES)

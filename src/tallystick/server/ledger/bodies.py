@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -11,6 +10,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from tallystick.server.errors import ApiError, validation_error_to_api_error
+from tallystick.server.hardening import parse_strict_json
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -24,10 +24,9 @@ def exact_json_body(model: type[ModelT]) -> Callable[[Request], Coroutine[Any, A
 
     async def parse(request: Request) -> ModelT:
         raw = await request.body()
-        try:
-            document = json.loads(raw or b"null", parse_float=Decimal)
-        except ValueError as error:
-            raise ApiError(400, "invalid_json", "Request body is not valid JSON", details=str(error)) from None
+        # The route's own strict check runs only for a JSON content type, and curl -d sends a
+        # form content type, so this parse rejects NaN and Infinity itself.
+        document = parse_strict_json(raw or b"null", parse_float=Decimal)
         if not isinstance(document, dict):
             raise ApiError(400, "invalid_json", "Request body must be a JSON object")
         try:
