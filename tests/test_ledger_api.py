@@ -857,6 +857,62 @@ def test_hold_error_shows_json_values(tenant):
     assert response.json()["fields"][0]["value"] is True
 
 
+# Raw bodies, so that each number reaches the server spelled as written here. The grant and
+# hold bodies are read with an exact decimal parser, which keeps 1.5 a Decimal.
+NUMBER_ERRORS = [
+    ("holds", b'{"creditCurrencyKey": "chat_credits", "amount": 1, "ttlSeconds": 1.5}',
+     "Invalid ttlSeconds 1.5: Input should be a valid integer"),
+    ("holds", b'{"creditCurrencyKey": "chat_credits", "amount": 1, "ttlSeconds": 10.0}',
+     "Invalid ttlSeconds 10.0: Input should be a valid integer"),
+    ("holds", b'{"creditCurrencyKey": "chat_credits", "amount": 1, "ttlSeconds": 100000}',
+     "Invalid ttlSeconds 100000: must be between 1 and 86400 seconds"),
+    ("holds", b'{"creditCurrencyKey": "chat_credits", "amount": 1, "ttlSeconds": "5"}',
+     "Invalid ttlSeconds '5': Input should be a valid integer"),
+    ("holds", b'{"creditCurrencyKey": "chat_credits", "amount": -1.5}',
+     "Invalid amount -1.5: must be greater than 0"),
+    ("holds", b'{"creditCurrencyKey": "chat_credits", "amount": 1.5e-12}',
+     "Invalid amount 1.5e-12: must have at most 9 decimal places"),
+    ("grants", b'{"creditCurrencyKey": "chat_credits", "amount": "abc"}',
+     "Invalid amount 'abc': Input should be a valid decimal"),
+    ("grants", b'{"creditCurrencyKey": "chat_credits", "amount": 0.0000001}',
+     "Invalid amount 1e-7: must have at most 6 decimal places"),
+    ("grants", b'{"creditCurrencyKey": "chat_credits", "amount": 12345678901234567890123456789}',
+     "Invalid amount 12345678901234567890123456789: must be at most 1000000000 credits"),
+    ("grants", b'{"creditCurrencyKey": "chat_credits", "amount": 5, "priority": 1.5}',
+     "Invalid priority 1.5: Input should be a valid integer"),
+]
+
+
+@pytest.mark.parametrize(("route", "body", "message"), NUMBER_ERRORS)
+def test_error_shows_number_as_sent(tenant, route, body, message):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+
+    response = tenant.http.post(
+        f"/customers/{customer_id}/credits/{route}", content=body, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"] == message
+    assert tenant.http.get(f"/customers/{customer_id}/credits/balances").json() == {"data": []}
+
+
+def test_error_shows_huge_exponent_as_json(tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+
+    # A text/plain body skips the server's JSON check, which rejects 1e400 as out of a float's
+    # range, so the exact parser reads 1e400 as a Decimal and the amount check rejects it.
+    response = tenant.http.post(
+        f"/customers/{customer_id}/credits/holds",
+        content=b'{"creditCurrencyKey": "chat_credits", "amount": 1e400}',
+        headers={"Content-Type": "text/plain"},
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "Invalid amount 1e+400: must be at most 1000000000 credits"
+
+
 def test_hold_key_reuse_rejected(tenant):
     customer_id = make_customer(tenant)
     other_id = make_customer(tenant, "user-2")

@@ -335,14 +335,31 @@ def test_bad_mapped_quantity_fails_signal(tenant, store):
         chat_message(data={"quantity": "lots"}),
         chat_message(data={"quantity": -2}),
         chat_message(data={"quantity": True}),
+        chat_message(data={"quantity": -2.5}),
     )
 
     assert response.status_code == 400
     body = response.json()
-    assert [error["code"] for error in body["errors"]] == ["invalid_quantity"] * 3
+    assert [error["code"] for error in body["errors"]] == ["invalid_quantity"] * 4
     assert body["errors"][0]["message"] == "Invalid signals[0].data.quantity 'lots': must be a finite number"
     assert body["errors"][1]["message"] == "Invalid signals[1].data.quantity -2: must not be negative"
     assert body["errors"][2]["field"] == "signals[2].data.quantity"
+    assert body["errors"][2]["message"] == "Invalid signals[2].data.quantity true: must be a finite number"
+    assert body["errors"][3]["message"] == "Invalid signals[3].data.quantity -2.5: must not be negative"
+    assert stored_signals(store, tenant.organization_id) == []
+
+
+def test_signal_validation_error_shows_json_values(tenant, store):
+    create_catalog(store, tenant.organization_id)
+
+    response = send(tenant, chat_message(eventName=False), chat_message(timestamp=1.5))
+
+    assert response.status_code == 400
+    messages = [error["message"] for error in response.json()["errors"]]
+    assert messages == [
+        "Invalid signals[0].eventName false: Input should be a valid string",
+        "Invalid signals[1].timestamp 1.5: Input should be a valid string",
+    ]
     assert stored_signals(store, tenant.organization_id) == []
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
+from decimal import Decimal
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -62,9 +64,9 @@ def not_found(kind: str, key: str, value: str) -> ApiError:
 
 def bad_request(field: str, message: str, value: Any = None, code: str = "invalid_field") -> ApiError:
     """Build a 400 that names the offending field, such as ``key`` or ``signals[3].eventName``."""
-    shown = _show_value(value)
+    shown = show_value(value)
     text = f"Invalid {field}: {message}" if value is None else f"Invalid {field} {shown}: {message}"
-    return ApiError(400, code, text, fields=[{"field": field, "message": message, "value": value}])
+    return ApiError(400, code, text, fields=[{"field": field, "message": message, "value": _jsonable(value)}])
 
 
 def conflict_as_bad_request(field: str, value: Any, what: str) -> ApiError:
@@ -76,22 +78,46 @@ def conflict_as_bad_request(field: str, value: Any, what: str) -> ApiError:
     return ApiError(
         400,
         "duplicate",
-        f"Invalid {field} {_show_value(value)}: {what} already exists",
-        fields=[{"field": field, "message": f"{what} already exists", "value": value}],
+        f"Invalid {field} {show_value(value)}: {what} already exists",
+        fields=[{"field": field, "message": f"{what} already exists", "value": _jsonable(value)}],
     )
 
 
-def _show_value(value: Any) -> str:
-    # Values come from JSON bodies: show true, false and null as the client wrote them.
+def show_value(value: Any) -> str:
+    """Render a client's value for an error message, cut to 80 characters.
+
+    Values mostly come from JSON bodies, so numbers, true, false and null read as JSON spells
+    them. Strings keep their quotes, so the string '1.5' reads apart from the number 1.5.
+    """
     if value is None:
         text = "null"
     elif isinstance(value, bool):
         text = "true" if value else "false"
+    elif isinstance(value, (int, float, Decimal)):
+        text = _number_text(value)
     else:
         text = repr(value)
     if len(text) > _MAX_ECHOED_VALUE:
         text = text[: _MAX_ECHOED_VALUE - 3] + "..."
     return text
+
+
+def _number_text(number: int | float | Decimal) -> str:
+    # The exact body parser reads JSON numbers with a fraction or an exponent as Decimals.
+    # str() of a Decimal keeps the digits and exponent that the client sent, so 10.0 stays 10.0
+    # and 1e400 reads 1E+400. The e is lowercased, as json.dumps and JavaScript write it.
+    if isinstance(number, int):
+        return str(number)
+    if isinstance(number, float):
+        if math.isnan(number):
+            return "NaN"
+        if math.isinf(number):
+            return "Infinity" if number > 0 else "-Infinity"
+        # repr is the shortest text that reads back as the same float, as json.dumps writes it.
+        return repr(number)
+    if number.is_nan():
+        return "NaN"
+    return str(number).replace("E", "e")
 
 
 def format_location(location: tuple[Any, ...] | list[Any]) -> str:
@@ -116,6 +142,9 @@ def validation_error_to_api_error(
     misspelled key that the body does carry, such as eventNme for eventName.
     """
     fields: list[dict[str, Any]] = []
+    # Kept as parsed for the message, since `fields` carries a Decimal as a string, which would
+    # show quoted.
+    first_value: Any = None
     for error in errors:
         location = list(error.get("loc", ()))
         if location and location[0] in ("body", "query", "path", "header"):
@@ -143,13 +172,15 @@ def validation_error_to_api_error(
         if error.get("type") == "missing":
             value = None
             message += _misspelling_hint(body, raw_location)
+        if not fields:
+            first_value = value
         fields.append({"field": field, "message": message, "value": _jsonable(value)})
 
     first = fields[0]
-    if first["value"] is None:
+    if first_value is None:
         message = f"Invalid {first['field']}: {first['message']}"
     else:
-        message = f"Invalid {first['field']} {_show_value(first['value'])}: {first['message']}"
+        message = f"Invalid {first['field']} {show_value(first_value)}: {first['message']}"
     if len(fields) > 1:
         message += f" (and {len(fields) - 1} more problem{'s' if len(fields) > 2 else ''})"
     details = "; ".join(f"{item['field']}: {item['message']}" for item in fields)
@@ -188,6 +219,9 @@ def _is_union_tag(part: Any) -> bool:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        # The error response's JSON cannot hold NaN or Infinity as numbers.
+        return show_value(value)
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, (dict, list)):

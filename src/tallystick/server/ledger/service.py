@@ -107,15 +107,15 @@ def check_credit_amount(
 ) -> None:
     """Raise the API's 400 unless `amount` is a finite decimal in range with at most `places`."""
     if not isinstance(amount, Decimal) or not amount.is_finite():
-        raise bad_request(field_name, "must be a finite number", str(amount))
+        raise bad_request(field_name, "must be a finite number", amount)
     if amount < 0 or (amount == 0 and not allow_zero):
         bound = "at least 0" if allow_zero else "greater than 0"
-        raise bad_request(field_name, f"must be {bound}", str(amount))
+        raise bad_request(field_name, f"must be {bound}", amount)
     if amount > MAX_CREDIT_AMOUNT:
-        raise bad_request(field_name, f"must be at most {MAX_CREDIT_AMOUNT} credits", str(amount))
+        raise bad_request(field_name, f"must be at most {MAX_CREDIT_AMOUNT} credits", amount)
     exponent = amount.normalize().as_tuple().exponent
     if isinstance(exponent, int) and -exponent > places:
-        raise bad_request(field_name, f"must have at most {places} decimal places", str(amount))
+        raise bad_request(field_name, f"must have at most {places} decimal places", amount)
 
 
 def check_unit_value(field_name: str, value: Decimal | None) -> Decimal | None:
@@ -581,7 +581,7 @@ def debit(
     state = _open_account(session, organization_id, customer_id, currency_id)
     free = state.available()
     if free < amount:
-        raise bad_request("amount", f"only {free} credits are available to remove", str(amount))
+        raise bad_request("amount", f"only {free} credits are available to remove", amount)
     state.draw(amount, entry_type="adjustment", description=description)
     return _finish(state, "adjustment")
 

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from tallystick.server.costs.money_schemas import CostSummaryOut, MoneyOut
-from tallystick.server.errors import format_location
+from tallystick.server.errors import format_location, show_value
 from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
 
 # Most signals one POST /signals/bulk request may carry.
@@ -215,7 +215,7 @@ def _validation_error(error: ValidationError, index: int) -> SignalError:
     if first.get("type") == "missing":
         message = f"Invalid {field}: {reason}"
     else:
-        message = f"Invalid {field} {_shown(first.get('input'))}: {reason}"
+        message = f"Invalid {field} {show_value(first.get('input'))}: {reason}"
     if len(problems) > 1:
         message += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
     return SignalError(code="validation_error", message=message, field=field)
@@ -228,11 +228,6 @@ def _reason(problem: dict[str, Any]) -> str:
     text = str(problem.get("msg", "invalid"))
     # pydantic prefixes the text of ValueErrors raised by validators.
     return text.removeprefix("Value error, ")
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _is_union_tag(part: Any) -> bool:

@@ -52,7 +52,7 @@ from tallystick.server.costs.signal_costs import (
     cost_data_problem,
 )
 from tallystick.server.customers.service import get_or_create_by_external_id
-from tallystick.server.errors import ApiError
+from tallystick.server.errors import ApiError, show_value
 from tallystick.server.ids import new_id
 from tallystick.server.ledger import service as ledger
 from tallystick.server.models import (
@@ -534,7 +534,7 @@ def _rating_error(work: _Work, error: RatingError) -> SignalError:
         return SignalError(code=error.code, message=error.message)
     field_name = f"signals[{work.index}].{error.field}"
     return SignalError(
-        code=error.code, message=f"Invalid {field_name} {error.value!r}: {error.message}", field=field_name
+        code=error.code, message=f"Invalid {field_name} {show_value(error.value)}: {error.message}", field=field_name
     )
 
 
@@ -869,7 +869,7 @@ def _ledger_error(work: _Work, error: ApiError) -> SignalError:
         return SignalError(code=error.code, message=error.message)
     field_name = f"signals[{work.index}].{problem['field']}"
     value = problem.get("value")
-    shown = "" if value is None else f" {value!r}"
+    shown = "" if value is None else f" {show_value(value)}"
     message = f"Invalid {field_name}{shown}: {problem['message']}"
     return SignalError(code=error.code, message=message, field=field_name)
 
