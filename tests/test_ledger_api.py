@@ -127,6 +127,8 @@ GRANT_ERRORS = [
     ({"creditCurrencyKey": "chat_credits", "amount": 0}, "amount"),
     ({"creditCurrencyKey": "chat_credits", "amount": -1}, "amount"),
     ({"creditCurrencyKey": "chat_credits", "amount": 0.0000001}, "amount"),
+    # Below the smallest exponent of Python's default decimal context, so normalize() gives 0.
+    ({"creditCurrencyKey": "chat_credits", "amount": "1e-999999999"}, "amount"),
     ({"creditCurrencyKey": "chat_credits", "amount": "lots"}, "amount"),
     ({"creditCurrencyKey": "chat_credits", "amount": True}, "amount"),
     ({"creditCurrencyKey": "chat_credits", "amount": [0.05]}, "amount"),
@@ -189,6 +191,8 @@ BAD_UNIT_VALUES = [
     (b'"-1"', "'-1'"),
     (b'"0.0000000000001"', "'1E-13'"),
     (b"1e-13", "'1E-13'"),
+    # Below the smallest exponent of Python's default decimal context, so normalize() gives 0.
+    (b'"1e-999999999"', "'1E-999999999'"),
     (b"1000000.000000000001", "'1000000.000000000001'"),
     (b'"1000001"', "'1000001'"),
     (b'"NaN"', "'NaN'"),
@@ -626,6 +630,7 @@ def test_hold_release_frees_credits(tenant):
         ({"creditCurrencyKey": "chat_credits", "amount": 1, "ttlSeconds": 86401}, "ttlSeconds"),
         ({"creditCurrencyKey": "chat_credits", "amount": 0}, "amount"),
         ({"creditCurrencyKey": "chat_credits", "amount": 0.0000000001}, "amount"),
+        ({"creditCurrencyKey": "chat_credits", "amount": "1e-999999999"}, "amount"),
         ({"creditCurrencyKey": "missing", "amount": 1}, "creditCurrencyKey"),
         ({"creditCurrencyKey": "chat_credits", "amount": 1, "idempotencyKey": ""}, "idempotencyKey"),
         ({"creditCurrencyKey": "chat_credits", "amount": 1, "idempotencyKey": "k" * 256}, "idempotencyKey"),

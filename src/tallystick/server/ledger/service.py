@@ -113,8 +113,7 @@ def check_credit_amount(
         raise bad_request(field_name, f"must be {bound}", amount)
     if amount > MAX_CREDIT_AMOUNT:
         raise bad_request(field_name, f"must be at most {MAX_CREDIT_AMOUNT} credits", amount)
-    exponent = amount.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and -exponent > places:
+    if _decimal_places(amount) > places:
         raise bad_request(field_name, f"must have at most {places} decimal places", amount)
 
 
@@ -132,11 +131,21 @@ def check_unit_value(field_name: str, value: Decimal | None) -> Decimal | None:
         raise bad_request(field_name, "must be at least 0", str(value))
     if value > MAX_UNIT_VALUE:
         raise bad_request(field_name, f"must be at most {MAX_UNIT_VALUE} USD", str(value))
-    exponent = value.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and -exponent > UNIT_VALUE_PLACES:
+    if _decimal_places(value) > UNIT_VALUE_PLACES:
         raise bad_request(field_name, f"must have at most {UNIT_VALUE_PLACES} decimal places", str(value))
     # -0 passes the checks above; without its sign it is shown as 0.
     return value.copy_abs()
+
+
+def _decimal_places(amount: Decimal) -> int:
+    # Counted from the digits, because normalize() rounds a value below the context's smallest
+    # exponent (such as 1e-1000030) to 0, which has no decimal places.
+    _, digits, exponent = amount.as_tuple()
+    significant = "".join(map(str, digits)).rstrip("0")
+    if not significant:
+        return 0
+    trailing_zeros = len(digits) - len(significant)
+    return max(0, -(int(exponent) + trailing_zeros))
 
 
 # Reads
