@@ -1,4 +1,5 @@
-"""How an error message echoes a client's value: numbers, true, false and null as JSON spells them."""
+"""How an error message echoes a client's value: numbers, true, false, null, lists and objects as JSON
+spells them, and strings in quotes."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ SHOWN_VALUES = [
     ("1.5", "'1.5'"),
     ("abc", "'abc'"),
     ("x" * 100, "'" + "x" * 76 + "..."),
+    ([Decimal("0.05"), "a", None], '[0.05, "a", null]'),
+    ({"usd": Decimal("0.05"), "ok": True}, '{"usd": 0.05, "ok": true}'),
+    (list(range(1000)), "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21..."),
     (Decimal("1." + "1" * 100), "1." + "1" * 75 + "..."),
 ]
 

@@ -186,21 +186,23 @@ def test_grant_unit_value_shown(tenant):
 
 
 # (unitValue as sent in the JSON body, the value as the error message shows it)
+# A string that parses as a number is shown as the number that the range checks read.
 BAD_UNIT_VALUES = [
-    (b"-0.01", "'-0.01'"),
-    (b'"-1"', "'-1'"),
-    (b'"0.0000000000001"', "'1E-13'"),
-    (b"1e-13", "'1E-13'"),
+    (b"-0.01", "-0.01"),
+    (b'"-1"', "-1"),
+    (b'"0.0000000000001"', "1e-13"),
+    (b"1e-13", "1e-13"),
     # Below the smallest exponent of Python's default decimal context, so normalize() gives 0.
-    (b'"1e-999999999"', "'1E-999999999'"),
-    (b"1000000.000000000001", "'1000000.000000000001'"),
-    (b'"1000001"', "'1000001'"),
+    (b'"1e-999999999"', "1e-999999999"),
+    (b"1000000.000000000001", "1000000.000000000001"),
+    (b'"1000001"', "1000001"),
     (b'"NaN"', "'NaN'"),
     (b'"Infinity"', "'Infinity'"),
     (b'"five cents"', "'five cents'"),
     (b'""', "''"),
     (b"true", "true"),
-    (b"[0.05]", "['0.05']"),
+    (b"[0.05]", "[0.05]"),
+    (b'{"usd": 0.05}', '{"usd": 0.05}'),
 ]
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import itertools
+import json
 import logging
 import math
 from decimal import Decimal
@@ -86,20 +88,34 @@ def conflict_as_bad_request(field: str, value: Any, what: str) -> ApiError:
 def show_value(value: Any) -> str:
     """Render a client's value for an error message, cut to 80 characters.
 
-    Values mostly come from JSON bodies, so numbers, true, false and null read as JSON spells
-    them. Strings keep their quotes, so the string '1.5' reads apart from the number 1.5.
+    Values mostly come from JSON bodies, so numbers, true, false, null, lists and objects read
+    as JSON spells them. A string on its own keeps the single quotes of Python's repr, as these
+    messages always quoted it, so the string '1.5' reads apart from the number 1.5.
     """
-    if value is None:
-        text = "null"
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, (int, float, Decimal)):
-        text = _number_text(value)
-    else:
-        text = repr(value)
+    text = repr(value) if isinstance(value, str) else _json_text(value)
     if len(text) > _MAX_ECHOED_VALUE:
         text = text[: _MAX_ECHOED_VALUE - 3] + "..."
     return text
+
+
+def _json_text(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, Decimal)):
+        return _number_text(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    # Each item takes at least one character, so items past the 80th are cut off anyway.
+    if isinstance(value, (list, tuple)):
+        items = [_json_text(item) for item in itertools.islice(value, _MAX_ECHOED_VALUE)]
+        return "[" + ", ".join(items) + "]"
+    if isinstance(value, dict):
+        pairs = itertools.islice(value.items(), _MAX_ECHOED_VALUE)
+        members = [f"{json.dumps(str(key), ensure_ascii=False)}: {_json_text(item)}" for key, item in pairs]
+        return "{" + ", ".join(members) + "}"
+    return repr(value)
 
 
 def _number_text(number: int | float | Decimal) -> str:

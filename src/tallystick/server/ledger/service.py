@@ -126,13 +126,13 @@ def check_unit_value(field_name: str, value: Decimal | None) -> Decimal | None:
     if value is None:
         return None
     if not isinstance(value, Decimal) or not value.is_finite():
-        raise bad_request(field_name, "must be a finite number", str(value))
+        raise bad_request(field_name, "must be a finite number", value)
     if value < 0:
-        raise bad_request(field_name, "must be at least 0", str(value))
+        raise bad_request(field_name, "must be at least 0", value)
     if value > MAX_UNIT_VALUE:
-        raise bad_request(field_name, f"must be at most {MAX_UNIT_VALUE} USD", str(value))
+        raise bad_request(field_name, f"must be at most {MAX_UNIT_VALUE} USD", value)
     if _decimal_places(value) > UNIT_VALUE_PLACES:
-        raise bad_request(field_name, f"must have at most {UNIT_VALUE_PLACES} decimal places", str(value))
+        raise bad_request(field_name, f"must have at most {UNIT_VALUE_PLACES} decimal places", value)
     # -0 passes the checks above; without its sign it is shown as 0.
     return value.copy_abs()
 
