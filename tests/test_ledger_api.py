@@ -1037,9 +1037,12 @@ def test_unkeyed_hold_skips_key_lookup(store, tenant):
     make_currency(tenant)
     post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
     statements: list[str] = []
+    # The server's background jobs share the engine, so only this thread's statements count.
+    this_thread = threading.get_ident()
 
     def record(connection, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        statements.append(statement)
+        if threading.get_ident() == this_thread:
+            statements.append(statement)
 
     def count_statements(body: dict) -> int:
         statements.clear()
