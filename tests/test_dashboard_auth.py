@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -57,6 +58,27 @@ def test_sign_in_sets_http_only_session(browser, operator):
     assert "SameSite=lax" in cookie
     assert "Path=/dashboard" in cookie
     assert browser.get("/dashboard").status_code == 200
+
+
+def test_sign_in_checks_password_off_event_loop(browser, operator, monkeypatch):
+    from tallystick.server.dashboard import operators
+
+    loop_running: list[bool] = []
+    check_sign_in = operators.check_sign_in
+
+    def recording_check(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            asyncio.get_running_loop()
+            loop_running.append(True)
+        except RuntimeError:
+            loop_running.append(False)
+        return check_sign_in(*args, **kwargs)
+
+    monkeypatch.setattr(operators, "check_sign_in", recording_check)
+    response = browser.sign_in(operator)
+
+    assert response.status_code == 303
+    assert loop_running == [False]
 
 
 def test_sign_in_ignores_email_case(browser, operator):
