@@ -294,6 +294,20 @@ def test_grant_retried_when_connection_refused():
     assert len(seen) == 3
 
 
+def test_long_retry_after_not_retried():
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(429, json={"error": "rate limited", "code": "rate_limited"}, headers={"Retry-After": "60"})
+
+    with pytest.raises(ApiError) as raised:
+        fast_client(httpx.MockTransport(handle)).signals.send("chat_message", external_customer_id="acme")
+
+    assert raised.value.status == 429
+    assert len(seen) == 1
+
+
 def test_get_retries_are_bounded():
     transport, seen = scripted([503])
 

@@ -45,7 +45,8 @@ DEFAULT_MAX_RETRIES = 2
 # Backoff before retry n (counting from 0) is min(MAX, INITIAL * 2**n), then +-25 % jitter.
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
-# A Retry-After longer than this is ignored, and the retry waits the usual backoff instead.
+# A response whose Retry-After asks for a longer wait (seconds) is returned instead of retried:
+# a retry sent sooner than the server asked would be refused again.
 MAX_RETRY_AFTER = 30.0
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -140,7 +141,7 @@ class RetryPolicy:
     initial_delay: float = INITIAL_RETRY_DELAY
     max_delay: float = MAX_RETRY_DELAY
     # When set, a response whose Retry-After requests a longer wait (in seconds) is returned
-    # instead of retried. When None, a Retry-After up to MAX_RETRY_AFTER is waited for.
+    # instead of retried. When None, the limit is MAX_RETRY_AFTER.
     max_retry_after: float | None = None
     # When False, a timed-out attempt is not retried, because it already used the whole timeout
     # and a retry could take as long again.
@@ -171,7 +172,7 @@ def request_kwargs(call: Call) -> dict[str, Any]:
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
-    """Parse Retry-After as seconds or an HTTP date; None when absent, invalid or too long."""
+    """Parse Retry-After as seconds or an HTTP date; None when absent or invalid."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None
@@ -184,7 +185,7 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
             return None
     if seconds < 0:
         return 0.0
-    return seconds if seconds <= MAX_RETRY_AFTER else None
+    return seconds
 
 
 def should_retry_response(call: Call, response: httpx.Response) -> bool:
@@ -214,7 +215,8 @@ def response_retry_delay(call: Call, policy: RetryPolicy, attempt: int, response
     if attempt >= policy.max_retries or not should_retry_response(call, response):
         return None
     retry_after = retry_after_seconds(response)
-    if retry_after is not None and policy.max_retry_after is not None and retry_after > policy.max_retry_after:
+    limit = MAX_RETRY_AFTER if policy.max_retry_after is None else policy.max_retry_after
+    if retry_after is not None and retry_after > limit:
         return None
     return policy.delay(attempt, retry_after)
 
