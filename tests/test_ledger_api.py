@@ -1032,10 +1032,8 @@ def test_hold_key_conflict_replays_winner(store, tenant, monkeypatch):
     assert held_balance(tenant, customer_id) == ("3", "2")
 
 
-def test_unkeyed_hold_skips_key_lookup(store, tenant):
-    customer_id = make_customer(tenant)
-    make_currency(tenant)
-    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+def hold_statements(store, tenant, customer_id: str, body: dict) -> list[str]:  # type: ignore[no-untyped-def]
+    """Place a hold directly and return the statements it sent."""
     statements: list[str] = []
     # The server's background jobs share the engine, so only this thread's statements count.
     this_thread = threading.get_ident()
@@ -1044,22 +1042,42 @@ def test_unkeyed_hold_skips_key_lookup(store, tenant):
         if threading.get_ident() == this_thread:
             statements.append(statement)
 
-    def count_statements(body: dict) -> int:
-        statements.clear()
-        event.listen(store.engine, "before_cursor_execute", record)
-        try:
-            result = hold_routes._write_hold(
-                store, tenant.organization_id, HoldCreate.model_validate(body), customer_id=customer_id, external_id=None
-            )
-        finally:
-            event.remove(store.engine, "before_cursor_execute", record)
-        assert result.allowed is True
-        return len(statements)
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        result = hold_routes._write_hold(
+            store, tenant.organization_id, HoldCreate.model_validate(body), customer_id=customer_id, external_id=None
+        )
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+    assert result.allowed is True
+    return statements
 
-    without_key = count_statements({"creditCurrencyKey": "chat_credits", "amount": 1})
-    with_key = count_statements({"creditCurrencyKey": "chat_credits", "amount": 1, "idempotencyKey": "k1"})
 
-    assert with_key == without_key + 1
+def test_unkeyed_hold_skips_key_lookup(store, tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+
+    without_key = hold_statements(store, tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 1})
+    with_key = hold_statements(
+        store, tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 1, "idempotencyKey": "k1"}
+    )
+
+    assert len(with_key) == len(without_key) + 1
+
+
+def test_hold_loads_grants_and_holds_together(store, tenant):
+    customer_id = make_customer(tenant)
+    make_currency(tenant)
+    post_grant(tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 5})
+    hold_statements(store, tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 1})
+
+    statements = hold_statements(store, tenant, customer_id, {"creditCurrencyKey": "chat_credits", "amount": 1})
+
+    # The lock with the customer and currency lookup, the account's grants and holds, the insert
+    # (SQLite's BEGIN IMMEDIATE aside).
+    assert len([statement for statement in statements if not statement.startswith("BEGIN")]) == 3
+    assert sum("credit_holds" in statement and "credit_grants" in statement for statement in statements) == 1
 
 
 def test_credit_routes_accept_trailing_slash(tenant):

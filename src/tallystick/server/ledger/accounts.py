@@ -384,19 +384,20 @@ def open_accounts(
     else:
         accounts = queries.lock_account_rows(session, organization_id, keys)
     pending: dict[AccountKey, list[PendingConsumption]] | None = None
-    if load_pending:
-        grants = queries.open_grants_of(session, organization_id, keys)
-        pending = queries.unsettled_pending_of(session, organization_id, keys)
-    elif len(keys) == 1:
-        # A write of one account (a hold, a grant, a single signal) learns with its grants
-        # whether it has pending consumption to settle, which saves the query when it has none.
-        account_grants, has_pending = queries.open_grants_and_pending_flag(session, organization_id, keys[0])
+    if len(keys) == 1 and not load_pending:
+        # A write of one account (a hold, a grant, a single signal) loads its grants and holds
+        # in one statement, and learns with them whether it has pending consumption to settle,
+        # which saves the pending query when it has none.
+        account_grants, account_holds, has_pending = queries.one_account_rows(session, organization_id, keys[0])
         grants = {keys[0]: account_grants}
+        holds = {keys[0]: account_holds}
         if has_pending is False:
             pending = {keys[0]: []}
     else:
         grants = queries.open_grants_of(session, organization_id, keys)
-    holds = queries.active_holds_of(session, organization_id, keys)
+        if load_pending:
+            pending = queries.unsettled_pending_of(session, organization_id, keys)
+        holds = queries.active_holds_of(session, organization_id, keys)
 
     states = {}
     for key in keys:

@@ -9,7 +9,19 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, bindparam, select, text, tuple_
+from sqlalchemy import (
+    Boolean,
+    Select,
+    bindparam,
+    cast,
+    literal_column,
+    null,
+    select,
+    text,
+    tuple_,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -163,19 +175,67 @@ _OPEN_GRANTS_OF = for_each_dialect(
     .where(*_accounts_where(CreditGrant, dialect), CreditGrant.expired_at.is_(None), CreditGrant.remaining > 0)
     .order_by(CreditGrant.sequence)
 )
-# The flag is read in the same statement as the grants, after the account lock, so it reflects
-# what the last writer of the account committed.
-_OPEN_GRANTS_WITH_PENDING_FLAG = (
-    select(
-        *_GRANT_COLUMNS,
-        select(PendingConsumption.id)
-        .where(*_account_where(PendingConsumption), PendingConsumption.settled_at.is_(None))
-        .exists()
-        .label("has_pending"),
-    )
-    .where(*_account_where(CreditGrant), CreditGrant.expired_at.is_(None), CreditGrant.remaining > 0)
-    .order_by(CreditGrant.sequence)
-)
+
+
+def _one_account_branch(kind: str, columns: dict[str, Any]) -> Select[Any]:
+    # Each branch selects every column, NULL (cast to the column's type) for those of the other
+    # kind: PostgreSQL would otherwise resolve a column of two untyped NULLs to text.
+    selected = [literal_column(f"'{kind}'").label("kind")]
+    for name, column_type in _ONE_ACCOUNT_COLUMNS.items():
+        selected.append(type_coerce(columns.get(name, cast(null(), column_type)), column_type).label(name))
+    return select(*selected)
+
+
+# Columns of `_ONE_ACCOUNT_ROWS`. `credits` is a grant's remaining or a hold's reserved credits,
+# and `time` a grant's start or a hold's creation.
+_ONE_ACCOUNT_COLUMNS: dict[str, Any] = {
+    "id": CreditGrant.id.type,
+    "customer_id": CreditGrant.customer_id.type,
+    "credits_currency_id": CreditGrant.credits_currency_id.type,
+    "credits": CreditGrant.remaining.type,
+    "time": CreditGrant.starts_at.type,
+    "expires_at": CreditGrant.expires_at.type,
+    "priority": CreditGrant.priority.type,
+    "sequence": CreditGrant.sequence.type,
+    "order_id": CreditGrant.order_id.type,
+    "expired_at": CreditGrant.expired_at.type,
+    "has_pending": Boolean(),
+}
+# The open grants and the active holds of one account, grants by sequence and holds oldest
+# first. Each grant row carries whether the account has unsettled pending consumption. A write
+# of one account sends it after the account lock, so the rows and the flag reflect what the
+# account's last writer committed.
+_ONE_ACCOUNT_ROWS = union_all(
+    _one_account_branch(
+        "grant",
+        {
+            "id": CreditGrant.id,
+            "customer_id": CreditGrant.customer_id,
+            "credits_currency_id": CreditGrant.credits_currency_id,
+            "credits": CreditGrant.remaining,
+            "time": CreditGrant.starts_at,
+            "expires_at": CreditGrant.expires_at,
+            "priority": CreditGrant.priority,
+            "sequence": CreditGrant.sequence,
+            "order_id": CreditGrant.order_id,
+            "expired_at": CreditGrant.expired_at,
+            "has_pending": select(PendingConsumption.id)
+            .where(*_account_where(PendingConsumption), PendingConsumption.settled_at.is_(None))
+            .exists(),
+        },
+    ).where(*_account_where(CreditGrant), CreditGrant.expired_at.is_(None), CreditGrant.remaining > 0),
+    _one_account_branch(
+        "hold",
+        {
+            "id": CreditHold.id,
+            "customer_id": CreditHold.customer_id,
+            "credits_currency_id": CreditHold.credits_currency_id,
+            "credits": CreditHold.reserved,
+            "time": CreditHold.created_at,
+            "expires_at": CreditHold.expires_at,
+        },
+    ).where(*_account_where(CreditHold), CreditHold.status == "active"),
+).order_by(literal_column("kind"), literal_column("sequence"), literal_column("time"), literal_column("id"))
 _ACTIVE_HOLDS_OF = for_each_dialect(
     lambda dialect: select(
         CreditHold.id,
@@ -350,20 +410,31 @@ def open_grants_of(
     return _by_account((GrantRow(*row) for row in rows), keys)
 
 
-def open_grants_and_pending_flag(
+def one_account_rows(
     session: Session, organization_id: str, key: tuple[str, str]
-) -> tuple[list[GrantRow], bool | None]:
-    """Load one account's grants as `open_grants_of` does, and whether it has unsettled pending
-    consumption: None when the account has no such grant, since the flag rides on grant rows.
+) -> tuple[list[GrantRow], list[HoldRow], bool | None]:
+    """Load one account's open grants and active holds in one statement, and whether it has
+    unsettled pending consumption: None when it has no open grant, since the flag rides on grant
+    rows.
 
     A write settles pending consumption only with free credits, so an account without grants
     never needs its pending rows loaded, and one whose flag is false need not load them either.
     """
-    grants, has_pending = [], None
-    for *columns, flag in session.execute(_OPEN_GRANTS_WITH_PENDING_FLAG, _account_parameters(organization_id, *key)):
-        grants.append(GrantRow(*columns))
-        has_pending = bool(flag)
-    return grants, has_pending
+    grants: list[GrantRow] = []
+    holds: list[HoldRow] = []
+    has_pending = None
+    for row in session.execute(_ONE_ACCOUNT_ROWS, _account_parameters(organization_id, *key)):
+        if row.kind == "grant":
+            grants.append(
+                GrantRow(
+                    row.id, row.customer_id, row.credits_currency_id, row.credits, row.time, row.expires_at,
+                    row.priority, row.sequence, row.order_id, row.expired_at,
+                )  # fmt: skip
+            )
+            has_pending = bool(row.has_pending)
+        else:
+            holds.append(HoldRow(row.id, row.customer_id, row.credits_currency_id, row.credits, row.expires_at, row.time))
+    return grants, holds, has_pending
 
 
 def active_holds_of(
