@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from limits.storage import MemoryStorage
 from typer.testing import CliRunner
 
 from tallystick.server.api_keys import create_api_key
@@ -271,6 +272,7 @@ INVALID_STORAGE_URLS = {
     f"async+redis://:{PASSWORD}@127.0.0.1:6379/0": "asynchronous storage is not supported",
     f"redis://127.0.0.1:6379/0?password={PASSWORD}&socket_timeout=soon": "socket_timeout",
     "redis://[::1": "cannot be parsed",
+    f"redis://:{PASSWORD}@127.0.0.1:6379/0?socket_timout=0.2": "socket_timout",
 }
 
 
@@ -305,3 +307,18 @@ def test_invalid_storage_url_stops_serve(tmp_path, monkeypatch):
     assert "Invalid TALLYSTICK_RATE_LIMIT_STORAGE_URL 'nosuch://user:***@127.0.0.1:6379'" in result.output
     assert PASSWORD not in result.output
     assert not (tmp_path / "serve.db").exists()
+
+
+def test_unexpected_storage_error_lets_request_through(caplog):
+    limiter = RateLimiter("2/minute", MemoryStorage(), "memory://")
+
+    def failing_hit(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise TypeError("unexpected keyword argument 'socket_timout'")
+
+    limiter.limiter.hit = failing_hit  # type: ignore[method-assign]
+    with caplog.at_level(logging.INFO, logger="tallystick"):
+        limiter.check("key_1", "org_1")
+
+    [warning] = _events(caplog.records, "rate_limit.storage_failed")
+    assert warning.error_type == "TypeError"  # type: ignore[attr-defined]
+    assert warning.api_key_id == "key_1"  # type: ignore[attr-defined]

@@ -131,12 +131,27 @@ def build_storage(url: str, key_prefix: str) -> Storage:
         raise RateLimitStorageError(
             _invalid_message(url, f"the {scheme!r} storage does not support the moving window strategy")
         )
+    _check_connection_options(storage, url)
     return storage
+
+
+def _check_connection_options(storage: Storage, url: str) -> None:
+    # redis-py passes the URI's query parameters to each connection it opens, the first one at
+    # the first request, so a misspelled parameter would fail every request. Building one
+    # connection object, which does not connect, finds it at start instead.
+    pool = getattr(getattr(storage, "storage", None), "connection_pool", None)
+    if pool is None:
+        return
+    try:
+        pool.connection_class(**pool.connection_kwargs)
+    except (TypeError, ValueError) as error:
+        raise RateLimitStorageError(_invalid_message(url, str(error))) from None
 
 
 def _invalid_message(url: str, problem: str) -> str:
     return (
-        f"Invalid {STORAGE_SETTING} {redact_storage_url(url)!r}: {_scrub(problem, url).rstrip('.')}. "
+        # The library's "unknown storage scheme : ..." loses its space before the colon.
+        f"Invalid {STORAGE_SETTING} {redact_storage_url(url)!r}: {_scrub(problem, url).rstrip('.').replace(' : ', ': ')}. "
         "Set it to memory:// or to a Redis URI such as redis://127.0.0.1:6379/0."
     )
 
@@ -166,7 +181,7 @@ class StorageFailureLog:
         # Requests let through unchecked since the last warning.
         self._unchecked = 0
 
-    def record_failure(self, error: StorageError, **ids: str) -> None:
+    def record_failure(self, error: Exception, **ids: str) -> None:
         """Count a request let through because of `error`, and log a warning unless one was logged lately."""
         with self._lock:
             self._failing = True
@@ -176,7 +191,7 @@ class StorageFailureLog:
                 return
             self._logged_at = now
             unchecked, self._unchecked = self._unchecked, 0
-        cause = error.storage_error
+        cause = error.storage_error if isinstance(error, StorageError) else error
         log.warning(
             self.failed_event,
             extra={
@@ -244,7 +259,9 @@ class RateLimiter:
         try:
             allowed = self.limiter.hit(self.item, api_key_id)
             reset_at = None if allowed else self.limiter.get_window_stats(self.item, api_key_id).reset_time
-        except StorageError as error:
+        # Any error, not only the storage's own: a storage client that fails in an unforeseen
+        # way must not turn every request into a 500.
+        except Exception as error:  # noqa: BLE001 - logged by record_failure, and the request passes
             self._storage_skipped_until = self.monotonic() + STORAGE_RETRY_SECONDS
             self.failures.record_failure(error, api_key_id=api_key_id, organization_id=organization_id)
             return
