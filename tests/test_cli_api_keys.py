@@ -45,3 +45,14 @@ def test_revoke_unknown_key_fails(tmp_path: Path):
     result = runner.invoke(app, ["api-keys", "revoke", "key_missing", "--database-url", url])
     assert result.exit_code == 1
     assert "not found" in result.output
+
+
+def test_unopenable_database_prints_one_line(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'missing-folder' / 'keys.db'}"
+
+    for command in (["migrate"], ["api-keys", "create", "--org", "Acme AI"]):
+        result = runner.invoke(app, [*command, "--database-url", url], env={"COLUMNS": "400"})
+
+        assert result.exit_code == 1
+        assert f"Error: cannot open the database {url}: unable to open database file." in result.output
+        assert "Traceback" not in result.output

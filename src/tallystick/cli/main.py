@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -81,6 +83,35 @@ def check_rate_limit_storage() -> None:
         raise typer.Exit(code=1) from None
 
 
+@contextmanager
+def exit_on_database_error(database_url: str) -> Iterator[None]:
+    """Exit with one line, instead of a traceback, when the database cannot be opened."""
+    from rich.markup import escape
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        yield
+    except OperationalError as error:
+        shown_url = make_url(database_url).render_as_string(hide_password=True)
+        reason = (str(error.orig).strip().splitlines() or ["unknown error"])[0]
+        error_console.print(
+            f"[red]Error:[/red] cannot open the database {escape(shown_url)}: {escape(reason)}. Check "
+            "TALLYSTICK_DATABASE_URL or --database-url. tallystick creates its tables, but a "
+            "PostgreSQL database must be created first (createdb NAME).",
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=1) from None
+
+
+def migrate_or_exit(database_url: str) -> None:
+    """Bring the schema up to date, or exit with one line when the database cannot be opened."""
+    from tallystick.server.migrate import upgrade_to_head
+
+    with exit_on_database_error(database_url):
+        upgrade_to_head(database_url)
+
+
 def check_stored_secrets(database_url: str) -> None:
     """Exit with one line when a stored secret cannot be decrypted with the configured keys."""
     from sqlalchemy import select
@@ -123,14 +154,13 @@ def serve(
     """Run the API server. Migrations run before it accepts requests."""
     import uvicorn
 
-    from tallystick.server.migrate import upgrade_to_head
     from tallystick.server.observability import logging_config
 
     _configure_logging(log_level)
     check_settings()
     check_rate_limit_storage()
     url = _database_url(database_url)
-    upgrade_to_head(url)
+    migrate_or_exit(url)
     check_stored_secrets(url)
     # Worker processes build their app from the environment, so pass the URL down that way.
     os.environ["TALLYSTICK_DATABASE_URL"] = url
@@ -151,11 +181,12 @@ def serve(
 @app.command()
 def migrate(database_url: DatabaseUrlOption = None) -> None:
     """Bring the database schema up to date without starting the server."""
-    from tallystick.server.migrate import current_revision, upgrade_to_head
+    from tallystick.server.migrate import current_revision
 
     url = _database_url(database_url)
-    before = current_revision(url)
-    upgrade_to_head(url)
+    with exit_on_database_error(url):
+        before = current_revision(url)
+    migrate_or_exit(url)
     after = current_revision(url)
     if before == after:
         console.print(f"Database schema is up to date (revision {after}).")
@@ -175,10 +206,9 @@ def api_keys_create(
     """Create an API key. The key is printed once and stored only as a hash."""
     from tallystick.server.api_keys import create_api_key
     from tallystick.server.db import Store
-    from tallystick.server.migrate import upgrade_to_head
 
     url = _database_url(database_url)
-    upgrade_to_head(url)
+    migrate_or_exit(url)
     store = Store.open(url)
     try:
         with store.transaction() as session:
@@ -208,10 +238,9 @@ def api_keys_list(
     """List API keys (their prefixes only; secrets are never stored)."""
     from tallystick.server.api_keys import list_api_keys
     from tallystick.server.db import Store
-    from tallystick.server.migrate import upgrade_to_head
 
     url = _database_url(database_url)
-    upgrade_to_head(url)
+    migrate_or_exit(url)
     store = Store.open(url)
     try:
         with store.transaction() as session:
@@ -256,10 +285,9 @@ def api_keys_revoke(
     """Revoke an API key; requests with it get 401 from then on."""
     from tallystick.server.api_keys import revoke_api_key
     from tallystick.server.db import Store
-    from tallystick.server.migrate import upgrade_to_head
 
     url = _database_url(database_url)
-    upgrade_to_head(url)
+    migrate_or_exit(url)
     store = Store.open(url)
     try:
         with store.transaction() as session:
