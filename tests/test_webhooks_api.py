@@ -279,7 +279,9 @@ def test_low_balance_threshold_crud(tenant):
         ("NaN", "must be a finite number"),
         ("0.0000000001", "at most 9 decimal places"),
         ("10000000000", "must be at most"),
-        (12.5, "threshold"),
+        (1e30, "Invalid threshold 1e+30: must be at most 1000000000 credits"),
+        (1e-10, "at most 9 decimal places"),
+        ([12.5], "Invalid threshold"),
     ],
 )
 def test_low_balance_threshold_invalid_is_400(tenant, threshold, message):
@@ -290,6 +292,19 @@ def test_low_balance_threshold_invalid_is_400(tenant, threshold, message):
     assert response.status_code == 400
     assert message in response.json()["error"]
     assert tenant.http.get("/webhooks/low-balance-thresholds").json()["data"] == []
+
+
+def test_low_balance_threshold_number_is_exact(tenant):
+    currency_id = _create_currency(tenant)
+
+    response = tenant.http.put(
+        f"/webhooks/low-balance-thresholds/{currency_id}",
+        content=b'{"threshold": 12.000000001}',
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 200
+    assert response.json()["threshold"] == "12.000000001"
 
 
 def test_low_balance_threshold_other_tenant_currency_is_404(tenant, other_tenant):

@@ -15,6 +15,7 @@ from tallystick.server.deps import CurrentPrincipal, DbSession, ReadSession, aut
 from tallystick.server.errors import bad_request
 from tallystick.server.filters import parse_choice_filter
 from tallystick.server.ids import new_id
+from tallystick.server.ledger.bodies import body_schema, exact_json_body
 from tallystick.server.models import (
     LowBalanceThreshold,
     OutboxEvent,
@@ -188,9 +189,16 @@ def list_low_balance_thresholds(principal: CurrentPrincipal, session: ReadSessio
     return LowBalanceThresholdListOut(data=[threshold_out(row) for row in rows])
 
 
-@router.put("/webhooks/low-balance-thresholds/{credits_currency_id}", response_model=LowBalanceThresholdOut)
+@router.put(
+    "/webhooks/low-balance-thresholds/{credits_currency_id}",
+    response_model=LowBalanceThresholdOut,
+    openapi_extra=body_schema(LowBalanceThresholdIn),
+)
 def set_low_balance_threshold(
-    credits_currency_id: str, body: LowBalanceThresholdIn, principal: CurrentPrincipal, session: DbSession
+    credits_currency_id: str,
+    body: Annotated[LowBalanceThresholdIn, Depends(exact_json_body(LowBalanceThresholdIn))],
+    principal: CurrentPrincipal,
+    session: DbSession,
 ) -> LowBalanceThresholdOut:
     """Set the credits at or below which billing-credits-low fires for this currency.
 

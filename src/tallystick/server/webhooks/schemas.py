@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from pydantic import Field
@@ -95,8 +96,9 @@ class DeliveryListOut(ResponseModel):
 
 
 class LowBalanceThresholdIn(RequestModel):
-    threshold: str | int = Field(
-        description="Credits, as a decimal string such as \"100\" or \"12.5\"; must be above zero."
+    # A JSON number arrives as an exact Decimal (see exact_json_body), never as a float.
+    threshold: str | int | Decimal = Field(
+        description="Credits, as a number or a decimal string such as \"100\" or \"12.5\"; must be above zero."
     )
 
 

@@ -19,8 +19,8 @@ from tallystick.server.models import LowBalanceThreshold
 log = logging.getLogger(__name__)
 
 
-def parse_threshold(raw: str | int) -> Decimal:
-    """Parse a threshold sent as a decimal string or an integer; raise a 400 if it is not one."""
+def parse_threshold(raw: str | int | Decimal) -> Decimal:
+    """Parse a threshold sent as a decimal string or a number; raise a 400 if it is not one."""
     try:
         value = Decimal(str(raw).strip())
     except InvalidOperation:
