@@ -72,6 +72,31 @@ def test_overflowing_number_is_400(tenant):
     assert tenant.http.get("/customers/").json()["pagination"]["total"] == 0
 
 
+def test_misspelled_key_is_400(tenant):
+    tenant.http.post("/credits/currencies", json={"name": "Chat Credits", "key": "chat_credits"})
+    tenant.http.post("/customers/", json={"name": "Ada", "externalId": "ada"})
+    grants = "/customers/external/ada/credits/grants"
+
+    misspelled = tenant.http.post(grants, json={"creditCurrencyKey": "chat_credits", "amount": 1, "unitvalue": "0.05"})
+    conflicting = tenant.http.post(
+        grants, json={"creditCurrencyKey": "chat_credits", "amount": 1, "unitValue": "0.05", "unit_value": "0.06"}
+    )
+    customer = tenant.http.post("/customers/", json={"name": "Bo", "ExternalID": "bo"})
+    unknown = tenant.http.post(grants, json={"creditCurrencyKey": "chat_credits", "amount": 1, "note": "kept out"})
+
+    assert misspelled.status_code == 400
+    assert misspelled.json()["error"] == "Invalid unitvalue '0.05': unknown field; did you mean 'unitValue'?"
+    assert conflicting.status_code == 400
+    assert conflicting.json()["error"] == "Invalid unit_value '0.06': conflicts with 'unitValue'; send only 'unitValue'"
+    assert customer.status_code == 400
+    assert "did you mean 'externalId'?" in customer.json()["error"]
+    # A key that resembles no field is still ignored, as paid-python expects.
+    assert unknown.status_code == 201
+    [balance] = tenant.http.get("/customers/external/ada/credits/balances").json()["data"]
+    assert balance["totalDecimal"] == "1"
+    assert tenant.http.get("/customers/").json()["pagination"]["total"] == 1
+
+
 def test_deeply_nested_json_is_400(tenant):
     nested = "[" * 40 + "]" * 40
     response = tenant.http.post(

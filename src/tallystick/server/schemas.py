@@ -2,23 +2,80 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
 class RequestModel(BaseModel):
-    """A request body. Unknown keys are ignored, since paid-python lets callers add extras."""
+    """A request body. Unknown keys are ignored, since paid-python lets callers add extras, but
+    a key that differs from a field's name only in case, underscores or hyphens is rejected."""
 
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="ignore", str_strip_whitespace=False
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_misspelled_keys(cls, data: Any) -> Any:
+        # Ignored, `unitvalue` would leave the field `unitValue` unset without a word, and a
+        # grant would be stored without its unit value. Models that keep unknown keys
+        # (extra="allow") return them as sent, so they are left alone.
+        if not isinstance(data, dict) or cls.model_config.get("extra") == "allow":
+            return data
+        spellings = _spellings(cls)
+        if spellings.accepted.issuperset(data) and spellings.python_names.isdisjoint(data):
+            return data
+        for key, value in data.items():
+            if not isinstance(key, str):
+                continue
+            wire_name = spellings.by_normalized.get(_normalized(key))
+            if wire_name is None or key == wire_name:
+                continue
+            if key not in spellings.accepted:
+                raise _key_error(key, value, f"unknown field; did you mean '{wire_name}'?")
+            if wire_name in data and data[wire_name] != value:
+                raise _key_error(key, value, f"conflicts with '{wire_name}'; send only '{wire_name}'")
+        return data
+
     def provided(self) -> set[str]:
         """Return the Python names of the fields the client sent, null or not."""
         return set(self.model_fields_set)
+
+
+@dataclass(frozen=True)
+class _Spellings:
+    accepted: frozenset[str]  # every key the model reads: wire names and Python names
+    python_names: frozenset[str]  # Python names that differ from their wire name
+    by_normalized: dict[str, str]  # normalized spelling -> wire name
+
+
+@cache
+def _spellings(model: type[BaseModel]) -> _Spellings:
+    accepted: set[str] = set()
+    python_names: set[str] = set()
+    by_normalized: dict[str, str] = {}
+    for name, field in model.model_fields.items():
+        wire_name = field.validation_alias if isinstance(field.validation_alias, str) else field.alias or name
+        accepted.update((name, wire_name))
+        if name != wire_name:
+            python_names.add(name)
+        by_normalized[_normalized(wire_name)] = wire_name
+    return _Spellings(frozenset(accepted), frozenset(python_names), by_normalized)
+
+
+def _normalized(key: str) -> str:
+    return key.replace("_", "").replace("-", "").lower()
+
+
+def _key_error(key: str, value: Any, message: str) -> ValidationError:
+    error = PydanticCustomError("misspelled_field", message)
+    return ValidationError.from_exception_data("body", [InitErrorDetails(type=error, loc=(key,), input=value)])
 
 
 class ResponseModel(BaseModel):
