@@ -80,11 +80,15 @@ def test_grant_create_with_unit_value(tenant, cli_env):
 
     valued = invoke(cli_env, "grants", "create", "ada", "--currency", "chat_credits", "--amount", "5", "--unit-value", "0.05", "--json")
     invalid = invoke(cli_env, "grants", "create", "ada", "--currency", "chat_credits", "--amount", "5", "--unit-value", "-1")
+    not_a_number = invoke(cli_env, "grants", "create", "ada", "--currency", "chat_credits", "--amount", "5", "--unit-value", "abc")
 
     assert valued.exit_code == 0, valued.output
     assert json.loads(valued.output)["grant"]["unitValue"] == "0.050000000000"
     assert invalid.exit_code == 1
     assert "unitValue" in invalid.output
+    assert not_a_number.exit_code == 2
+    assert "'abc' is not a number" in not_a_number.output
+    assert "--unit-value" in not_a_number.output
     [balance] = tenant.http.get("/customers/external/ada/credits/balances").json()["data"]
     assert balance["totalDecimal"] == "5"
 

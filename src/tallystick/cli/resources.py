@@ -267,6 +267,17 @@ def balances(
     )
 
 
+def _decimal_option(text: str, option: str) -> Decimal:
+    """Return the option's value as an exact Decimal, or exit with an error naming the option."""
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        number = Decimal("NaN")
+    if not number.is_finite():
+        raise typer.BadParameter(f"'{text}' is not a number", param_hint=option)
+    return number
+
+
 @grants.command("create")
 def grants_create(
     customer: Annotated[str, typer.Argument(help="Customer id (cus_...) or external id.")],
@@ -287,19 +298,16 @@ def grants_create(
 ) -> None:
     """Grant credits to a customer by hand."""
     # A Decimal, which the client writes as the exact number typed: a float could change it.
-    try:
-        number = Decimal(amount)
-    except InvalidOperation:
-        number = Decimal("NaN")
-    if not number.is_finite():
-        raise typer.BadParameter(f"'{amount}' is not a number", param_hint="--amount")
+    number = _decimal_option(amount, "--amount")
     body: dict[str, Any] = {"creditCurrencyKey": currency, "amount": number}
     if expires_at is not None:
         body["expiresAt"] = expires_at
     if idempotency_key is not None:
         body["idempotencyKey"] = idempotency_key
     if unit_value is not None:
-        # Sent as typed: the server reads a decimal string exactly and rejects an invalid one.
+        # Checked here to name the option; sent as typed, since the server reads a decimal
+        # string exactly and checks its range and places.
+        _decimal_option(unit_value, "--unit-value")
         body["unitValue"] = unit_value
     with api_client(api_url, api_key) as client:
         created = client.post(_customer_path(customer) + "/credits/grants", body)
