@@ -322,3 +322,22 @@ def test_unexpected_storage_error_lets_request_through(caplog):
     [warning] = _events(caplog.records, "rate_limit.storage_failed")
     assert warning.error_type == "TypeError"  # type: ignore[attr-defined]
     assert warning.api_key_id == "key_1"  # type: ignore[attr-defined]
+
+
+def test_unexpected_throttle_error_allows_sign_in(caplog):
+    from tallystick.server.dashboard.throttle import SignInThrottle
+
+    throttle = SignInThrottle(MemoryStorage(), "memory://")
+
+    def failing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise TypeError("unexpected keyword argument")
+
+    throttle.limiter.test = failing  # type: ignore[method-assign]
+    throttle.limiter.hit = failing  # type: ignore[method-assign]
+    with caplog.at_level(logging.INFO, logger="tallystick"):
+        allowed = throttle.allowed("ada@example.com")
+        throttle.record_failure("ada@example.com")
+
+    assert allowed is True
+    [warning] = _events(caplog.records, "sign_in_throttle.storage_failed")
+    assert warning.error_type == "TypeError"  # type: ignore[attr-defined]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from fastapi import Request
 from limits import parse
-from limits.errors import StorageError
 from limits.storage import Storage
 from limits.strategies import MovingWindowRateLimiter
 
@@ -39,7 +38,8 @@ class SignInThrottle:
         """Return whether another sign-in attempt is allowed for this email, or True when the storage fails."""
         try:
             allowed = self.limiter.test(FAILURES_PER_EMAIL, self._key(email))
-        except StorageError as error:
+        # Any error, as the API's rate limit does: a failing storage must not stop sign-ins.
+        except Exception as error:  # noqa: BLE001 - logged by record_failure
             # The email is left out of the log, because it identifies a person.
             self.failures.record_failure(error)
             return True
@@ -49,7 +49,7 @@ class SignInThrottle:
     def record_failure(self, email: str) -> None:
         try:
             self.limiter.hit(FAILURES_PER_EMAIL, self._key(email))
-        except StorageError as error:
+        except Exception as error:  # noqa: BLE001 - logged by record_failure
             self.failures.record_failure(error)
             return
         self.failures.record_success()
