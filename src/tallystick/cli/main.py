@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -83,15 +81,22 @@ def check_rate_limit_storage() -> None:
         raise typer.Exit(code=1) from None
 
 
-@contextmanager
-def exit_on_database_error(database_url: str) -> Iterator[None]:
-    """Exit with one line, instead of a traceback, when the database cannot be opened."""
+def open_database_or_exit(database_url: str) -> None:
+    """Open one connection to the database, or exit with one line when it cannot be opened.
+
+    Only this probe is turned into the one-line message: an error of a migration itself, such
+    as a lock timeout, keeps its traceback.
+    """
     from rich.markup import escape
+    from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import OperationalError
 
+    from tallystick.server.db import normalize_database_url
+
+    engine = create_engine(normalize_database_url(database_url))
     try:
-        yield
+        engine.connect().close()
     except OperationalError as error:
         shown_url = make_url(database_url).render_as_string(hide_password=True)
         reason = (str(error.orig).strip().splitlines() or ["unknown error"])[0]
@@ -102,14 +107,16 @@ def exit_on_database_error(database_url: str) -> Iterator[None]:
             soft_wrap=True,
         )
         raise typer.Exit(code=1) from None
+    finally:
+        engine.dispose()
 
 
 def migrate_or_exit(database_url: str) -> None:
     """Bring the schema up to date, or exit with one line when the database cannot be opened."""
     from tallystick.server.migrate import upgrade_to_head
 
-    with exit_on_database_error(database_url):
-        upgrade_to_head(database_url)
+    open_database_or_exit(database_url)
+    upgrade_to_head(database_url)
 
 
 def check_stored_secrets(database_url: str) -> None:
@@ -184,8 +191,8 @@ def migrate(database_url: DatabaseUrlOption = None) -> None:
     from tallystick.server.migrate import current_revision
 
     url = _database_url(database_url)
-    with exit_on_database_error(url):
-        before = current_revision(url)
+    open_database_or_exit(url)
+    before = current_revision(url)
     migrate_or_exit(url)
     after = current_revision(url)
     if before == after:
