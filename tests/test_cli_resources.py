@@ -103,6 +103,9 @@ def test_grant_create_sends_exact_amount(tenant, cli_env):
     assert granted.exit_code == 0, granted.output
     assert not_a_number.exit_code == 2
     assert "'nan' is not a number" in not_a_number.output
+    huge = invoke(cli_env, "grants", "create", "ada", "--currency", "chat_credits", "--amount", "1e100000000")
+    assert huge.exit_code == 2
+    assert "'1e100000000' is out of range" in huge.output
     [balance] = tenant.http.get("/customers/external/ada/credits/balances").json()["data"]
     assert balance["totalDecimal"] == "2.500001"
 

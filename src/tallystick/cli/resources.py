@@ -267,6 +267,10 @@ def balances(
     )
 
 
+# Largest power of ten, up or down, that a decimal option may have.
+MAX_DECIMAL_EXPONENT = 30
+
+
 def _decimal_option(text: str, option: str) -> Decimal:
     """Return the option's value as an exact Decimal, or exit with an error naming the option."""
     try:
@@ -275,6 +279,10 @@ def _decimal_option(text: str, option: str) -> Decimal:
         number = Decimal("NaN")
     if not number.is_finite():
         raise typer.BadParameter(f"'{text}' is not a number", param_hint=option)
+    # The client writes a Decimal in positional notation, so 1e100000000 would be sent as a
+    # hundred million digits. Every amount the server accepts is far inside this range.
+    if not -MAX_DECIMAL_EXPONENT <= number.adjusted() <= MAX_DECIMAL_EXPONENT:
+        raise typer.BadParameter(f"'{text}' is out of range", param_hint=option)
     return number
 
 
