@@ -374,7 +374,7 @@ def open_accounts(
 
     Grants, holds and (with `load_pending`) pending consumption are loaded with one query per
     table for all the accounts, so a batch pays the same number of round trips for one account
-    or a thousand.
+    or a thousand. A write of one account loads its grants and holds with one query.
     """
     keys = sorted(set(keys))
     if locked is not None:

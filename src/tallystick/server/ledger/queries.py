@@ -178,8 +178,8 @@ _OPEN_GRANTS_OF = for_each_dialect(
 
 
 def _one_account_branch(kind: str, columns: dict[str, Any]) -> Select[Any]:
-    # Each branch selects every column, NULL (cast to the column's type) for those of the other
-    # kind: PostgreSQL would otherwise resolve a column of two untyped NULLs to text.
+    # Each branch selects every column, NULL for those of the other kind. Every value is coerced
+    # to the column's type, so that credits and times convert as the model's columns convert them.
     selected = [literal_column(f"'{kind}'").label("kind")]
     for name, column_type in _ONE_ACCOUNT_COLUMNS.items():
         selected.append(type_coerce(columns.get(name, cast(null(), column_type)), column_type).label(name))
