@@ -7,7 +7,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
@@ -63,6 +63,8 @@ def _spellings(model: type[BaseModel]) -> _Spellings:
     for name, field in model.model_fields.items():
         wire_name = field.validation_alias if isinstance(field.validation_alias, str) else field.alias or name
         accepted.update((name, wire_name))
+        if isinstance(field.validation_alias, AliasChoices):
+            accepted.update(choice for choice in field.validation_alias.choices if isinstance(choice, str))
         if name != wire_name:
             python_names.add(name)
         by_normalized[_normalized(wire_name)] = wire_name
