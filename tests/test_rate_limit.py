@@ -13,13 +13,13 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from limits.storage import MemoryStorage
-from typer.testing import CliRunner
 
 from tallystick.server.api_keys import create_api_key
 from tallystick.server.errors import ApiError
@@ -289,23 +289,24 @@ def test_invalid_storage_url_fails_app(storage_url, store, database_url):
         assert raised.value.__cause__ is None
 
 
-def test_invalid_storage_url_stops_serve(tmp_path, monkeypatch):
-    from tallystick.cli.main import app
-    from tallystick.server.settings import get_settings
+def test_invalid_storage_url_stops_serve(tmp_path):
+    # In a child process, since serve configures logging for the whole process.
+    environment = dict(os.environ, TALLYSTICK_RATE_LIMIT_STORAGE_URL=f"nosuch://user:{PASSWORD}@127.0.0.1:6379")
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "tallystick.cli.main", "serve",
+            "--port", str(free_port()), "--database-url", f"sqlite:///{tmp_path / 'serve.db'}",
+        ],  # fmt: skip
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
-    monkeypatch.setenv("TALLYSTICK_RATE_LIMIT_STORAGE_URL", f"nosuch://user:{PASSWORD}@127.0.0.1:6379")
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(
-            app, ["serve", "--port", str(free_port()), "--database-url", f"sqlite:///{tmp_path / 'serve.db'}"]
-        )
-    finally:
-        monkeypatch.delenv("TALLYSTICK_RATE_LIMIT_STORAGE_URL")
-        get_settings.cache_clear()
-
-    assert result.exit_code == 1
-    assert "Invalid TALLYSTICK_RATE_LIMIT_STORAGE_URL 'nosuch://user:***@127.0.0.1:6379'" in result.output
-    assert PASSWORD not in result.output
+    assert result.returncode == 1
+    assert "Invalid TALLYSTICK_RATE_LIMIT_STORAGE_URL 'nosuch://user:***@127.0.0.1:6379'" in result.stderr
+    assert PASSWORD not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
     assert not (tmp_path / "serve.db").exists()
 
 
