@@ -21,11 +21,17 @@ from sqlalchemy import (
     Boolean,
     Integer,
     String,
+    Select,
     Table,
     and_,
     any_,
     bindparam,
+    cast,
+    literal_column,
+    null,
+    select,
     text,
+    type_coerce,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -46,6 +52,21 @@ def in_list(column: Any, name: str, dialect: str) -> Any:
     if dialect == "postgresql":
         return column == any_(bindparam(name, type_=_TEXT_ARRAY))
     return column.in_(bindparam(name, expanding=True))
+
+
+def kind_branch(kind: str, column_types: dict[str, Any], columns: dict[str, Any]) -> Select[Any]:
+    """Build one branch of a UNION ALL whose rows are told apart by a `kind` column.
+
+    The branch selects every column of `column_types`, NULL for those missing from `columns`.
+    NULLs are cast, because PostgreSQL types a chain of UNIONs one pair at a time and would give
+    two untyped NULLs the type text. Every value is coerced to its column's type, so credits and
+    times convert as the model's columns convert them.
+    """
+    selected = [literal_column(f"'{kind}'").label("kind")]
+    for name, column_type in column_types.items():
+        column = columns.get(name, cast(null(), column_type))
+        selected.append(type_coerce(column, column_type).label(name))
+    return select(*selected)
 
 
 def for_each_dialect(build: Any) -> dict[str, Any]:

@@ -19,16 +19,13 @@ from sqlalchemy import (
     Boolean,
     Select,
     bindparam,
-    cast,
-    literal_column,
-    null,
     select,
-    type_coerce,
     union_all,
 )
 from sqlalchemy.orm import Session
 
 from tallystick.server.billing.renewals import select_customer_to_read
+from tallystick.server.bulk_sql import kind_branch
 from tallystick.server.models import (
     CreditAccount,
     CreditCurrency,
@@ -121,11 +118,7 @@ _GRANT_COLUMNS = (
 
 
 def _branch(kind: str, columns: dict[str, Any]) -> Select[Any]:
-    selected = [literal_column(f"'{kind}'").label("kind")]
-    for name, column_type in _COLUMN_TYPES.items():
-        column = columns.get(name, cast(null(), column_type))
-        selected.append(type_coerce(column, column_type).label(name))
-    return select(*selected)
+    return kind_branch(kind, _COLUMN_TYPES, columns)
 
 
 def _build(match: Any) -> Any:

@@ -13,19 +13,16 @@ from sqlalchemy import (
     Boolean,
     Select,
     bindparam,
-    cast,
     literal_column,
-    null,
     select,
     text,
     tuple_,
-    type_coerce,
     union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from tallystick.server.bulk_sql import for_each_dialect, in_list
+from tallystick.server.bulk_sql import for_each_dialect, in_list, kind_branch
 from tallystick.server.customers.service import live_customer_id_by_external_id
 from tallystick.server.models import (
     CreditAccount,
@@ -178,12 +175,7 @@ _OPEN_GRANTS_OF = for_each_dialect(
 
 
 def _one_account_branch(kind: str, columns: dict[str, Any]) -> Select[Any]:
-    # Each branch selects every column, NULL for those of the other kind. Every value is coerced
-    # to the column's type, so that credits and times convert as the model's columns convert them.
-    selected = [literal_column(f"'{kind}'").label("kind")]
-    for name, column_type in _ONE_ACCOUNT_COLUMNS.items():
-        selected.append(type_coerce(columns.get(name, cast(null(), column_type)), column_type).label(name))
-    return select(*selected)
+    return kind_branch(kind, _ONE_ACCOUNT_COLUMNS, columns)
 
 
 # Columns of `_ONE_ACCOUNT_ROWS`. `credits` is a grant's remaining or a hold's reserved credits,
