@@ -45,8 +45,8 @@ DEFAULT_MAX_RETRIES = 2
 # Backoff before retry n (counting from 0) is min(MAX, INITIAL * 2**n), then +-25 % jitter.
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
-# A response whose Retry-After asks for a longer wait (seconds) is returned instead of retried:
-# a retry sent sooner than the server asked would be refused again.
+# Seconds of Retry-After beyond which a response is returned instead of retried, because a
+# retry sent sooner than the server requested would be rejected again.
 MAX_RETRY_AFTER = 30.0
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})

@@ -38,13 +38,13 @@ _clients: dict[tuple[str, str, float], Client] = {}
 _clients_lock = threading.Lock()
 
 # Placing a hold sits on the hot path of an AI request, so it gets one quick retry in place of
-# the client's policy (none for the default client here, two after about 0.5 s and 1 s for a
-# Client() with default settings). The retry follows a failed connection, a lost response, a
-# 5xx, or a 408 or 429 whose Retry-After is at most 0.25 s, after about 0.1 s. A timed-out
-# attempt is not retried, because a server that does not respond would take another full
-# timeout. So the fallback comes about two timeouts and 0.25 s after the call at most, and
-# one timeout after it when the server does not respond (estimates: httpx times each phase of
-# a request, connect, write and read, on its own).
+# the client's policy. The default client here has no retries, and a Client() with default
+# settings retries twice, after about 0.5 s and 1 s. The retry comes after about 0.1 s and
+# follows a failed connection, a lost response, a 5xx, or a 408 or 429 whose Retry-After is at
+# most 0.25 s. A timed-out attempt is not retried, because a server that does not respond would
+# take another full timeout. So the fallback comes at most about two timeouts and 0.25 s after
+# the call, and one timeout after it when the server does not respond. These are estimates,
+# because httpx times each phase of a request (connect, write, read) on its own.
 HOLD_RETRY_POLICY = RetryPolicy(
     max_retries=1, initial_delay=0.1, max_delay=0.1, max_retry_after=0.25, retry_timeouts=False
 )
@@ -187,7 +187,7 @@ def hold_credits(
     follows HOLD_RETRY_POLICY whatever the client's `max_retries`: at most one, after about
     0.1 s, and none after a timeout. With the default 2 s signal timeout, the fallback to
     `if_unreachable` thus comes after about 4.25 s at most, or about 2 s when the server does
-    not respond (estimates, since httpx times each phase of a request on its own).
+    not respond. Both are estimates, because httpx times each phase of a request on its own.
     Pass your own key to make a later retry of the same call safe as well. A key names one
     hold: the server returns that hold to every request with the key, even after it ended.
     """
