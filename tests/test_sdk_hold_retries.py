@@ -191,6 +191,48 @@ def test_hold_long_retry_after_falls_back(tenant, acme: Client, if_unreachable: 
     assert balance(acme) == (Decimal(10), Decimal(0))
 
 
+@pytest.mark.parametrize(("status", "expected"), [(429, False), (503, True)])
+def test_hold_rate_limited_own_fallback(  # type: ignore[no-untyped-def]
+    tenant, acme: Client, status: int, expected: bool
+):
+    # Both attempts fail, so the helper falls back. if_rate_limited applies to a 429 only.
+    edge = FlakyEdge([status, status], retry_after="0")
+
+    with flaky_client(tenant, edge) as client:
+        hold = tallystick.hold_credits("acme", "chat_credits", 2, client=client, if_rate_limited=False)
+
+    assert hold.allowed is expected
+    assert hold.hold_id is None
+    assert len(edge.requests) == 2
+    assert balance(acme) == (Decimal(10), Decimal(0))
+
+
+@pytest.mark.parametrize(("if_rate_limited", "expected"), [(None, True), (False, False), (True, True)])
+def test_check_rate_limited_fallback(  # type: ignore[no-untyped-def]
+    tenant, acme: Client, if_rate_limited: bool | None, expected: bool
+):
+    edge = FlakyEdge([429], retry_after="0")
+
+    with flaky_client(tenant, edge) as client:
+        allowed = tallystick.has_credits("acme", "chat_credits", 50, client=client, if_rate_limited=if_rate_limited)
+
+    # acme has 10 credits, so a True here can only come from the fallback.
+    assert allowed is expected
+    assert len(edge.requests) == 1
+
+
+def test_reserve_rate_limited_denied(tenant, acme: Client):  # type: ignore[no-untyped-def]
+    edge = FlakyEdge([429, 429], retry_after="0")
+
+    with flaky_client(tenant, edge) as client:
+        with tallystick.reserve_credits("acme", "chat_credits", 2, client=client, if_rate_limited=False) as hold:
+            allowed = hold.allowed
+
+    assert allowed is False
+    assert hold.hold_id is None
+    assert balance(acme) == (Decimal(10), Decimal(0))
+
+
 def test_hold_caller_key_places_one_hold(acme: Client):
     first = tallystick.hold_credits("acme", "chat_credits", 2, idempotency_key="message-7", client=acme)
     repeated = tallystick.hold_credits("acme", "chat_credits", 2, idempotency_key="message-7", client=acme)

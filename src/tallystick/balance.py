@@ -10,10 +10,11 @@ Customers are named by external id, as in `tracing(...)`. These helpers use a cl
 from the `initialize_tracing` settings (or TALLYSTICK_API_URL / TALLYSTICK_API_KEY) with the
 short signal timeout and no retries, unless a `client=` is passed. Placing a hold is the
 exception: it is retried once, quickly (see HOLD_RETRY_POLICY). When the server cannot be
-reached, fails (5xx) or rejects the request as rate limited (429) or timed out (408), they
-return `if_unreachable` (True by default: the application keeps serving, and the signals it
-sends are buffered and billed when the server is back, as pending consumption if the credits
-ran out meanwhile). Other API errors, such as a wrong key, raise.
+reached, fails (5xx) or rejects the request as timed out (408), they return `if_unreachable`
+(True by default: the application keeps serving, and the signals it sends are buffered and
+billed when the server is back, as pending consumption if the credits ran out meanwhile). A
+request rejected as rate limited (429) returns `if_rate_limited`, which defaults to
+`if_unreachable`. Other API errors, such as a wrong key, raise.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ HOLD_RETRY_POLICY = RetryPolicy(
     max_retries=1, initial_delay=0.1, max_delay=0.1, max_retry_after=0.25, retry_timeouts=False
 )
 # Statuses below 500 that mean the server could not serve the request now. The helpers handle
-# them as an unreachable server.
+# them as an unreachable server, except that a 429 may get its own fallback (`if_rate_limited`).
 _UNAVAILABLE_STATUSES = frozenset({408, 429})
 
 
@@ -74,6 +75,14 @@ def _unavailable(error: Exception) -> bool:
     if isinstance(error, ApiConnectionError):
         return True
     return isinstance(error, ApiError) and (error.status >= 500 or error.status in _UNAVAILABLE_STATUSES)
+
+
+def _fallback(error: Exception, if_unreachable: bool, if_rate_limited: bool | None) -> bool:
+    """Return the fallback value for a call that failed with `error`, which `_unavailable` accepts."""
+    rate_limited = isinstance(error, ApiError) and error.status == 429
+    if rate_limited and if_rate_limited is not None:
+        return if_rate_limited
+    return if_unreachable
 
 
 def available_credits(customer: str, currency_key: str, *, client: Client | None = None) -> Decimal:
@@ -104,23 +113,28 @@ def has_credits(
     *,
     client: Client | None = None,
     if_unreachable: bool = True,
+    if_rate_limited: bool | None = None,
 ) -> bool:
-    """Return True when the customer has at least `amount` credits of `currency_key` available."""
+    """Return True when the customer has at least `amount` credits of `currency_key` available.
+
+    When the check fails, return `if_unreachable`, or `if_rate_limited` for a 429 when given.
+    """
     try:
         return available_credits(customer, currency_key, client=client) >= Decimal(amount)
     except (ApiConnectionError, ApiError) as error:
         if not _unavailable(error):
             raise
+        returned = _fallback(error, if_unreachable, if_rate_limited)
         log.warning(
             "balance.check_unavailable",
             extra={
                 "customer": customer,
                 "currency_key": currency_key,
-                "returned": if_unreachable,
+                "returned": returned,
                 "error": str(error),
             },
         )
-        return if_unreachable
+        return returned
 
 
 @dataclass
@@ -179,6 +193,7 @@ def hold_credits(
     idempotency_key: str | None = None,
     client: Client | None = None,
     if_unreachable: bool = True,
+    if_rate_limited: bool | None = None,
 ) -> Hold:
     """Reserve `amount` credits for the customer if that many are available.
 
@@ -190,6 +205,8 @@ def hold_credits(
     not respond. Both are estimates, because httpx times each phase of a request on its own.
     Pass your own key to make a later retry of the same call safe as well. A key names one
     hold: the server returns that hold to every request with the key, even after it ended.
+    A request still rejected as rate limited (429) after the retry returns `if_rate_limited`,
+    or `if_unreachable` when that is None.
     """
     requested = Decimal(amount)
     key = idempotency_key or new_idempotency_key()
@@ -208,17 +225,18 @@ def hold_credits(
         # NOTE: when every response was lost, the server may still have placed the hold. Its
         # credits then stay reserved until its TTL ends, unless a hold request with the logged
         # key gets the hold back so that it can be released.
+        returned = _fallback(error, if_unreachable, if_rate_limited)
         log.warning(
             "hold.unavailable",
             extra={
                 "customer": customer,
                 "currency_key": currency_key,
                 "idempotency_key": key,
-                "returned": if_unreachable,
+                "returned": returned,
                 "error": str(error),
             },
         )
-        return Hold(customer, currency_key, requested, if_unreachable, None, None)
+        return Hold(customer, currency_key, requested, returned, None, None)
 
     exact = placed.get("availableDecimal")
     return Hold(
@@ -242,6 +260,7 @@ def reserve_credits(
     idempotency_key: str | None = None,
     client: Client | None = None,
     if_unreachable: bool = True,
+    if_rate_limited: bool | None = None,
 ) -> Iterator[Hold]:
     """Hold credits for the block; release them at the end unless `hold.settle(...)` was called.
 
@@ -256,6 +275,7 @@ def reserve_credits(
         idempotency_key=idempotency_key,
         client=client,
         if_unreachable=if_unreachable,
+        if_rate_limited=if_rate_limited,
     )
     try:
         yield hold
