@@ -256,6 +256,62 @@ def test_0003_reruns_after_failed_build(empty_database_url, backend, engine_of, 
     assert _hold_key_index_valid(engine) is True
 
 
+def test_failed_revision_reports_own_error(empty_database_url, backend, engine_of):
+    engine = engine_of(empty_database_url)
+    # 0001 creates organizations first and server_secrets second, so it fails midway.
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE server_secrets (id integer PRIMARY KEY)"))
+
+    with pytest.raises(Exception) as raised:
+        upgrade_to_head(empty_database_url)
+
+    message = str(raised.value)
+    assert "server_secrets" in message
+    assert "already exists" in message
+    assert "current transaction is aborted" not in message
+    assert current_revision(empty_database_url) is None
+    assert "organizations" not in inspect(engine).get_table_names()
+    if backend == "postgres":
+        with engine.connect() as connection:
+            lock_taken = connection.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID}).scalar()
+            connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
+        assert lock_taken is True
+
+
+def _error_chain(error: BaseException | None) -> list[BaseException]:
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def test_migration_lost_connection_unlock_logged(  # type: ignore[no-untyped-def]
+    empty_database_url, backend, engine_of, store_at_0002, caplog
+):
+    _skip_unless_postgres(backend)
+    engine = engine_of(empty_database_url)
+
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as reader:
+        reader.execute(text("SELECT 1"))
+        migration = _Background(lambda: command.upgrade(alembic_config(empty_database_url), "0003"))
+        build_pid = _wait_for_build_behind_snapshot(engine, migration)
+        # An operator's kill, or a database restart, ends the migrating session midway.
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": build_pid})
+        migration.join(timeout=60)
+        reader.rollback()
+
+    messages = [str(error) for error in _error_chain(migration.error)]
+    assert any("terminating connection" in message for message in messages)
+    # The failed unlock on the dead connection is logged, not raised over the migration's error.
+    assert "migrations.unlock_failed" in [record.getMessage() for record in caplog.records]
+    assert current_revision(empty_database_url) == "0002"
+    # The session's end released the lock, so the next migration takes it and finishes.
+    upgrade_to_head(empty_database_url)
+    assert _hold_key_index_valid(engine) is True
+
+
 _MIGRATE_SCRIPT = "import sys; from tallystick.server.migrate import upgrade_to_head; upgrade_to_head(sys.argv[1])"
 
 

@@ -7,6 +7,7 @@ import time
 
 from alembic import context
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from tallystick.server.db import create_store_engine
 from tallystick.server.migrate import MIGRATION_LOCK_ID
@@ -53,32 +54,49 @@ def _take_migration_lock(connection: Connection) -> None:
         time.sleep(_LOCK_POLL_SECONDS)
 
 
+def _release_migration_lock(connection: Connection) -> None:
+    """Release the migration lock, logging a failure instead of raising it.
+
+    After a failed revision the connection may sit in an aborted transaction, where the unlock
+    would fail with an error that replaces the revision's own. Closing the connection releases
+    the lock as well, since it belongs to the database session.
+    """
+    try:
+        if connection.in_transaction():
+            connection.rollback()
+        connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
+        connection.commit()
+    except SQLAlchemyError as error:
+        log.warning("migrations.unlock_failed", extra={"error": str(error)})
+
+
 def run_migrations_online() -> None:
     engine = create_store_engine(config.get_main_option("sqlalchemy.url"))
-    with engine.connect() as connection:
-        if connection.dialect.name == "postgresql":
-            # Several server processes may start at once; one migrates while the others wait.
-            _take_migration_lock(connection)
-        try:
-            context.configure(
-                connection=connection,
-                target_metadata=target_metadata,
-                render_as_batch=connection.dialect.name == "sqlite",
-                compare_type=True,
-                # Alembic's documentation of autocommit_block advises a transaction per revision
-                # when a revision commits midway, as 0003 does on PostgreSQL to build an index.
-                transaction_per_migration=True,
-            )
-            with context.begin_transaction():
-                context.run_migrations()
-            connection.commit()
-        finally:
+    try:
+        with engine.connect() as connection:
             if connection.dialect.name == "postgresql":
-                connection.execute(
-                    text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID}
+                # Several server processes may start at once; one migrates while the others wait.
+                _take_migration_lock(connection)
+            try:
+                context.configure(
+                    connection=connection,
+                    target_metadata=target_metadata,
+                    render_as_batch=connection.dialect.name == "sqlite",
+                    compare_type=True,
+                    # Alembic's documentation of autocommit_block advises a transaction per
+                    # revision when a revision commits midway, as 0003 does on PostgreSQL to
+                    # build an index.
+                    transaction_per_migration=True,
                 )
+                with context.begin_transaction():
+                    context.run_migrations()
                 connection.commit()
-    engine.dispose()
+            finally:
+                if connection.dialect.name == "postgresql":
+                    _release_migration_lock(connection)
+    finally:
+        # Closes the pooled connection, which also ends its session's advisory lock.
+        engine.dispose()
 
 
 if context.is_offline_mode():
