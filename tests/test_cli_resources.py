@@ -110,6 +110,19 @@ def test_grant_create_sends_exact_amount(tenant, cli_env):
     assert balance["totalDecimal"] == "2.500001"
 
 
+def test_grant_create_unknown_customer(tenant, cli_env):
+    create_guide_catalog(tenant.paid())
+
+    result = invoke(cli_env, "grants", "create", "new user", "--currency", "chat_credits", "--amount", "5")
+
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1
+    assert "customer with external id 'new user' not found" in result.output
+    assert "tallystick customers create --name NAME --external-id 'new user'" in result.output
+    assert "404" not in result.output
+    assert tenant.http.get("/customers/external/new user").status_code == 404
+
+
 def test_signal_send_rejects_bad_data(cli_env):
     result = invoke(cli_env, "signals", "send", "chat_message", "--customer", "ada", "--data", "{oops")
     assert result.exit_code != 0

@@ -2,10 +2,14 @@
 
 
 import json
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from tallystick.cli.output import (
     ApiKeyOption,
@@ -13,11 +17,13 @@ from tallystick.cli.output import (
     JsonOption,
     api_client,
     console,
+    error_console,
     print_json,
     print_record,
     print_table,
 )
 from tallystick.cli.value_models import value_models
+from tallystick.errors import ApiError
 
 LimitOption = Annotated[int, typer.Option(help="Maximum number of items to show.", min=1, max=1000)]
 OffsetOption = Annotated[int, typer.Option(help="Number of items to skip.", min=0)]
@@ -267,6 +273,29 @@ def balances(
     )
 
 
+@contextmanager
+def _customer_must_exist(customer: str) -> Iterator[None]:
+    """Turn the API's 404 for an unknown customer into a one-line error with the fix.
+
+    Use it only around routes whose one 404 is the customer's. Those of grants and balances
+    qualify, because an unknown credit currency gets a 400 there.
+    """
+    try:
+        yield
+    except ApiError as error:
+        if error.status != 404:
+            raise
+        if customer.startswith("cus_"):
+            problem = f"customer with id {customer!r} not found"
+            hint = "check the id with `tallystick customers list`"
+        else:
+            problem = f"customer with external id {customer!r} not found"
+            command = f"tallystick customers create --name NAME --external-id {shlex.quote(customer)}"
+            hint = f"create the customer first with `{command}`"
+        error_console.print(f"[red]Error:[/red] {escape(problem)}: {escape(hint)}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
+
+
 # Largest power of ten, up or down, that a decimal option may have.
 MAX_DECIMAL_EXPONENT = 30
 
@@ -317,7 +346,7 @@ def grants_create(
         # string exactly and checks its range and places.
         _decimal_option(unit_value, "--unit-value")
         body["unitValue"] = unit_value
-    with api_client(api_url, api_key) as client:
+    with api_client(api_url, api_key) as client, _customer_must_exist(customer):
         created = client.post(_customer_path(customer) + "/credits/grants", body)
     if as_json:
         print_json(created)
