@@ -28,7 +28,7 @@ def frozen_clock():  # type: ignore[no-untyped-def]
     clock.freeze(None)
 
 
-def report_payment(store, checkout_id: str, offer_key: str, provider_payment_id: str):  # type: ignore[no-untyped-def]
+def report_payment(store, checkout_id: str, offer_key: str, provider_payment_id: str, buyer: Buyer | None = None):  # type: ignore[no-untyped-def]
     """Complete the checkout the way a provider callback would, in its own transaction."""
     with store.transaction() as session:
         checkout = service.lock_checkout(session, checkout_id)
@@ -39,7 +39,7 @@ def report_payment(store, checkout_id: str, offer_key: str, provider_payment_id:
             checkout=checkout,
             offer=offer,
             terms=price_terms(offer.product, offer.plan, "USD"),
-            buyer=Buyer(),
+            buyer=buyer or Buyer(),
             payment=PaymentSucceeded(
                 provider="test",
                 provider_payment_id=provider_payment_id,
@@ -69,6 +69,20 @@ def test_repeated_provider_report_completes_once(tenant, store):
     assert payments == 1
     [balance] = tenant.paid().customers.get_customer_credit_balances_by_external_id("user-20").data
     assert balance.available == 2000
+
+
+def test_buyer_email_outside_api_check_is_kept(tenant, store):
+    catalog = create_guide_catalog(tenant.paid())
+    checkout = create_checkout(tenant, products=[{"id": catalog.product_id}])
+    # The API rejects this address on POST /customers, but a payment provider may collect it.
+    buyer = Buyer(name="Ada", email="ada@shop.local")
+
+    completed = report_payment(store, checkout["id"], catalog.plan_ids["pro"], "testpay_local", buyer)
+
+    assert isinstance(completed, Completed)
+    customer = tenant.http.get(f"/customers/{completed.order.customer_id}").json()
+    assert customer["name"] == "Ada"
+    assert customer["email"] == "ada@shop.local"
 
 
 def build_quarterly_catalog(tenant) -> dict[str, str]:  # type: ignore[no-untyped-def]

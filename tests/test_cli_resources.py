@@ -110,6 +110,98 @@ def test_grant_create_sends_exact_amount(tenant, cli_env):
     assert balance["totalDecimal"] == "2.500001"
 
 
+def _table_line(output: str, text: str) -> str:
+    """Return the one line of a printed table that contains `text`."""
+    [line] = [line for line in output.splitlines() if text in line]
+    return line
+
+
+def test_grants_list_shows_each_grant(tenant, cli_env):
+    create_guide_catalog(tenant.paid())
+    tenant.http.post("/credits/currencies", json={"key": "image_credits", "name": "Image Credits"})
+    tenant.http.post("/customers/", json={"name": "Ada", "externalId": "ada"})
+    expiring = {"creditCurrencyKey": "chat_credits", "amount": 10, "expiresAt": "2099-01-01T00:00:00Z"}
+    tenant.http.post("/customers/external/ada/credits/grants", json=expiring)
+    open_ended = {"creditCurrencyKey": "chat_credits", "amount": "2.500001"}
+    tenant.http.post("/customers/external/ada/credits/grants", json=open_ended)
+    tenant.http.post("/customers/external/ada/credits/grants", json={"creditCurrencyKey": "image_credits", "amount": 3})
+    sent = invoke(cli_env, "signals", "send", "chat_message", "--customer", "ada", "--product", "chatbot")
+    assert sent.exit_code == 0, sent.output
+
+    as_json = invoke(cli_env, "grants", "list", "ada", "--json")
+    table = invoke(cli_env, "grants", "list", "ada")
+
+    assert as_json.exit_code == 0, as_json.output
+    rows = json.loads(as_json.output)["data"]
+    by_total = {row["totalDecimal"]: row for row in rows}
+    assert sorted(by_total) == ["10", "2.500001", "3"]
+    assert by_total["3"]["currencyKey"] == "image_credits"
+    assert by_total["10"]["currencyKey"] == "chat_credits"
+    # The grant that expires first is drawn first.
+    assert (by_total["10"]["usedDecimal"], by_total["10"]["availableDecimal"]) == ("1", "9")
+    assert (by_total["2.500001"]["usedDecimal"], by_total["2.500001"]["availableDecimal"]) == ("0", "2.500001")
+
+    assert table.exit_code == 0, table.output
+    expiring_line = _table_line(table.output, by_total["10"]["id"])
+    assert "chat_credits" in expiring_line
+    assert " 9 " in expiring_line
+    assert "2099-01-01" in expiring_line
+    open_ended_line = _table_line(table.output, by_total["2.500001"]["id"])
+    assert "2.500001" in open_ended_line
+    assert "never" in open_ended_line
+    assert by_total["2.500001"]["periodStart"] in open_ended_line
+    assert "image_credits" in _table_line(table.output, by_total["3"]["id"])
+
+
+def test_grants_list_by_customer_id(tenant, cli_env):
+    create_guide_catalog(tenant.paid())
+    customer = tenant.http.post("/customers/", json={"name": "Ada"}).json()
+    tenant.http.post(f"/customers/{customer['id']}/credits/grants", json={"creditCurrencyKey": "chat_credits", "amount": 4})
+
+    result = invoke(cli_env, "grants", "list", customer["id"], "--json")
+
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.output)["data"]
+    assert row["totalDecimal"] == "4"
+
+
+def test_grants_list_without_grants(tenant, cli_env):
+    tenant.http.post("/customers/", json={"name": "Bo", "externalId": "bo"})
+
+    table = invoke(cli_env, "grants", "list", "bo")
+    as_json = invoke(cli_env, "grants", "list", "bo", "--json")
+
+    assert table.exit_code == 0, table.output
+    assert table.output.strip() == "No active credit grants for customer bo."
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.output) == {"data": []}
+
+
+def test_grants_list_unknown_customer(cli_env):
+    by_external_id = invoke(cli_env, "grants", "list", "nobody")
+    by_id = invoke(cli_env, "grants", "list", "cus_nobody")
+
+    assert by_external_id.exit_code == 1
+    assert len(by_external_id.output.strip().splitlines()) == 1
+    assert "customer with external id 'nobody' not found" in by_external_id.output
+    assert by_id.exit_code == 1
+    assert len(by_id.output.strip().splitlines()) == 1
+    assert "customer with id 'cus_nobody' not found" in by_id.output
+
+
+def test_grant_create_unknown_customer(tenant, cli_env):
+    create_guide_catalog(tenant.paid())
+
+    result = invoke(cli_env, "grants", "create", "new user", "--currency", "chat_credits", "--amount", "5")
+
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1
+    assert "customer with external id 'new user' not found" in result.output
+    assert "tallystick customers create --name NAME --external-id 'new user'" in result.output
+    assert "404" not in result.output
+    assert tenant.http.get("/customers/external/new user").status_code == 404
+
+
 def test_signal_send_rejects_bad_data(cli_env):
     result = invoke(cli_env, "signals", "send", "chat_message", "--customer", "ada", "--data", "{oops")
     assert result.exit_code != 0

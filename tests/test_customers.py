@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def test_customer_crud_with_paid_sdk(tenant):
     client = tenant.paid()
@@ -99,3 +101,82 @@ def test_customer_bad_body_names_field(tenant):
     response = tenant.http.post("/customers/", json={"name": "A", "defaultCurrency": "dollars"})
     assert response.status_code == 400
     assert "defaultCurrency" in response.json()["error"]
+
+
+INVALID_EMAILS = [
+    "not-an-email",
+    "ada@",
+    "@example.com",
+    "ada@@example.com",
+    "ada@example..com",
+    "ada lovelace@example.com",
+    " ada@example.com",
+    "Ada <ada@example.com>",
+    "ada@localhost",
+    "ada@example",
+]
+
+
+def test_customer_create_rejects_invalid_email(tenant):
+    for email in INVALID_EMAILS:
+        response = tenant.http.post("/customers/", json={"name": "Ada", "externalId": "ada", "email": email})
+
+        assert response.status_code == 400, email
+        body = response.json()
+        assert body["code"] == "validation_error"
+        assert body["error"].startswith(f"Invalid email {email!r}: value is not a valid email address")
+        assert body["fields"][0]["field"] == "email"
+        assert body["fields"][0]["value"] == email
+    assert tenant.http.get("/customers/external/ada").status_code == 404
+    assert tenant.http.get("/customers/").json()["pagination"]["total"] == 0
+
+
+def test_customer_update_rejects_invalid_email(tenant):
+    created = tenant.http.post("/customers/", json={"name": "Bo", "externalId": "bo", "email": "bo@example.com"}).json()
+
+    by_id = tenant.http.put(f"/customers/{created['id']}", json={"name": "Bo 2", "email": "bo@"})
+    by_external_id = tenant.http.put("/customers/external/bo", json={"externalId": "bo-2", "email": "bo.example.com"})
+
+    assert by_id.status_code == 400
+    assert by_id.json()["fields"][0]["field"] == "email"
+    assert by_id.json()["fields"][0]["value"] == "bo@"
+    assert by_external_id.status_code == 400
+    assert by_external_id.json()["fields"][0]["value"] == "bo.example.com"
+    unchanged = tenant.http.get(f"/customers/{created['id']}").json()
+    assert unchanged["email"] == "bo@example.com"
+    assert unchanged["name"] == "Bo"
+    assert unchanged["externalId"] == "bo"
+
+
+def test_customer_email_kept_as_sent(tenant):
+    accepted = ["Ada.Lovelace+billing@Example.COM", "billing@acme.test", "ünïcode@exämple.de", ""]
+    for email in accepted:
+        response = tenant.http.post("/customers/", json={"name": "Ada", "email": email})
+
+        assert response.status_code == 201, response.text
+        assert response.json()["email"] == email
+    omitted = tenant.http.post("/customers/", json={"name": "Ada"})
+    null = tenant.http.post("/customers/", json={"name": "Ada", "email": None})
+    assert omitted.status_code == 201
+    assert omitted.json()["email"] == ""
+    assert null.status_code == 201
+    assert null.json()["email"] == ""
+
+
+def test_invalid_email_with_paid_sdk(tenant):
+    from paid.errors import BadRequestError
+
+    client = tenant.paid()
+    created = client.customers.create_customer(name="Ada", external_id="ada", email=None)
+
+    with pytest.raises(BadRequestError) as create_error:
+        client.customers.create_customer(name="Bo", external_id="bo", email="bo at example.com")
+    with pytest.raises(BadRequestError) as update_error:
+        client.customers.update_customer_by_external_id("ada", email="ada@")
+
+    assert created.email == ""
+    assert create_error.value.body["fields"][0]["field"] == "email"
+    assert update_error.value.body["fields"][0]["value"] == "ada@"
+    assert client.customers.get_customer_by_external_id("ada").email == ""
+    updated = client.customers.update_customer_by_external_id("ada", email="ada@example.com")
+    assert updated.email == "ada@example.com"

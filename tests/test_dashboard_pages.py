@@ -142,6 +142,16 @@ def test_customer_form_creates_customer(dashboard, tenant):
     assert "already exists" in field_errors(duplicate.text)[0]
 
 
+def test_customer_form_rejects_invalid_email(dashboard, tenant):
+    response = dashboard.submit(
+        "/dashboard/customers", "/dashboard/customers", {"name": "Grace", "external_id": "user-8", "email": "grace@"}
+    )
+
+    assert response.status_code == 400
+    assert "not a valid email address" in field_errors(response.text)[0]
+    assert tenant.http.get("/customers/external/user-8").status_code == 404
+
+
 def test_customer_search_finds_by_external_id(dashboard, tenant):
     tenant.http.post("/customers/", json={"name": "Ada", "externalId": "user-42"})
     tenant.http.post("/customers/", json={"name": "Grace", "externalId": "user-7"})

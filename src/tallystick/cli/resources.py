@@ -2,10 +2,14 @@
 
 
 import json
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from tallystick.cli.output import (
     ApiKeyOption,
@@ -13,11 +17,14 @@ from tallystick.cli.output import (
     JsonOption,
     api_client,
     console,
+    error_console,
     print_json,
     print_record,
     print_table,
 )
 from tallystick.cli.value_models import value_models
+from tallystick.client import Client
+from tallystick.errors import ApiError
 
 LimitOption = Annotated[int, typer.Option(help="Maximum number of items to show.", min=1, max=1000)]
 OffsetOption = Annotated[int, typer.Option(help="Number of items to skip.", min=0)]
@@ -251,7 +258,7 @@ def balances(
 ) -> None:
     """Show a customer's credit balances, one row per credit currency."""
     with api_client(api_url, api_key) as client:
-        body = client.get(_customer_path(customer) + "/credits/balances")
+        body = _get_balances(client, customer)
     if as_json:
         print_json(body)
         return
@@ -259,12 +266,44 @@ def balances(
         body["data"],
         [
             ("currency", "currencyKey"),
-            ("available", lambda row: row.get("availableDecimal", row["available"])),
-            ("used", lambda row: row.get("usedDecimal", row["used"])),
-            ("total", lambda row: row.get("totalDecimal", row["total"])),
+            ("available", lambda row: _exact(row, "available")),
+            ("used", lambda row: _exact(row, "used")),
+            ("total", lambda row: _exact(row, "total")),
             ("grants", lambda row: len(row["grants"])),
         ],
     )
+
+
+def _get_balances(client: Client, customer: str) -> Any:
+    return client.get(_customer_path(customer) + "/credits/balances")
+
+
+def _exact(row: dict[str, Any], name: str) -> Any:
+    """Return the exact `...Decimal` string of a credit amount, or the JSON number without one."""
+    return row.get(f"{name}Decimal", row[name])
+
+
+@contextmanager
+def _customer_must_exist(customer: str) -> Iterator[None]:
+    """Turn the API's 404 for an unknown customer into a one-line error with the fix.
+
+    Use it only around routes whose one 404 is the customer's. Those of grants and balances
+    qualify, because an unknown credit currency gets a 400 there.
+    """
+    try:
+        yield
+    except ApiError as error:
+        if error.status != 404:
+            raise
+        if customer.startswith("cus_"):
+            problem = f"customer with id {customer!r} not found"
+            hint = "check the id with `tallystick customers list`"
+        else:
+            problem = f"customer with external id {customer!r} not found"
+            command = f"tallystick customers create --name NAME --external-id {shlex.quote(customer)}"
+            hint = f"create the customer first with `{command}`"
+        error_console.print(f"[red]Error:[/red] {escape(problem)}: {escape(hint)}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
 
 
 # Largest power of ten, up or down, that a decimal option may have.
@@ -317,7 +356,7 @@ def grants_create(
         # string exactly and checks its range and places.
         _decimal_option(unit_value, "--unit-value")
         body["unitValue"] = unit_value
-    with api_client(api_url, api_key) as client:
+    with api_client(api_url, api_key) as client, _customer_must_exist(customer):
         created = client.post(_customer_path(customer) + "/credits/grants", body)
     if as_json:
         print_json(created)
@@ -327,6 +366,45 @@ def grants_create(
         console.print(f"Grant {grant['id']} already exists for this idempotency key; nothing granted.")
         return
     console.print(f"Granted {grant['amountDecimal']} {currency} to {customer}.")
+
+
+@grants.command("list")
+def grants_list(
+    customer: Annotated[str, typer.Argument(help="Customer id (cus_...) or external id.")],
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List a customer's active credit grants (started, not expired), in draw order per currency.
+
+    The grants come from the balances endpoint. With --json the command prints them as
+    {"data": [...]}, each grant with its currency's currencyKey and creditsCurrencyId added.
+    """
+    with api_client(api_url, api_key) as client, _customer_must_exist(customer):
+        body = _get_balances(client, customer)
+    rows = [
+        {**grant, "currencyKey": balance["currencyKey"], "creditsCurrencyId": balance["creditsCurrencyId"]}
+        for balance in body["data"]
+        for grant in balance["grants"]
+    ]
+    if as_json:
+        print_json({"data": rows})
+        return
+    if not rows:
+        console.print(f"No active credit grants for customer {escape(customer)}.", soft_wrap=True)
+        return
+    print_table(
+        rows,
+        [
+            ("id", "id"),
+            ("currency", "currencyKey"),
+            ("total", lambda row: _exact(row, "total")),
+            ("used", lambda row: _exact(row, "used")),
+            ("available", lambda row: _exact(row, "available")),
+            ("period start", "periodStart"),
+            ("expires", lambda row: row.get("expiresAt") or "never"),
+        ],
+    )
 
 
 # Signals

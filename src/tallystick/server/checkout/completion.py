@@ -466,11 +466,13 @@ def _resolve_customer(session: Session, checkout: Checkout, buyer: Buyer, now: d
         customer, _ = get_or_create_by_external_id(session, organization_id, checkout.external_customer_id)
     if customer is None:
         # An anonymous checkout (or one whose customer was deleted since): the page asked for
-        # a name and an email.
+        # a name and an email. The email is set below as for a customer without one, so that
+        # an address the payment provider took but the API's email check rejects cannot fail
+        # a paid checkout.
         customer = create_customer(
             session,
             organization_id,
-            CustomerCreate(name=buyer.name or buyer.email or "Checkout buyer", email=buyer.email),
+            CustomerCreate(name=buyer.name or buyer.email or "Checkout buyer"),
         )
 
     if buyer.phone:

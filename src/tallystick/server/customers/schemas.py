@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
 
@@ -24,7 +26,11 @@ class BillingAddress(RequestModel):
 
 class CustomerFields(RequestModel):
     legal_name: str | None = Field(default=None, max_length=500)
-    email: str | None = Field(default=None, max_length=320)
+    email: str | None = Field(
+        default=None,
+        max_length=320,
+        description="Billing email address, checked by its syntax only. Null, absent or \"\" means none.",
+    )
     phone: str | None = Field(default=None, max_length=64)
     website: str | None = Field(default=None, max_length=2048)
     external_id: str | None = Field(default=None, min_length=1, max_length=255)
@@ -41,6 +47,24 @@ class CustomerFields(RequestModel):
     def _no_slash(cls, value: str | None) -> str | None:
         if value is not None and "/" in value:
             raise ValueError("must not contain '/', since it is used in URL paths")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _valid_email(cls, value: str | None) -> str | None:
+        # Responses spell a missing email "", and a client that sends a customer back may send it.
+        if not value:
+            return value
+        # A syntax check alone, with no DNS look-up. With email-validator 2.4's defaults the
+        # domain needs a dot and must not be reserved (.local, .localhost, .invalid, .onion,
+        # .arpa). test_environment=True lets .test through, which RFC 6761 reserves for tests.
+        # The address is stored as sent, not in the normalized form that the validator returns.
+        try:
+            validate_email(value, check_deliverability=False, test_environment=True)
+        except EmailNotValidError as error:
+            raise PydanticCustomError(
+                "value_error", "value is not a valid email address: {reason}", {"reason": str(error)}
+            ) from None
         return value
 
     @field_validator("creation_state")
