@@ -230,6 +230,8 @@ def test_invalid_cost_data_fails_the_signal(tenant, store):
 
     assert response.status_code == 400
     assert response.json()["failed"] == 1
+    assert response.json()["code"] == "validation_error"
+    assert response.json()["errors"][0]["code"] == "validation_error"
     assert response.json()["errors"][0]["field"] == "signals[0].data.costData.cost.amount"
     assert _signals(tenant) == []
 

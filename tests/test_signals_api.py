@@ -340,7 +340,7 @@ def test_bad_mapped_quantity_fails_signal(tenant, store):
 
     assert response.status_code == 400
     body = response.json()
-    assert [error["code"] for error in body["errors"]] == ["invalid_quantity"] * 4
+    assert [error["code"] for error in body["errors"]] == ["validation_error"] * 4
     assert body["errors"][0]["message"] == "Invalid signals[0].data.quantity 'lots': must be a finite number"
     assert body["errors"][1]["message"] == "Invalid signals[1].data.quantity -2: must not be negative"
     assert body["errors"][2]["field"] == "signals[2].data.quantity"

@@ -64,7 +64,7 @@ def not_found(kind: str, key: str, value: str) -> ApiError:
     return ApiError(404, "not_found", f"{kind} with {key} '{value}' not found")
 
 
-def bad_request(field: str, message: str, value: Any = None, code: str = "invalid_field") -> ApiError:
+def bad_request(field: str, message: str, value: Any = None, code: str = "validation_error") -> ApiError:
     """Build a 400 that names the offending field, such as ``key`` or ``signals[3].eventName``."""
     shown = show_value(value)
     text = f"Invalid {field}: {message}" if value is None else f"Invalid {field} {shown}: {message}"

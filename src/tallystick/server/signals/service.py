@@ -268,7 +268,7 @@ def _paid_scope_id(data: dict[str, Any] | None, given: int | None) -> int | None
 def _cost_data_error(work: _Work, error: CostDataError) -> SignalError:
     field_name = f"signals[{work.index}].data.costData" + (f".{error.field}" if error.field else "")
     return SignalError(
-        code="invalid_cost_data", message=f"Invalid {field_name}: {error.message}", field=field_name
+        code="validation_error", message=f"Invalid {field_name}: {error.message}", field=field_name
     )
 
 
@@ -521,7 +521,7 @@ def _resolve_holds(
                 continue
             if hold.customer_id != work.customer_id:
                 message = f"Invalid {field_name} '{hold_id}': the hold belongs to another customer"
-                _fail(outcomes, work, SignalError("invalid_field", message, field_name))
+                _fail(outcomes, work, SignalError("validation_error", message, field_name))
                 continue
             work.hold_currency_id = hold.credits_currency_id
             work.hold_ended = hold.status != "active" or hold.expires_at <= (work.customer_now or clock.now())
