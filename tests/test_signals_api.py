@@ -494,6 +494,23 @@ def test_missing_event_name_is_400(tenant):
     assert body == {**body, "ingested": 0, "duplicates": 0, "failed": 1}
 
 
+def test_signal_lists_every_bad_field(tenant, store):
+    response = send(tenant, {"customer": {"externalCustomerId": "u1"}, "idempotencyKey": 5})
+
+    assert response.status_code == 400
+    body = response.json()
+    expected_fields = [
+        {"field": "signals[0].eventName", "message": "Invalid signals[0].eventName: Field required", "value": None},
+        {"field": "signals[0].idempotencyKey",
+         "message": "Invalid signals[0].idempotencyKey 5: Input should be a valid string", "value": 5},
+    ]
+    assert body["code"] == "validation_error"
+    assert body["error"] == "Invalid signals[0].eventName: Field required (and 1 more problem)"
+    assert body["fields"] == expected_fields
+    assert body["errors"][0]["fields"] == expected_fields
+    assert tenant.http.get("/signals/").json()["data"] == []
+
+
 def test_both_customer_ids_is_400(tenant):
     signal = {"eventName": "e", "customer": {"customerId": "cus_1", "externalCustomerId": "u1"}}
 

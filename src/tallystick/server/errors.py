@@ -204,10 +204,16 @@ def validation_error_to_api_error(
         message = f"Invalid {first['field']}: {first['message']}"
     else:
         message = f"Invalid {first['field']} {show_value(first_value)}: {first['message']}"
-    if len(fields) > 1:
-        message += f" (and {len(fields) - 1} more problem{'s' if len(fields) > 2 else ''})"
+    message += more_problems_suffix(len(fields))
     details = "; ".join(f"{item['field']}: {item['message']}" for item in fields)
     return ApiError(400, "validation_error", message, details=details, fields=fields)
+
+
+def more_problems_suffix(count: int) -> str:
+    """Return " (and 2 more problems)" for an error message that names the first of `count`."""
+    if count < 2:
+        return ""
+    return f" (and {count - 1} more problem{'s' if count > 2 else ''})"
 
 
 def _misspelling_hint(body: Any, body_type: Any, location: list[Any]) -> str:
