@@ -97,6 +97,34 @@ def test_pricing_missing_required_field_is_400(tenant):
     assert "creditCost" in body["error"]
 
 
+def test_nested_missing_field_hint(tenant):
+    # creditUnitsPerUnit is close enough to creditUnits to be matched, but is a field of its own.
+    currency = make_currency(tenant)
+    product = make_product(tenant)
+
+    def bracketed_line(bracket):  # type: ignore[no-untyped-def]
+        return usage_line(
+            currency["id"],
+            pricingType="UsageBracketedPrepaidCredits",
+            pricingInput={"kind": "signalQuantity", "path": "$.quantity"},
+            creditUnitBrackets=[bracket],
+        )
+
+    valid_only = bracketed_line({"upTo": None, "creditUnitsPerUnit": 1})
+    misspelled = bracketed_line({"upTo": None, "creditUnitsPerUnit": 1, "creditUnts": 2})
+
+    not_hinted = tenant.http.put(f"/products/{product['id']}", json={"productAttributes": [valid_only]})
+    hinted = tenant.http.put(f"/products/{product['id']}", json={"productAttributes": [misspelled]})
+
+    field = "productAttributes[0].pricing.creditUnitBrackets[0].creditUnits"
+    assert not_hinted.status_code == 400
+    assert not_hinted.json()["error"] == f"Invalid {field}: Field required"
+    assert hinted.status_code == 400
+    hint = "(the body has 'creditUnts'; did you mean 'creditUnits'?)"
+    assert hinted.json()["error"] == f"Invalid {field}: Field required {hint}"
+    assert tenant.http.get(f"/products/{product['id']}").json()["productAttributes"] == []
+
+
 def test_pricing_unknown_type_is_400(tenant):
     product = make_product(tenant)
     response = tenant.http.put(

@@ -125,7 +125,7 @@ def test_list_rejects_unknown_status(tenant):
     response = tenant.http.get("/checkouts/", params={"status": "paid"})
 
     assert response.status_code == 400
-    assert response.json()["code"] == "invalid_field"
+    assert response.json()["code"] == "validation_error"
     assert "status" in response.json()["error"]
 
 

@@ -230,8 +230,60 @@ def test_invalid_cost_data_fails_the_signal(tenant, store):
 
     assert response.status_code == 400
     assert response.json()["failed"] == 1
+    assert response.json()["code"] == "validation_error"
+    assert response.json()["errors"][0]["code"] == "validation_error"
     assert response.json()["errors"][0]["field"] == "signals[0].data.costData.cost.amount"
     assert _signals(tenant) == []
+
+
+def test_cost_data_reports_every_bad_field(tenant, store):
+    _product(tenant)
+    bad = {"eventName": "chat_message", "customer": {"externalCustomerId": "user-1"},
+           "data": {"costData": {"vendor": "openai", "cost": {"amount": "x", "currency": "EUR"}}}}
+
+    response = tenant.http.post("/signals/bulk", json={"signals": [bad]})
+
+    currency = "signals[0].data.costData.cost.currency"
+    amount = "signals[0].data.costData.cost.amount"
+    expected_fields = [
+        {"field": currency, "message": f"Invalid {currency} 'EUR': must be USD; costs in other currencies "
+                                       "are not supported yet", "value": "EUR"},
+        {"field": amount, "message": f"Invalid {amount} 'x': must be a number", "value": "x"},
+    ]
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "validation_error"
+    assert body["error"] == expected_fields[0]["message"] + " (and 1 more problem)"
+    assert body["fields"] == expected_fields
+    assert body["errors"][0]["field"] == currency
+    assert body["errors"][0]["fields"] == expected_fields
+    assert _signals(tenant) == []
+
+
+def test_cost_data_problems_in_mixed_batch(tenant, store):
+    _product(tenant)
+    good = {"eventName": "chat_message", "customer": {"externalCustomerId": "user-1"}}
+    bad = {"eventName": "chat_message", "customer": {"externalCustomerId": "user-1"},
+           "data": {"costData": {"vendor": 7, "cost": {"amount": -1, "currency": "USD"},
+                                 "start_time": "yesterday"}}}
+
+    response = tenant.http.post("/signals/bulk", json={"signals": [good, bad]})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ingested"] == 1
+    assert body["failed"] == 1
+    (error,) = body["errors"]
+    assert error["index"] == 1
+    assert error["code"] == "validation_error"
+    assert [item["field"] for item in error["fields"]] == [
+        "signals[1].data.costData.vendor",
+        "signals[1].data.costData.start_time",
+        "signals[1].data.costData.cost.amount",
+    ]
+    assert [item["value"] for item in error["fields"]] == [7, "yesterday", -1]
+    assert error["message"].endswith(" (and 2 more problems)")
+    assert len(_signals(tenant)) == 1
 
 
 def test_unpriced_cost_makes_status_partial(tenant, store):

@@ -202,6 +202,55 @@ def test_price_override_validation(tenant):
     assert missing.status_code == 404
 
 
+def test_price_places_reported_per_field(tenant):
+    too_precise = "0.0000000000001"
+
+    response = tenant.http.put(
+        "/costs/price-overrides",
+        json={"model": "m", "inputPerMillionTokens": too_precise, "outputPerMillionTokens": too_precise},
+    )
+
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "validation_error"
+    assert [item["field"] for item in body["fields"]] == ["inputPerMillionTokens", "outputPerMillionTokens"]
+    assert [item["message"] for item in body["fields"]] == ["Value error, must have at most 12 decimal places"] * 2
+    assert [item["value"] for item in body["fields"]] == [too_precise] * 2
+    assert body["error"] == (
+        f"Invalid inputPerMillionTokens '{too_precise}': Value error, must have at most 12 decimal places"
+        " (and 1 more problem)"
+    )
+    assert tenant.http.get("/costs/price-overrides").json()["data"] == []
+
+
+def test_missing_price_hint_skips_valid_fields(tenant):
+    # inputPerMillionTokens is close to outputPerMillionTokens, but it is a field of its own.
+    response = tenant.http.put(
+        "/costs/price-overrides", json={"model": "m", "inputPerMillionTokens": "1"}
+    )
+
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "validation_error"
+    assert body["error"] == "Invalid outputPerMillionTokens: Field required"
+    assert body["fields"] == [{"field": "outputPerMillionTokens", "message": "Field required", "value": None}]
+    assert tenant.http.get("/costs/price-overrides").json()["data"] == []
+
+
+def test_misspelled_price_key_is_hinted(tenant):
+    response = tenant.http.put(
+        "/costs/price-overrides",
+        json={"model": "m", "inputPerMillionTokens": "1", "outputPerMilionTokens": "2"},
+    )
+
+    assert response.status_code == 400
+    body = response.json()
+    hint = "(the body has 'outputPerMilionTokens'; did you mean 'outputPerMillionTokens'?)"
+    assert body["error"] == f"Invalid outputPerMillionTokens: Field required {hint}"
+    assert body["fields"][0]["field"] == "outputPerMillionTokens"
+    assert tenant.http.get("/costs/price-overrides").json()["data"] == []
+
+
 def test_overrides_are_per_organization(tenant, other_tenant):
     tenant.http.put("/costs/price-overrides", json={"model": "m", "inputPerMillionTokens": "1",
                                                     "outputPerMillionTokens": "1"})

@@ -51,7 +51,10 @@ def test_customer_name_cannot_be_null(tenant):
     created = tenant.http.post("/customers/", json={"name": "Bo"}).json()
     response = tenant.http.put(f"/customers/{created['id']}", json={"name": None})
     assert response.status_code == 400
-    assert "name" in response.json()["error"]
+    assert response.json()["code"] == "validation_error"
+    assert response.json()["error"] == "Invalid name: cannot be null"
+    assert response.json()["fields"] == [{"field": "name", "message": "cannot be null", "value": None}]
+    assert tenant.http.get(f"/customers/{created['id']}").json()["name"] == "Bo"
 
 
 def test_customer_duplicate_external_id_is_400(tenant):

@@ -158,6 +158,20 @@ def test_grant_rejects_bad_input(tenant, body, field):
     assert tenant.http.get("/customers/external/user-1/credits/balances").json() == {"data": []}
 
 
+def test_grant_misspelled_key_hinted(tenant):
+    # Grant bodies are parsed by the route itself, to keep amounts exact, not by FastAPI.
+    make_customer(tenant)
+    make_currency(tenant)
+
+    response = post_grant(tenant, "external/user-1", {"creditCurrencyKye": "chat_credits", "amount": 5})
+
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        "Invalid creditCurrencyKey: Field required (the body has 'creditCurrencyKye'; did you mean 'creditCurrencyKey'?)"
+    )
+    assert tenant.http.get("/customers/external/user-1/credits/balances").json()["data"] == []
+
+
 def test_grant_unit_value_shown(tenant):
     make_customer(tenant)
     make_currency(tenant)

@@ -196,7 +196,7 @@ def test_page_forms_reject_nul_characters(server, store, tenant):
     # PostgreSQL cannot store NUL, so these are 400s instead of 500s, and nothing is written.
     assert paid.status_code == 400
     assert created.status_code == 400
-    assert created.json()["code"] == "invalid_string"
+    assert created.json()["code"] == "validation_error"
     assert tenant.http.get("/orders/").json()["pagination"]["total"] == 0
     assert tenant.http.get("/customers/external/nul-customer").status_code == 404
 

@@ -340,7 +340,7 @@ def test_bad_mapped_quantity_fails_signal(tenant, store):
 
     assert response.status_code == 400
     body = response.json()
-    assert [error["code"] for error in body["errors"]] == ["invalid_quantity"] * 4
+    assert [error["code"] for error in body["errors"]] == ["validation_error"] * 4
     assert body["errors"][0]["message"] == "Invalid signals[0].data.quantity 'lots': must be a finite number"
     assert body["errors"][1]["message"] == "Invalid signals[1].data.quantity -2: must not be negative"
     assert body["errors"][2]["field"] == "signals[2].data.quantity"
@@ -492,6 +492,23 @@ def test_missing_event_name_is_400(tenant):
     assert body["error"].startswith("Invalid signals[0].eventName")
     assert body["errors"][0]["field"] == "signals[0].eventName"
     assert body == {**body, "ingested": 0, "duplicates": 0, "failed": 1}
+
+
+def test_signal_lists_every_bad_field(tenant, store):
+    response = send(tenant, {"customer": {"externalCustomerId": "u1"}, "idempotencyKey": 5})
+
+    assert response.status_code == 400
+    body = response.json()
+    expected_fields = [
+        {"field": "signals[0].eventName", "message": "Invalid signals[0].eventName: Field required", "value": None},
+        {"field": "signals[0].idempotencyKey",
+         "message": "Invalid signals[0].idempotencyKey 5: Input should be a valid string", "value": 5},
+    ]
+    assert body["code"] == "validation_error"
+    assert body["error"] == "Invalid signals[0].eventName: Field required (and 1 more problem)"
+    assert body["fields"] == expected_fields
+    assert body["errors"][0]["fields"] == expected_fields
+    assert tenant.http.get("/signals/").json()["data"] == []
 
 
 def test_both_customer_ids_is_400(tenant):

@@ -88,7 +88,7 @@ def test_invalid_quantity_raises(value):
     with pytest.raises(RatingError) as raised:
         credits_for(line, {"quantity": value})
 
-    assert raised.value.code == "invalid_quantity"
+    assert raised.value.code == "validation_error"
     assert raised.value.field == "data.quantity"
 
 

@@ -90,7 +90,7 @@ def test_invalid_url_is_400(tenant, url, message):
 
     assert response.status_code == 400
     body = response.json()
-    assert body["code"] == "invalid_webhook_url"
+    assert body["code"] == "validation_error"
     assert message in body["error"]
     assert body["fields"][0]["field"] == "url"
     listed = {item["name"]: item for item in tenant.http.get("/webhooks/").json()["data"]}
@@ -131,7 +131,7 @@ def test_private_target_rejected_by_default(strict_server, store, url, problem):
 
     assert response.status_code == 400
     body = response.json()
-    assert body["code"] == "invalid_webhook_url"
+    assert body["code"] == "validation_error"
     assert problem in body["error"]
     assert "TALLYSTICK_ALLOW_PRIVATE_WEBHOOK_TARGETS=true" in body["error"]
     listed = {item["name"]: item for item in tenant.http.get("/webhooks/").json()["data"]}

@@ -113,12 +113,19 @@ class GrantResult(TypedDict):
     createdAt: str
 
 
+class FieldProblem(TypedDict):
+    field: str
+    message: str
+    value: NotRequired[Any]
+
+
 class SignalError(TypedDict):
     index: int
     idempotencyKey: NotRequired[str | None]
     code: str
     field: NotRequired[str | None]
     message: str
+    fields: NotRequired[list[FieldProblem]]
 
 
 class BulkSignalsResult(TypedDict):

@@ -7,13 +7,18 @@ import itertools
 import json
 import logging
 import math
+import types
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tallystick.server.schemas import accepted_keys, field_keys
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +69,7 @@ def not_found(kind: str, key: str, value: str) -> ApiError:
     return ApiError(404, "not_found", f"{kind} with {key} '{value}' not found")
 
 
-def bad_request(field: str, message: str, value: Any = None, code: str = "invalid_field") -> ApiError:
+def bad_request(field: str, message: str, value: Any = None, code: str = "validation_error") -> ApiError:
     """Build a 400 that names the offending field, such as ``key`` or ``signals[3].eventName``."""
     shown = show_value(value)
     text = f"Invalid {field}: {message}" if value is None else f"Invalid {field} {shown}: {message}"
@@ -150,12 +155,13 @@ def format_location(location: tuple[Any, ...] | list[Any]) -> str:
 
 
 def validation_error_to_api_error(
-    errors: list[dict[str, Any]], source: str = "body", body: Any = None
+    errors: list[dict[str, Any]], source: str = "body", body: Any = None, body_type: Any = None
 ) -> ApiError:
     """Turn pydantic's error list into one 400 whose message names the first bad field.
 
-    `body` is the parsed request body, when there is one: a missing field then suggests a
-    misspelled key that the body does carry, such as eventNme for eventName.
+    `body` is the parsed request body and `body_type` the type it was validated as, usually a
+    model class. With both, a missing field suggests a key of the same object that the body
+    carries and that no field of the object accepts, such as eventNme for eventName.
     """
     fields: list[dict[str, Any]] = []
     # Kept as parsed for the message, since `fields` carries a Decimal as a string, which would
@@ -187,7 +193,8 @@ def validation_error_to_api_error(
         message = error.get("msg", "invalid")
         if error.get("type") == "missing":
             value = None
-            message += _misspelling_hint(body, raw_location)
+            if source == "body":
+                message += _misspelling_hint(body, body_type, raw_location)
         if not fields:
             first_value = value
         fields.append({"field": field, "message": message, "value": _jsonable(value)})
@@ -197,15 +204,28 @@ def validation_error_to_api_error(
         message = f"Invalid {first['field']}: {first['message']}"
     else:
         message = f"Invalid {first['field']} {show_value(first_value)}: {first['message']}"
-    if len(fields) > 1:
-        message += f" (and {len(fields) - 1} more problem{'s' if len(fields) > 2 else ''})"
+    message += more_problems_suffix(len(fields))
     details = "; ".join(f"{item['field']}: {item['message']}" for item in fields)
     return ApiError(400, "validation_error", message, details=details, fields=fields)
 
 
-def _misspelling_hint(body: Any, location: list[Any]) -> str:
-    """Return " (the body has 'eventNme'; did you mean 'eventName'?)" when a close key exists."""
+def more_problems_suffix(count: int) -> str:
+    """Return " (and 2 more problems)" for an error message that names the first of `count`."""
+    if count < 2:
+        return ""
+    return f" (and {count - 1} more problem{'s' if count > 2 else ''})"
+
+
+def _misspelling_hint(body: Any, body_type: Any, location: list[Any]) -> str:
+    """Return " (the body has 'eventNme'; did you mean 'eventName'?)" when a close key exists.
+
+    Keys that a field of the object accepts are never suggested: they were sent for that field,
+    as inputPerMillionTokens is next to a missing outputPerMillionTokens.
+    """
     if not location or not isinstance(location[-1], str):
+        return ""
+    valid_keys = _accepted_keys_at(body_type, location[:-1])
+    if valid_keys is None:
         return ""
     parent = body
     for part in location[:-1]:
@@ -220,7 +240,7 @@ def _misspelling_hint(body: Any, location: list[Any]) -> str:
     if not isinstance(parent, dict):
         return ""
     wanted = location[-1]
-    candidates = [key for key in parent if isinstance(key, str) and key != wanted]
+    candidates = [key for key in parent if isinstance(key, str) and key != wanted and key not in valid_keys]
     close = difflib.get_close_matches(wanted, candidates, n=1, cutoff=0.6)
     if not close:
         lowered = [key for key in candidates if key.lower() == wanted.lower()]
@@ -228,6 +248,52 @@ def _misspelling_hint(body: Any, location: list[Any]) -> str:
     if not close:
         return ""
     return f" (the body has '{close[0]}'; did you mean '{wanted}'?)"
+
+
+def _accepted_keys_at(body_type: Any, location: list[Any]) -> frozenset[str] | None:
+    """Return every key that the models of the object at `location` accept, or None if unknown.
+
+    The walk follows model fields, list items and dict values from `body_type`. A union adds
+    the keys of all its models, since a union tag in the location may not name one of them.
+    """
+    candidates = _unwrapped(body_type)
+    for part in location:
+        if _is_union_tag(part):
+            continue
+        inner: list[Any] = []
+        for candidate in candidates:
+            for annotation in _inner_types(candidate, part):
+                inner.extend(_unwrapped(annotation))
+        candidates = inner
+    models = [candidate for candidate in candidates if isinstance(candidate, type) and issubclass(candidate, BaseModel)]
+    if not models:
+        return None
+    return frozenset().union(*(accepted_keys(model) for model in models))
+
+
+def _inner_types(container: Any, part: Any) -> list[Any]:
+    """Return the types that the value at key or index `part` of a `container` value may have."""
+    if isinstance(container, type) and issubclass(container, BaseModel):
+        if not isinstance(part, str):
+            return []
+        return [field.annotation for name, field in container.model_fields.items() if part in field_keys(name, field)]
+    origin = get_origin(container)
+    arguments = [argument for argument in get_args(container) if argument is not Ellipsis]
+    if isinstance(part, int) and origin in (list, tuple, set, frozenset, Sequence):
+        return arguments
+    if isinstance(part, str) and origin in (dict, Mapping) and len(arguments) == 2:
+        return [arguments[1]]
+    return []
+
+
+def _unwrapped(annotation: Any) -> list[Any]:
+    """Return the types an annotation allows, with Annotated, Optional and unions taken apart."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _unwrapped(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        return [item for argument in get_args(annotation) for item in _unwrapped(argument)]
+    return [annotation]
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -253,6 +319,12 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _body_type(request: Request) -> Any:
+    """Return the type that the matched route validates its JSON body as, if it has a body."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    return body_field.field_info.annotation if body_field is not None else None
+
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -275,7 +347,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        api_error = validation_error_to_api_error(list(error.errors()), body=error.body)
+        api_error = validation_error_to_api_error(list(error.errors()), body=error.body, body_type=_body_type(request))
         return JSONResponse(api_error.to_body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)

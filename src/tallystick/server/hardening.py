@@ -110,7 +110,7 @@ def _unstorable_text_error(value: Any, unstorable: re.Pattern[str]) -> ApiError:
     found = "a NUL character (\\u0000)" if match and match.group() == "\x00" else "an unpaired UTF-16 surrogate"
     return ApiError(
         400,
-        "invalid_string",
+        "validation_error",
         f"Invalid {field}: contains {found}, which cannot be stored; remove it",
         fields=[{"field": field, "message": f"contains {found}", "value": None}],
     )
@@ -199,7 +199,7 @@ class UnstorableTextMiddleware:
             {
                 "error": f"{problem}: contains a NUL character or an unpaired UTF-16 surrogate, "
                 "which cannot be stored; remove it",
-                "code": "invalid_string",
+                "code": "validation_error",
             }
         ).encode()
         await send(

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
@@ -55,16 +56,31 @@ class _Spellings:
     by_normalized: dict[str, str]  # normalized spelling -> wire name
 
 
+def accepted_keys(model: type[BaseModel]) -> frozenset[str]:
+    """Return every body key that a field of `model` reads: wire names, aliases and Python names."""
+    return _spellings(model).accepted
+
+
+def field_keys(name: str, field: FieldInfo) -> set[str]:
+    """Return the keys that the field `name` reads: its Python name, wire name and alias choices."""
+    keys = {name, _wire_name(name, field)}
+    if isinstance(field.validation_alias, AliasChoices):
+        keys.update(choice for choice in field.validation_alias.choices if isinstance(choice, str))
+    return keys
+
+
+def _wire_name(name: str, field: FieldInfo) -> str:
+    return field.validation_alias if isinstance(field.validation_alias, str) else field.alias or name
+
+
 @cache
 def _spellings(model: type[BaseModel]) -> _Spellings:
     accepted: set[str] = set()
     python_names: set[str] = set()
     by_normalized: dict[str, str] = {}
     for name, field in model.model_fields.items():
-        wire_name = field.validation_alias if isinstance(field.validation_alias, str) else field.alias or name
-        accepted.update((name, wire_name))
-        if isinstance(field.validation_alias, AliasChoices):
-            accepted.update(choice for choice in field.validation_alias.choices if isinstance(choice, str))
+        wire_name = _wire_name(name, field)
+        accepted.update(field_keys(name, field))
         if name != wire_name:
             python_names.add(name)
         by_normalized[_normalized(wire_name)] = wire_name

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from tallystick.server.costs.money_schemas import MoneyOut
 from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
@@ -130,21 +130,22 @@ class PriceOverrideIn(RequestModel):
     per_request: Decimal | None = Field(default=None, ge=0, le=Decimal(1_000_000), allow_inf_nan=False)
     description: str | None = Field(default=None, max_length=500)
 
-    @model_validator(mode="after")
-    def _twelve_places(self) -> PriceOverrideIn:
-        for name in (
-            "input_per_million_tokens",
-            "output_per_million_tokens",
-            "cache_read_per_million_tokens",
-            "cache_write_per_million_tokens",
-            "per_image",
-            "per_audio_second",
-            "per_request",
-        ):
-            value = getattr(self, name)
-            if value is not None and value != value.quantize(Decimal("1e-12")):
-                raise ValueError(f"{name} must have at most 12 decimal places")
-        return self
+    # A field validator, not a model validator, so that each price with too many places is
+    # reported under its own field, all of them at once.
+    @field_validator(
+        "input_per_million_tokens",
+        "output_per_million_tokens",
+        "cache_read_per_million_tokens",
+        "cache_write_per_million_tokens",
+        "per_image",
+        "per_audio_second",
+        "per_request",
+    )
+    @classmethod
+    def _twelve_places(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and value != value.quantize(Decimal("1e-12")):
+            raise ValueError("must have at most 12 decimal places")
+        return value
 
 
 class PriceOverrideOut(ResponseModel):

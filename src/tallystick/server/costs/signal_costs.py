@@ -11,13 +11,13 @@ in the same transaction. For each signal it:
 - claims the costs of its trace when it came from a signal span with
   ``data.paid.enable_cost_tracing``, and the costs of its paid_scope_id when it has one.
 
-`cost_data_problem` lets ingestion reject a signal whose costData is malformed before storing it.
+`cost_data_problems` lets ingestion reject a signal whose costData is malformed before storing it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -63,69 +63,100 @@ class ManualCost:
     started_at: datetime | None
 
 
-def cost_data_problem(data: Any) -> CostDataError | None:
-    """Return what is wrong with ``data.costData``, or None when it is absent or valid."""
+def cost_data_problems(data: Any) -> list[CostDataError]:
+    """Return every problem of ``data.costData``: empty when it is absent or valid."""
     if not isinstance(data, dict) or data.get("costData") is None:
-        return None
-    try:
-        parse_cost_data(data["costData"])
-    except CostDataError as error:
-        return error
-    return None
+        return []
+    return _read_cost_data(data["costData"])[1]
 
 
 def parse_cost_data(cost_data: Any) -> ManualCost:
     """Read a costData object.
 
     Raises:
-        CostDataError: naming the offending field.
+        CostDataError: naming the first offending field.
     """
+    manual, problems = _read_cost_data(cost_data)
+    if problems:
+        raise problems[0]
+    assert manual is not None, "a costData without problems is read"
+    return manual
+
+
+def _read_cost_data(cost_data: Any) -> tuple[ManualCost | None, list[CostDataError]]:
+    """Read a costData object, checking every field, so that all its problems are reported."""
     if not isinstance(cost_data, dict):
-        raise CostDataError("", "must be an object with vendor and either cost or attributes", cost_data)
+        return None, [CostDataError("", "must be an object with vendor and either cost or attributes", cost_data)]
+    problems: list[CostDataError] = []
     vendor = cost_data.get("vendor")
     if vendor is not None and (not isinstance(vendor, str) or len(vendor) > _MAX_LABEL_LENGTH):
-        raise CostDataError("vendor", f"must be a string of at most {_MAX_LABEL_LENGTH} characters", vendor)
-    started_at = _start_time(cost_data.get("start_time"))
+        problems.append(
+            CostDataError("vendor", f"must be a string of at most {_MAX_LABEL_LENGTH} characters", vendor)
+        )
+    started_at = _collected(problems, _start_time, cost_data.get("start_time"))
 
     cost = cost_data.get("cost")
     attributes = cost_data.get("attributes")
     if cost is not None:
-        amount = parse_amount(cost, "cost")
+        amount = _read_amount(cost, "cost", problems)
         model = cost_data.get("gen_ai.response.model")
         if model is not None and (not isinstance(model, str) or len(model) > _MAX_LABEL_LENGTH):
-            raise CostDataError("gen_ai.response.model", "must be a model name string", model)
+            problems.append(CostDataError("gen_ai.response.model", "must be a model name string", model))
+        if problems:
+            return None, problems
         usage = UsageRecord(emitter="manual", vendor=vendor, model=model, operation=None, service_tier=None)
-        return ManualCost(usage=usage, amount=amount, started_at=started_at)
+        return ManualCost(usage=usage, amount=amount, started_at=started_at), []
 
     if isinstance(attributes, dict):
         try:
             usage = normalize_span_usage(attributes)
         except UsageError as error:
-            raise CostDataError("attributes", str(error)) from None
+            problems.append(CostDataError("attributes", str(error)))
+        if problems:
+            return None, problems
         usage.emitter = "manual"
         if vendor and not any(
             key in attributes for key in ("gen_ai.provider.name", "gen_ai.system", "llm.provider")
         ):
             usage.vendor = vendor
-        return ManualCost(usage=usage, amount=None, started_at=started_at)
+        return ManualCost(usage=usage, amount=None, started_at=started_at), []
 
-    raise CostDataError(
-        "",
-        "must carry either cost {amount, currency} or attributes with the model and token counts",
-        cost_data,
+    problems.append(
+        CostDataError(
+            "",
+            "must carry either cost {amount, currency} or attributes with the model and token counts",
+            cost_data,
+        )
     )
+    return None, problems
 
 
-def parse_amount(cost: Any, field: str) -> Decimal:
-    """Read ``{"amount", "currency"}``: a USD amount in major units, rounded to 12 places."""
+def _collected(problems: list[CostDataError], read: Callable[..., Any], *arguments: Any) -> Any:
+    """Return `read(*arguments)`, or None after adding the problems that it raised to `problems`."""
+    try:
+        return read(*arguments)
+    except CostDataError as error:
+        problems.append(error)
+    return None
+
+
+def _read_amount(cost: Any, field: str, problems: list[CostDataError]) -> Decimal | None:
+    """Read ``{"amount", "currency"}``: a USD amount in major units, rounded to 12 places.
+
+    Adds a problem for each invalid field to `problems` and returns None when there is any.
+    """
     if not isinstance(cost, dict):
-        raise CostDataError(field, "must be an object {amount, currency}", cost)
+        problems.append(CostDataError(field, "must be an object {amount, currency}", cost))
+        return None
     currency = cost.get("currency")
     if not isinstance(currency, str) or currency.upper() not in SUPPORTED_CURRENCIES:
-        raise CostDataError(
-            f"{field}.currency", "must be USD; costs in other currencies are not supported yet", currency
+        problems.append(
+            CostDataError(
+                f"{field}.currency", "must be USD; costs in other currencies are not supported yet", currency
+            )
         )
-    return checked_amount(cost.get("amount"), f"{field}.amount")
+    amount = _collected(problems, checked_amount, cost.get("amount"), f"{field}.amount")
+    return amount if not problems else None
 
 
 def checked_amount(raw: Any, field: str) -> Decimal:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from tallystick.server import clock
 from tallystick.server.customers.schemas import CustomerCreate, CustomerUpdate
-from tallystick.server.errors import ApiError, conflict_as_bad_request, not_found
+from tallystick.server.errors import bad_request, conflict_as_bad_request, not_found
 from tallystick.server.ids import new_id
 from tallystick.server.models import Customer
 
@@ -136,7 +136,7 @@ def update_customer(session: Session, customer: Customer, body: CustomerUpdate) 
     """Apply the fields the client sent. A null clears optional fields; name cannot be cleared."""
     sent = body.provided()
     if "name" in sent and body.name is None:
-        raise ApiError(400, "invalid_field", "Invalid name: cannot be null")
+        raise bad_request("name", "cannot be null")
     if "external_id" in sent and body.external_id != customer.external_id:
         if body.external_id is not None:
             _ensure_external_id_free(session, customer.organization_id, body.external_id)

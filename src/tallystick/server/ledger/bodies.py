@@ -32,7 +32,7 @@ def exact_json_body(model: type[ModelT]) -> Callable[[Request], Coroutine[Any, A
         try:
             return model.model_validate(document)
         except ValidationError as error:
-            raise validation_error_to_api_error(list(error.errors()), "body") from None
+            raise validation_error_to_api_error(list(error.errors()), "body", document, model) from None
 
     return parse
 

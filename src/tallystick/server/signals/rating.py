@@ -51,7 +51,7 @@ class RatingError(Exception):
     """A signal cannot be rated: its quantity is invalid, or the pricing line is malformed.
 
     Args:
-        code: stable snake_case reason, such as invalid_quantity.
+        code: stable snake_case reason, such as validation_error or pricing_invalid.
         message: what is wrong, as a sentence without the field name.
         field: the offending path inside the signal, such as ``data.quantity``, if any.
         value: the offending value at `field`.
@@ -122,9 +122,9 @@ def signal_quantity(line: PricingLine, data: dict[str, Any] | None) -> Decimal:
     field = "data." + ".".join(path)
     quantity = to_decimal(value)
     if quantity is None:
-        raise RatingError("invalid_quantity", "must be a finite number", field, value)
+        raise RatingError("validation_error", "must be a finite number", field, value)
     if quantity < 0:
-        raise RatingError("invalid_quantity", "must not be negative", field, value)
+        raise RatingError("validation_error", "must not be negative", field, value)
     return quantity
 
 

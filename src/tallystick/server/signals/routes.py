@@ -38,6 +38,8 @@ from tallystick.server.signals.schemas import (
     BulkSignalsIn,
     BulkSignalsOut,
     BulkSignalWarningOut,
+    FieldProblemOut,
+    SignalError,
     SignalListOut,
     SignalOut,
     idempotency_key_of,
@@ -58,7 +60,7 @@ _RETRYABLE_SQLSTATES = ("40P01", "40001")
 class SignalBatchRejected(ApiError):
     """Every signal of a batch failed: the API error shape plus the per-signal errors and counts."""
 
-    def __init__(self, status: int, outcome: BulkSignalsOut, raw_signals: list[Any] | None = None) -> None:
+    def __init__(self, status: int, outcome: BulkSignalsOut) -> None:
         first = outcome.errors[0]
         message = first.message
         if outcome.failed > 1:
@@ -67,14 +69,7 @@ class SignalBatchRejected(ApiError):
             status,
             first.code if status == 400 else "internal_error",
             message,
-            fields=[
-                {
-                    "field": error.field or f"signals[{error.index}]",
-                    "message": error.message,
-                    "value": _value_at(raw_signals, error.field) if raw_signals is not None else None,
-                }
-                for error in outcome.errors
-            ],
+            fields=[problem.model_dump() for error in outcome.errors for problem in error.fields],
         )
         self.outcome = outcome
 
@@ -212,7 +207,7 @@ def _ingest_batch(body: BulkSignalsIn, principal: Principal, request: Request) -
                 # then failed are rolled back too.
                 if result.failed and not (result.ingested or result.duplicates):
                     internal = any(outcome.internal for outcome in outcomes)
-                    raise SignalBatchRejected(500 if internal else 400, result, body.signals)
+                    raise SignalBatchRejected(500 if internal else 400, result)
             return result
         except OperationalError as error:
             sqlstate = getattr(error.orig, "sqlstate", None)
@@ -269,6 +264,7 @@ def _bulk_result(outcomes: list[service.SignalOutcome], raw_signals: list[Any]) 
             code=outcome.error.code,
             field=outcome.error.field,
             message=outcome.error.message,
+            fields=_field_problems(outcome.index, outcome.error, raw_signals),
         )
         for outcome in outcomes
         if outcome.error is not None
@@ -307,6 +303,15 @@ def _bulk_result(outcomes: list[service.SignalOutcome], raw_signals: list[Any]) 
         errors=errors,
         warnings=warnings,
     )
+
+
+def _field_problems(index: int, error: SignalError, raw_signals: list[Any]) -> list[FieldProblemOut]:
+    """List every bad field of a failed signal, or the signal itself when no field is to blame."""
+    named = error.fields or ((error.field or f"signals[{index}]", error.message),)
+    return [
+        FieldProblemOut(field=field, message=message, value=_value_at(raw_signals, field))
+        for field, message in named
+    ]
 
 
 def _event_name_of(raw: Any) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from tallystick.server.costs.money_schemas import CostSummaryOut, MoneyOut
-from tallystick.server.errors import format_location, show_value
+from tallystick.server.errors import format_location, more_problems_suffix, show_value
 from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
 
 # Most signals one POST /signals/bulk request may carry.
@@ -41,11 +41,16 @@ class SignalInput:
 
 @dataclass(frozen=True)
 class SignalError:
-    """Why one signal of a batch was not stored: a stable code, the field and a message."""
+    """Why one signal of a batch was not stored: a stable code, the field and a message.
+
+    `fields` contains each bad field as (field path, message) when the signal has more than one,
+    the first being `field`. It is empty when the error names one field or none.
+    """
 
     code: str
     message: str
     field: str | None = None
+    fields: tuple[tuple[str, str], ...] = ()
 
 
 class CustomerRef(RequestModel):
@@ -207,18 +212,20 @@ def idempotency_key_of(raw: Any) -> str | None:
 
 
 def _validation_error(error: ValidationError, index: int) -> SignalError:
-    problems = error.errors(include_url=False)
-    first = problems[0]
-    location = [part for part in first.get("loc", ()) if not _is_union_tag(part)]
+    fields = tuple(_problem_field(problem, index) for problem in error.errors(include_url=False))
+    field, message = fields[0]
+    message += more_problems_suffix(len(fields))
+    return SignalError("validation_error", message, field, fields if len(fields) > 1 else ())
+
+
+def _problem_field(problem: Any, index: int) -> tuple[str, str]:
+    """Return the field path of one pydantic problem and a message that names it and its value."""
+    location = [part for part in problem.get("loc", ()) if not _is_union_tag(part)]
     field = format_location(["signals", index, *location])
-    reason = _reason(first)
-    if first.get("type") == "missing":
-        message = f"Invalid {field}: {reason}"
-    else:
-        message = f"Invalid {field} {show_value(first.get('input'))}: {reason}"
-    if len(problems) > 1:
-        message += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
-    return SignalError(code="validation_error", message=message, field=field)
+    reason = _reason(problem)
+    if problem.get("type") == "missing":
+        return field, f"Invalid {field}: {reason}"
+    return field, f"Invalid {field} {show_value(problem.get('input'))}: {reason}"
 
 
 def _reason(problem: dict[str, Any]) -> str:
@@ -234,12 +241,26 @@ def _is_union_tag(part: Any) -> bool:
     return isinstance(part, str) and (part[:1].isupper() or part.startswith("function-"))
 
 
+class FieldProblemOut(ResponseModel):
+    field: str = Field(description="Path of the bad field, such as signals[2].eventName.")
+    message: str
+    value: Any = Field(
+        default=None,
+        description="The value sent when it is a string (cut to 200 characters), number or boolean; else null.",
+    )
+
+
 class BulkSignalErrorOut(ResponseModel):
     index: int = Field(description="Position of the signal in the request's `signals` array.")
     idempotency_key: str | None = None
     code: str = Field(description="Stable snake_case reason, such as customer_not_found.")
     field: str | None = Field(default=None, description="The offending field, such as signals[2].eventName.")
     message: str
+    fields: list[FieldProblemOut] = Field(
+        default_factory=list,
+        description="Every bad field of the signal; `field` is the first. A signal failed for "
+        "another reason lists itself, as signals[2].",
+    )
 
 
 class BulkSignalWarningOut(ResponseModel):

@@ -49,10 +49,10 @@ from tallystick.server.bulk_sql import for_each_dialect, in_list
 from tallystick.server.costs.signal_costs import (
     CostDataError,
     attach_costs_to_signals,
-    cost_data_problem,
+    cost_data_problems,
 )
 from tallystick.server.customers.service import get_or_create_by_external_id
-from tallystick.server.errors import ApiError, show_value
+from tallystick.server.errors import ApiError, more_problems_suffix, show_value
 from tallystick.server.ids import new_id
 from tallystick.server.ledger import service as ledger
 from tallystick.server.models import (
@@ -198,9 +198,9 @@ def ingest_signals(
             field_name = f"signals[{index}].{field_path}"
             _fail(outcomes, work, SignalError("validation_error", f"Invalid {field_name}: {reason}", field_name))
             continue
-        cost_data_error = cost_data_problem(item.data)
-        if cost_data_error is not None:
-            _fail(outcomes, work, _cost_data_error(work, cost_data_error))
+        cost_data_errors = cost_data_problems(item.data)
+        if cost_data_errors:
+            _fail(outcomes, work, _cost_data_error(work, cost_data_errors))
             continue
         work_items.append(work)
 
@@ -265,11 +265,15 @@ def _paid_scope_id(data: dict[str, Any] | None, given: int | None) -> int | None
     return None
 
 
-def _cost_data_error(work: _Work, error: CostDataError) -> SignalError:
-    field_name = f"signals[{work.index}].data.costData" + (f".{error.field}" if error.field else "")
-    return SignalError(
-        code="invalid_cost_data", message=f"Invalid {field_name}: {error.message}", field=field_name
-    )
+def _cost_data_error(work: _Work, errors: list[CostDataError]) -> SignalError:
+    fields = []
+    for error in errors:
+        field_name = f"signals[{work.index}].data.costData" + (f".{error.field}" if error.field else "")
+        shown = "" if error.value is None else f" {show_value(error.value)}"
+        fields.append((field_name, f"Invalid {field_name}{shown}: {error.message}"))
+    field_name, message = fields[0]
+    message += more_problems_suffix(len(fields))
+    return SignalError("validation_error", message, field_name, tuple(fields) if len(fields) > 1 else ())
 
 
 # Phase 2: products and customers
@@ -521,7 +525,7 @@ def _resolve_holds(
                 continue
             if hold.customer_id != work.customer_id:
                 message = f"Invalid {field_name} '{hold_id}': the hold belongs to another customer"
-                _fail(outcomes, work, SignalError("invalid_field", message, field_name))
+                _fail(outcomes, work, SignalError("validation_error", message, field_name))
                 continue
             work.hold_currency_id = hold.credits_currency_id
             work.hold_ended = hold.status != "active" or hold.expires_at <= (work.customer_now or clock.now())

@@ -126,7 +126,7 @@ def validate_webhook_url(url: str, *, allow_private: bool) -> str:
 
 
 def _invalid_url(url: str, message: str) -> ApiError:
-    return bad_request("url", message, url, code="invalid_webhook_url")
+    return bad_request("url", message, url)
 
 
 class PublicOnlyNetworkBackend(httpcore.AsyncNetworkBackend):
