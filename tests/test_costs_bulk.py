@@ -214,10 +214,10 @@ def test_price_places_reported_per_field(tenant):
     body = response.json()
     assert body["code"] == "validation_error"
     assert [item["field"] for item in body["fields"]] == ["inputPerMillionTokens", "outputPerMillionTokens"]
-    assert [item["message"] for item in body["fields"]] == ["Value error, must have at most 12 decimal places"] * 2
+    assert [item["message"] for item in body["fields"]] == ["must have at most 12 decimal places"] * 2
     assert [item["value"] for item in body["fields"]] == [too_precise] * 2
     assert body["error"] == (
-        f"Invalid inputPerMillionTokens '{too_precise}': Value error, must have at most 12 decimal places"
+        f"Invalid inputPerMillionTokens '{too_precise}': must have at most 12 decimal places"
         " (and 1 more problem)"
     )
     assert tenant.http.get("/costs/price-overrides").json()["data"] == []

@@ -57,6 +57,20 @@ def test_customer_name_cannot_be_null(tenant):
     assert tenant.http.get(f"/customers/{created['id']}").json()["name"] == "Bo"
 
 
+def test_customer_object_field_message(tenant):
+    response = tenant.http.post("/customers/", json={"name": "Bo", "billingAddress": "1 Main St"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "Invalid billingAddress '1 Main St': must be a JSON object"
+    assert response.json()["fields"][0]["field"] == "billingAddress"
+
+
+def test_customer_validator_message_unprefixed(tenant):
+    response = tenant.http.post("/customers/", json={"name": "Bo", "externalId": "a/b"})
+    assert response.status_code == 400
+    message = response.json()["fields"][0]["message"]
+    assert message == "must not contain '/', since it is used in URL paths"
+
+
 def test_customer_duplicate_external_id_is_400(tenant):
     tenant.http.post("/customers/", json={"name": "A", "externalId": "a"})
     response = tenant.http.post("/customers/", json={"name": "B", "externalId": "a"})

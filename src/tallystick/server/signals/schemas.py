@@ -10,7 +10,8 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from tallystick.server.costs.money_schemas import CostSummaryOut, MoneyOut
-from tallystick.server.errors import format_location, more_problems_suffix, show_value
+from tallystick.server.errors import format_location, more_problems_suffix, problem_reason, show_value
+from tallystick.server.field_hints import is_union_tag
 from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
 
 # Most signals one POST /signals/bulk request may carry.
@@ -220,25 +221,12 @@ def _validation_error(error: ValidationError, index: int) -> SignalError:
 
 def _problem_field(problem: Any, index: int) -> tuple[str, str]:
     """Return the field path of one pydantic problem and a message that names it and its value."""
-    location = [part for part in problem.get("loc", ()) if not _is_union_tag(part)]
+    location = [part for part in problem.get("loc", ()) if not is_union_tag(part)]
     field = format_location(["signals", index, *location])
-    reason = _reason(problem)
+    reason = problem_reason(problem)
     if problem.get("type") == "missing":
         return field, f"Invalid {field}: {reason}"
     return field, f"Invalid {field} {show_value(problem.get('input'))}: {reason}"
-
-
-def _reason(problem: dict[str, Any]) -> str:
-    # pydantic's text for these names the Python class, which means nothing to a client.
-    if problem.get("type") in ("model_type", "dict_type"):
-        return "must be a JSON object"
-    text = str(problem.get("msg", "invalid"))
-    # pydantic prefixes the text of ValueErrors raised by validators.
-    return text.removeprefix("Value error, ")
-
-
-def _is_union_tag(part: Any) -> bool:
-    return isinstance(part, str) and (part[:1].isupper() or part.startswith("function-"))
 
 
 class FieldProblemOut(ResponseModel):
