@@ -157,6 +157,14 @@ def test_create_rejects_bad_input(tenant, store, change, field):
     assert tenant.http.get("/checkouts/").json()["pagination"]["total"] == 0
 
 
+def test_create_unknown_product_code(tenant):
+    response = tenant.http.post("/checkouts/", json={"products": [{"id": "prod_missing"}], "successUrl": SUCCESS_URL})
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "unknown_product"
+    assert response.json()["fields"][0]["field"] == "products[0].id"
+
+
 def test_create_rejects_plan_of_another_product(tenant):
     client = tenant.paid()
     catalog = create_guide_catalog(client)

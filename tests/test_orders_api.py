@@ -191,6 +191,31 @@ def test_create_rejects_invalid_input(tenant, body, field: str):  # type: ignore
     assert tenant.http.get("/orders/").json()["pagination"]["total"] == 0
 
 
+def test_unknown_catalog_ids_get_their_codes(tenant):
+    ids = build_catalog(tenant)
+    unknown_product = {"customerId": ids["customer"], "lines": [{"productId": "prod_missing"}]}
+    usage = {"chargeType": "usage", "pricingModel": "prepaidCredits", "eventName": "chat_message", "creditCost": 1}
+    unknown_currency = {
+        "customerId": ids["customer"],
+        "lines": [
+            {
+                "productId": ids["product"],
+                "attributes": [_attribute("Chat message", {**usage, "creditsCurrencyId": "cc_missing"})],
+            }
+        ],
+    }
+
+    product_response = tenant.http.post("/orders/", json=unknown_product)
+    currency_response = tenant.http.post("/orders/", json=unknown_currency)
+
+    assert product_response.status_code == 400
+    assert product_response.json()["code"] == "unknown_product"
+    assert currency_response.status_code == 400, currency_response.text
+    assert currency_response.json()["code"] == "unknown_currency"
+    assert currency_response.json()["fields"][0]["value"] == "cc_missing"
+    assert tenant.http.get("/orders/").json()["pagination"]["total"] == 0
+
+
 def test_active_order_cannot_be_deleted_or_redated(tenant):
     ids = build_catalog(tenant)
     client = tenant.paid()

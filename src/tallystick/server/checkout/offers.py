@@ -14,11 +14,12 @@ from tallystick.server.models import Plan, Product
 class OfferError(Exception):
     """A checkout's products or plans cannot be offered; names the wire field and value."""
 
-    def __init__(self, field: str, message: str, value: str) -> None:
+    def __init__(self, field: str, message: str, value: str, code: str = "validation_error") -> None:
         super().__init__(message)
         self.field = field
         self.message = message
         self.value = value
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def load_offers(
             select(Product).where(Product.organization_id == organization_id, Product.id == item["id"])
         )
         if product is None:
-            raise OfferError(field, "is not a product of this organization", item["id"])
+            raise OfferError(field, "is not a product of this organization", item["id"], code="unknown_product")
         if product.id in seen_products:
             raise OfferError(field, "appears twice in this checkout", item["id"])
         seen_products.add(product.id)

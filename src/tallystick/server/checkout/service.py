@@ -56,7 +56,7 @@ def create_checkout(
     try:
         offers = load_offers(session, organization_id, products, require_active=True)
     except OfferError as error:
-        raise bad_request(error.field, error.message, error.value) from None
+        raise bad_request(error.field, error.message, error.value, code=error.code) from None
     currency = body.currency.upper() if body.currency else None
     allowed = _allowed_currencies(offers, currency)
     _check_existing_orders(session, organization_id, customer_id, offers, allowed)

@@ -376,7 +376,9 @@ def _line_terms(
         select(Product).where(Product.organization_id == organization_id, Product.id == line.product_id)
     )
     if product is None:
-        raise bad_request(f"{field}.productId", "is not a product of this organization", line.product_id)
+        raise bad_request(
+            f"{field}.productId", "is not a product of this organization", line.product_id, code="unknown_product"
+        )
     plan = session.scalar(
         select(Plan)
         .where(
@@ -496,4 +498,4 @@ def _check_currency(session: Session, organization_id: str, currency_id: str | N
         select(CreditCurrency.id).where(CreditCurrency.organization_id == organization_id, CreditCurrency.id == currency_id)
     )
     if found is None:
-        raise bad_request(field, "is not a credit currency of this organization", currency_id)
+        raise bad_request(field, "is not a credit currency of this organization", currency_id, code="unknown_currency")
