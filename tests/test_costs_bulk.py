@@ -8,6 +8,8 @@ from decimal import Decimal
 import pytest
 from paid.types import Cost_Cost, Cost_Usage, CustomerByExternalId, ProductByExternalId, TokenUsage
 
+from tallystick.server.field_hints import MAX_HINT_KEYS
+
 from tests.otlp_factories import cost_rows, cost_total, send_spans, span
 
 M = Decimal("0.000001")
@@ -248,6 +250,17 @@ def test_misspelled_price_key_is_hinted(tenant):
     hint = "(the body has 'outputPerMilionTokens'; did you mean 'outputPerMillionTokens'?)"
     assert body["error"] == f"Invalid outputPerMillionTokens: Field required {hint}"
     assert body["fields"][0]["field"] == "outputPerMillionTokens"
+    assert tenant.http.get("/costs/price-overrides").json()["data"] == []
+
+
+def test_hint_skipped_for_huge_object(tenant):
+    junk = {f"junk{number}": number for number in range(MAX_HINT_KEYS)}
+    body = {"model": "m", "inputPerMillionTokens": "1", "outputPerMilionTokens": "2", **junk}
+
+    response = tenant.http.put("/costs/price-overrides", json=body)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "Invalid outputPerMillionTokens: Field required"
     assert tenant.http.get("/costs/price-overrides").json()["data"] == []
 
 

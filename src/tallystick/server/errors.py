@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tallystick.server.field_hints import is_union_tag, misspelling_hint
+from tallystick.server.field_hints import MAX_HINTS, is_union_tag, misspelling_hint
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,7 @@ def validation_error_to_api_error(
     # Kept as parsed for the message, since `fields` carries a Decimal as a string, which would
     # show quoted.
     first_value: Any = None
+    hints = 0
     for error in errors:
         location = list(error.get("loc", ()))
         if location and location[0] in ("body", "query", "path", "header"):
@@ -190,7 +191,8 @@ def validation_error_to_api_error(
         message = problem_reason(error)
         if error.get("type") == "missing":
             value = None
-            if source == "body":
+            if source == "body" and hints < MAX_HINTS:
+                hints += 1
                 message += misspelling_hint(body, body_type, raw_location)
         if not fields:
             first_value = value

@@ -14,6 +14,12 @@ from pydantic import BaseModel
 
 from tallystick.server.schemas import accepted_keys, field_keys
 
+# An object with more keys than this gets no hint, and an error lists hints for this many
+# missing fields at most. difflib compares the wanted name with every key, and a body of
+# hundreds of thousands of junk keys would otherwise hold the event loop for seconds.
+MAX_HINT_KEYS = 200
+MAX_HINTS = 10
+
 
 def is_union_tag(part: Any) -> bool:
     """Return whether a pydantic error location part is a union member's tag, not a field."""
@@ -41,7 +47,7 @@ def misspelling_hint(body: Any, body_type: Any, location: list[Any]) -> str:
             continue
         else:
             return ""
-    if not isinstance(parent, dict):
+    if not isinstance(parent, dict) or len(parent) > MAX_HINT_KEYS:
         return ""
     wanted = location[-1]
     candidates = [key for key in parent if isinstance(key, str) and key != wanted and key not in valid_keys]
