@@ -189,6 +189,37 @@ def test_grants_list_unknown_customer(cli_env):
     assert "customer with id 'cus_nobody' not found" in by_id.output
 
 
+def test_balances_unknown_customer(cli_env):
+    result = invoke(cli_env, "balances", "nobody")
+
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1
+    assert "customer with external id 'nobody' not found" in result.output
+
+
+def test_wrong_api_path_not_blamed_on_customer(tenant, cli_env):
+    tenant.http.post("/customers/", json={"name": "Ada", "externalId": "ada"})
+    wrong_path = {**cli_env, "TALLYSTICK_API_URL": tenant.server.root + "/wrongprefix"}
+
+    result = invoke(wrong_path, "grants", "list", "ada")
+
+    assert result.exit_code == 1
+    assert "No route" in result.output
+    assert "create the customer" not in result.output
+
+
+def test_grants_list_keeps_ids_whole(tenant, cli_env):
+    create_guide_catalog(tenant.paid())
+    tenant.http.post("/customers/", json={"name": "Ada", "externalId": "ada"})
+    tenant.http.post("/customers/external/ada/credits/grants", json={"creditCurrencyKey": "chat_credits", "amount": 5})
+    [grant] = json.loads(invoke(cli_env, "grants", "list", "ada", "--json").output)["data"]
+
+    narrow = invoke({**cli_env, "COLUMNS": "80"}, "grants", "list", "ada")
+
+    assert narrow.exit_code == 0, narrow.output
+    assert grant["id"] in narrow.output
+
+
 def test_grant_create_unknown_customer(tenant, cli_env):
     create_guide_catalog(tenant.paid())
 

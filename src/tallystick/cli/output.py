@@ -75,13 +75,26 @@ def print_json(value: Any) -> None:
 
 
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str | Callable[[dict[str, Any]], Any]]]) -> None:
-    """Print `rows` with one column per (title, key or function) pair."""
-    table = Table(*[title for title, _ in columns])
+    """Print `rows` with one column per (title, key or function) pair.
+
+    An "id" column keeps its values whole on a narrow terminal, since they are copied into
+    other commands; the other columns wrap instead.
+    """
+    body = []
     for row in rows:
         cells = []
         for _, getter in columns:
             value = getter(row) if callable(getter) else row.get(getter)
             cells.append("" if value is None else str(value))
+        body.append(cells)
+    table = Table()
+    for index, (title, _) in enumerate(columns):
+        if title == "id":
+            widest = max((len(cells[index]) for cells in body), default=len(title))
+            table.add_column(title, no_wrap=True, min_width=max(widest, len(title)))
+        else:
+            table.add_column(title)
+    for cells in body:
         table.add_row(*cells)
     console.print(table)
 

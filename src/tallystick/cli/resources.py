@@ -257,7 +257,7 @@ def balances(
     as_json: JsonOption = False,
 ) -> None:
     """Show a customer's credit balances, one row per credit currency."""
-    with api_client(api_url, api_key) as client:
+    with api_client(api_url, api_key) as client, _customer_must_exist(customer):
         body = _get_balances(client, customer)
     if as_json:
         print_json(body)
@@ -287,13 +287,14 @@ def _exact(row: dict[str, Any], name: str) -> Any:
 def _customer_must_exist(customer: str) -> Iterator[None]:
     """Turn the API's 404 for an unknown customer into a one-line error with the fix.
 
-    Use it only around routes whose one 404 is the customer's. Those of grants and balances
-    qualify, because an unknown credit currency gets a 400 there.
+    Other errors, such as the 404 of a wrong --api-url path, are raised for `api_client` to
+    print as the server sent them.
     """
     try:
         yield
     except ApiError as error:
-        if error.status != 404:
+        # The server's 404 for a customer reads "Customer with externalId 'x' not found".
+        if error.status != 404 or not error.message.startswith("Customer with "):
             raise
         if customer.startswith("cus_"):
             problem = f"customer with id {customer!r} not found"
