@@ -83,6 +83,16 @@ def test_buyer_email_outside_api_check_is_kept(tenant, store):
     customer = tenant.http.get(f"/customers/{completed.order.customer_id}").json()
     assert customer["name"] == "Ada"
     assert customer["email"] == "ada@shop.local"
+    # A client that sends the customer back with its address may do so; another such address
+    # is still rejected.
+    path = f"/customers/{customer['id']}"
+    sent_back = tenant.http.put(path, json={"name": "Ada L.", "email": "ada@shop.local"})
+    assert sent_back.status_code == 200, sent_back.text
+    changed = tenant.http.put(path, json={"email": "bo@shop.local"})
+    assert changed.status_code == 400
+    assert changed.json()["fields"][0]["field"] == "email"
+    assert changed.json()["fields"][0]["value"] == "bo@shop.local"
+    assert tenant.http.get(path).json()["email"] == "ada@shop.local"
 
 
 def build_quarterly_catalog(tenant) -> dict[str, str]:  # type: ignore[no-untyped-def]

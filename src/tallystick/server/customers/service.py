@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tallystick.server import clock
-from tallystick.server.customers.schemas import CustomerCreate, CustomerUpdate
+from tallystick.server.customers.schemas import CustomerCreate, CustomerUpdate, email_problem
 from tallystick.server.errors import bad_request, conflict_as_bad_request, not_found
 from tallystick.server.ids import new_id
 from tallystick.server.models import Customer
@@ -137,6 +137,10 @@ def update_customer(session: Session, customer: Customer, body: CustomerUpdate) 
     sent = body.provided()
     if "name" in sent and body.name is None:
         raise bad_request("name", "cannot be null")
+    if "email" in sent and body.email != customer.email:
+        problem = email_problem(body.email)
+        if problem is not None:
+            raise bad_request("email", problem, body.email)
     if "external_id" in sent and body.external_id != customer.external_id:
         if body.external_id is not None:
             _ensure_external_id_free(session, customer.organization_id, body.external_id)
