@@ -221,6 +221,23 @@ def test_check_rate_limited_fallback(  # type: ignore[no-untyped-def]
     assert len(edge.requests) == 1
 
 
+def test_rate_limited_allowed_when_outage_denied(tenant, acme: Client):  # type: ignore[no-untyped-def]
+    edge = FlakyEdge([429, 429, 429], retry_after="0")
+
+    with flaky_client(tenant, edge) as client:
+        hold = tallystick.hold_credits(
+            "acme", "chat_credits", 2, client=client, if_unreachable=False, if_rate_limited=True
+        )
+        allowed = tallystick.has_credits(
+            "acme", "chat_credits", 50, client=client, if_unreachable=False, if_rate_limited=True
+        )
+
+    assert hold.allowed is True
+    assert hold.hold_id is None
+    assert allowed is True
+    assert balance(acme) == (Decimal(10), Decimal(0))
+
+
 def test_reserve_rate_limited_denied(tenant, acme: Client):  # type: ignore[no-untyped-def]
     edge = FlakyEdge([429, 429], retry_after="0")
 

@@ -142,7 +142,7 @@ class Hold:
     """A reservation of credits; `allowed` tells whether the work may go ahead.
 
     `hold_id` is None when the hold was denied, or when the server could not be reached and
-    `allowed` came from `if_unreachable`; settling then sends a plain signal.
+    `allowed` came from `if_unreachable` or `if_rate_limited`. Settling then sends a plain signal.
     """
 
     customer: str
