@@ -372,6 +372,24 @@ def test_grant_rejects_non_json_body(tenant):
     assert response.json()["code"] == "invalid_json"
 
 
+@pytest.mark.parametrize(("content", "shown"), [(b"[]", "Invalid body []: "), (b"", "Invalid body: ")])
+def test_grant_body_must_be_object(tenant, content: bytes, shown: str):  # type: ignore[no-untyped-def]
+    make_customer(tenant)
+
+    response = tenant.http.post(
+        "/customers/external/user-1/credits/grants", content=content, headers={"Content-Type": "application/json"}
+    )
+    customer_route = tenant.http.post("/customers/", content=b"[]", headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "validation_error"
+    assert response.json()["error"] == f"{shown}must be a JSON object"
+    assert response.json()["fields"][0]["field"] == "body"
+    # Routes that FastAPI parses answer a list body the same way.
+    assert customer_route.json()["code"] == "validation_error"
+    assert customer_route.json()["error"] == "Invalid body []: must be a JSON object"
+
+
 def test_grant_rejects_archived_currency(tenant):
     make_customer(tenant)
     currency_id = make_currency(tenant)

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from tallystick.server.errors import ApiError, validation_error_to_api_error
+from tallystick.server.errors import bad_request, validation_error_to_api_error
 from tallystick.server.hardening import parse_strict_json
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -28,7 +28,8 @@ def exact_json_body(model: type[ModelT]) -> Callable[[Request], Coroutine[Any, A
         # form content type, so this parse rejects NaN and Infinity itself.
         document = parse_strict_json(raw or b"null", parse_float=Decimal)
         if not isinstance(document, dict):
-            raise ApiError(400, "invalid_json", "Request body must be a JSON object")
+            # The same 400 as FastAPI's routes give a body that is not an object.
+            raise bad_request("body", "must be a JSON object", document if raw else None)
         try:
             return model.model_validate(document)
         except ValidationError as error:
