@@ -286,6 +286,21 @@ def test_cost_data_problems_in_mixed_batch(tenant, store):
     assert len(_signals(tenant)) == 1
 
 
+def test_cost_data_dotted_key_value_shown(tenant, store):
+    _product(tenant)
+    bad = {"eventName": "chat_message", "customer": {"externalCustomerId": "user-1"},
+           "data": {"costData": {"vendor": "openai", "cost": {"amount": 0.1, "currency": "USD"},
+                                 "gen_ai.response.model": 5}}}
+
+    response = tenant.http.post("/signals/bulk", json={"signals": [bad]})
+
+    assert response.status_code == 400
+    [problem] = response.json()["errors"][0]["fields"]
+    assert problem["field"] == "signals[0].data.costData.gen_ai.response.model"
+    assert problem["value"] == 5
+    assert _signals(tenant) == []
+
+
 def test_unpriced_cost_makes_status_partial(tenant, store):
     _product(tenant)
     trace_id = new_trace_id()

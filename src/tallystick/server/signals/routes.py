@@ -240,15 +240,26 @@ def _value_at(raw_signals: list[Any], field: str | None) -> Any:
     if not field or not field.startswith("signals["):
         return None
     value: Any = {"signals": raw_signals}
-    for key, index in _PATH_STEP.findall(field):
+    steps = _PATH_STEP.findall(field)
+    position = 0
+    while position < len(steps):
+        key, index = steps[position]
+        position += 1
         if index:
             if not isinstance(value, list) or int(index) >= len(value):
                 return None
             value = value[int(index)]
-        elif isinstance(value, dict) and key in value:
-            value = value[key]
-        else:
+            continue
+        if not isinstance(value, dict):
             return None
+        # A key may contain dots itself, as the cost attribute gen_ai.response.model does, so
+        # the key is extended by the steps after it until the object has it.
+        while key not in value and position < len(steps) and not steps[position][1]:
+            key += "." + steps[position][0]
+            position += 1
+        if key not in value:
+            return None
+        value = value[key]
     if isinstance(value, str):
         return value[:_MAX_ECHOED_CHARACTERS]
     if isinstance(value, bool | int | float) or value is None:
