@@ -363,6 +363,22 @@ def test_signal_validation_error_shows_json_values(tenant, store):
     assert stored_signals(store, tenant.organization_id) == []
 
 
+def test_misspelled_signal_key_hinted(tenant, store):
+    create_catalog(store, tenant.organization_id)
+    misspelled = chat_message()
+    misspelled["eventNme"] = misspelled.pop("eventName")
+
+    response = send(tenant, misspelled)
+
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["field"] == "signals[0].eventName"
+    assert error["message"] == (
+        "Invalid signals[0].eventName: Field required (the body has 'eventNme'; did you mean 'eventName'?)"
+    )
+    assert stored_signals(store, tenant.organization_id) == []
+
+
 def test_flat_brackets_charge_bracket_units(tenant, store):
     pricing = {
         "pricingType": "UsageBracketedPrepaidCredits",

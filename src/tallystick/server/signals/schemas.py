@@ -11,7 +11,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from tallystick.server.costs.money_schemas import CostSummaryOut, MoneyOut
 from tallystick.server.errors import format_location, more_problems_suffix, problem_reason, show_value
-from tallystick.server.field_hints import is_union_tag
+from tallystick.server.field_hints import MAX_HINTS, is_union_tag, misspelling_hint
 from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
 
 # Most signals one POST /signals/bulk request may carry.
@@ -136,7 +136,7 @@ def parse_signal(raw: Any, index: int) -> SignalInput | SignalError:
     try:
         parsed = SignalIn.model_validate(raw)
     except ValidationError as error:
-        return _validation_error(error, index)
+        return _validation_error(error, index, raw)
 
     customer = parsed.customer
     attribution = parsed.attribution
@@ -212,19 +212,27 @@ def idempotency_key_of(raw: Any) -> str | None:
     return None
 
 
-def _validation_error(error: ValidationError, index: int) -> SignalError:
-    fields = tuple(_problem_field(problem, index) for problem in error.errors(include_url=False))
+def _validation_error(error: ValidationError, index: int, raw: Any) -> SignalError:
+    problems = error.errors(include_url=False)
+    fields = tuple(
+        _problem_field(problem, index, raw, hint=position < MAX_HINTS) for position, problem in enumerate(problems)
+    )
     field, message = fields[0]
     message += more_problems_suffix(len(fields))
     return SignalError("validation_error", message, field, fields if len(fields) > 1 else ())
 
 
-def _problem_field(problem: Any, index: int) -> tuple[str, str]:
-    """Return the field path of one pydantic problem and a message that names it and its value."""
+def _problem_field(problem: Any, index: int, raw: Any, *, hint: bool) -> tuple[str, str]:
+    """Return the field path of one pydantic problem and a message that names it and its value.
+
+    With `hint`, a missing field's message suggests a misspelled key that the signal carries.
+    """
     location = [part for part in problem.get("loc", ()) if not is_union_tag(part)]
     field = format_location(["signals", index, *location])
     reason = problem_reason(problem)
     if problem.get("type") == "missing":
+        if hint:
+            reason += misspelling_hint(raw, SignalIn, list(problem.get("loc", ())))
         return field, f"Invalid {field}: {reason}"
     return field, f"Invalid {field} {show_value(problem.get('input'))}: {reason}"
 
