@@ -66,10 +66,16 @@ def not_found(kind: str, key: str, value: str) -> ApiError:
     return ApiError(404, "not_found", f"{kind} with {key} '{value}' not found")
 
 
+def field_error_text(field: str, message: str, value: Any = None) -> str:
+    """Return "Invalid {field} {value}: {message}", without the value when it is None."""
+    if value is None:
+        return f"Invalid {field}: {message}"
+    return f"Invalid {field} {show_value(value)}: {message}"
+
+
 def bad_request(field: str, message: str, value: Any = None, code: str = "validation_error") -> ApiError:
     """Build a 400 that names the offending field, such as ``key`` or ``signals[3].eventName``."""
-    shown = show_value(value)
-    text = f"Invalid {field}: {message}" if value is None else f"Invalid {field} {shown}: {message}"
+    text = field_error_text(field, message, value)
     return ApiError(400, code, text, fields=[{"field": field, "message": message, "value": _jsonable(value)}])
 
 
@@ -199,10 +205,7 @@ def validation_error_to_api_error(
         fields.append({"field": field, "message": message, "value": _jsonable(value)})
 
     first = fields[0]
-    if first_value is None:
-        message = f"Invalid {first['field']}: {first['message']}"
-    else:
-        message = f"Invalid {first['field']} {show_value(first_value)}: {first['message']}"
+    message = field_error_text(first["field"], first["message"], first_value)
     message += more_problems_suffix(len(fields))
     details = "; ".join(f"{item['field']}: {item['message']}" for item in fields)
     return ApiError(400, "validation_error", message, details=details, fields=fields)

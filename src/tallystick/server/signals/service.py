@@ -52,7 +52,7 @@ from tallystick.server.costs.signal_costs import (
     cost_data_problems,
 )
 from tallystick.server.customers.service import get_or_create_by_external_id
-from tallystick.server.errors import ApiError, more_problems_suffix, show_value
+from tallystick.server.errors import ApiError, field_error_text, more_problems_suffix, show_value
 from tallystick.server.ids import new_id
 from tallystick.server.ledger import service as ledger
 from tallystick.server.models import (
@@ -269,8 +269,7 @@ def _cost_data_error(work: _Work, errors: list[CostDataError]) -> SignalError:
     fields = []
     for error in errors:
         field_name = f"signals[{work.index}].data.costData" + (f".{error.field}" if error.field else "")
-        shown = "" if error.value is None else f" {show_value(error.value)}"
-        fields.append((field_name, f"Invalid {field_name}{shown}: {error.message}"))
+        fields.append((field_name, field_error_text(field_name, error.message, error.value)))
     field_name, message = fields[0]
     message += more_problems_suffix(len(fields))
     return SignalError("validation_error", message, field_name, tuple(fields) if len(fields) > 1 else ())
@@ -872,9 +871,7 @@ def _ledger_error(work: _Work, error: ApiError) -> SignalError:
     if problem is None:
         return SignalError(code=error.code, message=error.message)
     field_name = f"signals[{work.index}].{problem['field']}"
-    value = problem.get("value")
-    shown = "" if value is None else f" {show_value(value)}"
-    message = f"Invalid {field_name}{shown}: {problem['message']}"
+    message = field_error_text(field_name, problem["message"], problem.get("value"))
     return SignalError(code=error.code, message=message, field=field_name)
 
 
