@@ -71,6 +71,15 @@ def test_customer_validator_message_unprefixed(tenant):
     assert message == "must not contain '/', since it is used in URL paths"
 
 
+def test_capitalized_misspelling_names_key(tenant):
+    response = tenant.http.post("/customers/", json={"Name": "Bo"})
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "Invalid Name 'Bo': unknown field; did you mean 'name'?"
+    assert response.json()["fields"][0]["field"] == "Name"
+    assert tenant.http.get("/customers/").json()["pagination"]["total"] == 0
+
+
 def test_customer_duplicate_external_id_is_400(tenant):
     tenant.http.post("/customers/", json={"name": "A", "externalId": "a"})
     response = tenant.http.post("/customers/", json={"name": "B", "externalId": "a"})

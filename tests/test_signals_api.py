@@ -379,6 +379,20 @@ def test_misspelled_signal_key_hinted(tenant, store):
     assert stored_signals(store, tenant.organization_id) == []
 
 
+def test_capitalized_signal_key_named(tenant, store):
+    create_catalog(store, tenant.organization_id)
+    misspelled = chat_message()
+    misspelled["EventName"] = misspelled.pop("eventName")
+
+    response = send(tenant, misspelled)
+
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["field"] == "signals[0].EventName"
+    assert error["fields"][0]["value"] == "chat_message"
+    assert stored_signals(store, tenant.organization_id) == []
+
+
 def test_flat_brackets_charge_bracket_units(tenant, store):
     pricing = {
         "pricingType": "UsageBracketedPrepaidCredits",

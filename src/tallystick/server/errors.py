@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tallystick.server.field_hints import MAX_HINTS, is_union_tag, misspelling_hint
+from tallystick.server.field_hints import MAX_HINTS, field_location, misspelling_hint
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def validation_error_to_api_error(
             )
         # Discriminated unions add the tag name (such as "RecurringPerUnit") to the path.
         raw_location = list(location)
-        location = [part for part in location if not is_union_tag(part)]
+        location = field_location({**error, "loc": location})
         if error.get("type") == "json_invalid":
             return ApiError(
                 400,

@@ -21,9 +21,21 @@ MAX_HINT_KEYS = 200
 MAX_HINTS = 10
 
 
-def is_union_tag(part: Any) -> bool:
+def _is_union_tag(part: Any) -> bool:
     """Return whether a pydantic error location part is a union member's tag, not a field."""
     return isinstance(part, str) and (part[:1].isupper() or part.startswith("function-"))
+
+
+def field_location(problem: Mapping[str, Any]) -> list[Any]:
+    """Return a pydantic problem's location without the union member tags in it.
+
+    The key of a misspelled_field problem is the key as sent, which may start with a capital
+    letter as the tags do (Name for name), so it is kept.
+    """
+    location = list(problem.get("loc", ()))
+    key = location.pop() if problem.get("type") == "misspelled_field" and location else None
+    kept = [part for part in location if not _is_union_tag(part)]
+    return kept if key is None else [*kept, key]
 
 
 def misspelling_hint(body: Any, body_type: Any, location: list[Any]) -> str:
@@ -43,7 +55,7 @@ def misspelling_hint(body: Any, body_type: Any, location: list[Any]) -> str:
             parent = parent[part]
         elif isinstance(parent, list) and isinstance(part, int) and 0 <= part < len(parent):
             parent = parent[part]
-        elif isinstance(part, str) and is_union_tag(part):
+        elif isinstance(part, str) and _is_union_tag(part):
             continue
         else:
             return ""
@@ -68,7 +80,7 @@ def _accepted_keys_at(body_type: Any, location: list[Any]) -> frozenset[str] | N
     """
     candidates = _unwrapped(body_type)
     for part in location:
-        if is_union_tag(part):
+        if _is_union_tag(part):
             continue
         inner: list[Any] = []
         for candidate in candidates:

@@ -11,7 +11,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from tallystick.server.costs.money_schemas import CostSummaryOut, MoneyOut
 from tallystick.server.errors import format_location, more_problems_suffix, problem_reason, show_value
-from tallystick.server.field_hints import MAX_HINTS, is_union_tag, misspelling_hint
+from tallystick.server.field_hints import MAX_HINTS, field_location, misspelling_hint
 from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
 
 # Most signals one POST /signals/bulk request may carry.
@@ -227,7 +227,7 @@ def _problem_field(problem: Any, index: int, raw: Any, *, hint: bool) -> tuple[s
 
     With `hint`, a missing field's message suggests a misspelled key that the signal carries.
     """
-    location = [part for part in problem.get("loc", ()) if not is_union_tag(part)]
+    location = field_location(problem)
     field = format_location(["signals", index, *location])
     reason = problem_reason(problem)
     if problem.get("type") == "missing":
