@@ -228,7 +228,9 @@ def test_rejected_signal_reported(client: Client):
     )
 
     assert receipt.status == "rejected"
-    assert "no-such-product" in (receipt.message or "")
+    assert receipt.message is not None
+    assert receipt.message.startswith("HTTP 400: Invalid signals[0].attribution.externalProductId 'no-such-product'")
+    assert "{" not in receipt.message
     assert available(client) == 10
 
 

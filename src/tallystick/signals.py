@@ -114,7 +114,18 @@ def _post_signals(target: _Target, signals: list[dict[str, Any]], timeout: float
             return _Outcome("ok", result={})
     if status in (408, 429) or status >= 500:
         return _Outcome("retry", message=f"HTTP {status}")
-    return _Outcome("rejected", message=f"HTTP {status}: {response.text[:300]}")
+    return _Outcome("rejected", message=_rejection_message(response))
+
+
+def _rejection_message(response: httpx.Response) -> str:
+    """Return the server's error sentence for a rejected request, or the start of its body."""
+    try:
+        body = decode_json(response.content)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return f"HTTP {response.status_code}: {body['error']}"
+    return f"HTTP {response.status_code}: {response.text[:300]}"
 
 
 @dataclass
