@@ -143,6 +143,9 @@ def test_unknown_product_and_customer_are_400(tenant, store):
     assert response.status_code == 400
     fields = [item["field"] for item in response.json()["fields"]]
     assert fields == ["costs[0].customer.customerId", "costs[1].product.externalProductId"]
+    messages = [item["message"] for item in response.json()["fields"]]
+    assert messages[0].startswith("customer not found.")
+    assert messages[1] == "product not found. Cost records never create products, so create it first"
     # All or nothing: the customer that record 1 names was not created either.
     assert tenant.http.get("/customers/external/new-user").status_code == 404
 

@@ -192,10 +192,18 @@ def _resolve_references(
     return customers, external_products
 
 
+# Why a cost record's reference was not found, and what to do, by the kind of object.
+_NOT_FOUND_REASONS = {
+    "Customer": "customer not found. A cost record creates a customer only when it names it by "
+    "externalCustomerId, so create this one first or send its externalCustomerId",
+    "Product": "product not found. Cost records never create products, so create it first",
+}
+
+
 def _reference_problem(index: int, field: str, value: str, kind: str) -> dict[str, Any]:
     return {
         "loc": ("costs", index, *field.split(".")),
-        "msg": f"{kind} not found; costs never create products, and customers only by externalCustomerId",
+        "msg": _NOT_FOUND_REASONS[kind],
         "input": value,
         "type": "not_found",
     }
