@@ -10,6 +10,7 @@ from paid.types import Cost_Cost, Cost_Usage, CustomerByExternalId, ProductByExt
 
 from tallystick.server.field_hints import MAX_HINT_KEYS
 
+from tests.guide import create_guide_catalog
 from tests.otlp_factories import cost_rows, cost_total, send_spans, span
 
 M = Decimal("0.000001")
@@ -128,6 +129,22 @@ def test_unknown_model_without_override_is_400(tenant, store):
     (record_row,) = cost_rows(store, tenant.organization_id)
     assert record_row.cost_amount == Decimal("0.5")
     assert record_row.input_tokens == 10
+
+
+def test_record_product_key_sets_product(tenant, store):
+    catalog = create_guide_catalog(tenant.paid())
+    usage = {"type": "usage", "customer": {"externalCustomerId": "acme"}, "vendor": "openai",
+             "model": "gpt-4.1-mini", "usage": {"inputTokens": 100, "outputTokens": 300}}
+    with_product = {**usage, "product": {"externalProductId": "chatbot"}}
+    # Signals name their product under attribution; a cost record does not read that key.
+    with_attribution = {**usage, "attribution": {"externalProductId": "chatbot"}}
+
+    response = tenant.http.post("/costs/bulk", json={"costs": [with_product, with_attribution]})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["ingested"] == 2
+    products = sorted(str(row.product_id) for row in cost_rows(store, tenant.organization_id))
+    assert products == sorted([catalog.product_id, "None"])
 
 
 def test_unknown_product_and_customer_are_400(tenant, store):

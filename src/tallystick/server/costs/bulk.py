@@ -192,7 +192,7 @@ def _resolve_references(
     return customers, external_products
 
 
-# Why a cost record's reference was not found, and what to do, by the kind of object.
+# The reason and next step for a cost record's reference that names no object, by kind.
 _NOT_FOUND_REASONS = {
     "Customer": "customer not found. A cost record creates a customer only when it names it by "
     "externalCustomerId, so create this one first or send its externalCustomerId",
