@@ -390,6 +390,18 @@ def test_grant_body_must_be_object(tenant, content: bytes, shown: str):  # type:
     assert customer_route.json()["error"] == "Invalid body []: must be a JSON object"
 
 
+def test_hold_amount_object_message(tenant):
+    make_customer(tenant)
+    make_currency(tenant)
+
+    response = tenant.http.post(
+        "/customers/external/user-1/credits/holds", json={"creditCurrencyKey": "chat_credits", "amount": {}}
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "Invalid amount {}: must be a number, or a string that holds one"
+
+
 def test_grant_rejects_archived_currency(tenant):
     make_customer(tenant)
     currency_id = make_currency(tenant)

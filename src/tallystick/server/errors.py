@@ -224,6 +224,8 @@ def problem_reason(problem: Mapping[str, Any]) -> str:
     # pydantic's text for these names the Python class, which means nothing to a client.
     if problem.get("type") in ("model_type", "model_attributes_type", "dict_type"):
         return "must be a JSON object"
+    if problem.get("type") == "decimal_type":
+        return "must be a number, or a string that holds one"
     text = str(problem.get("msg", "invalid"))
     # pydantic prefixes the text of ValueErrors raised by validators.
     return text.removeprefix("Value error, ")
