@@ -7,6 +7,7 @@ a machine without that server they skip, except under CI=true, where they fail.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
@@ -215,3 +216,12 @@ def other_tenant(server: RunningServer, store) -> Iterator[Tenant]:  # type: ign
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Tests leave the SDK configured for servers that are stopped by now. Its exit hooks would
+    # try them once more and log each failure after pytest's summary, which reads as a failed
+    # run. The SDK's exit behaviour has tests of its own, in child processes.
+    # A level set on the parent logger reaches its children, which `disabled` would not.
+    for name in ("tallystick", "opentelemetry"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
