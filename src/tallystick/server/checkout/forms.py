@@ -18,6 +18,7 @@ from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 
 from tallystick.server import clock
 from tallystick.server.checkout.completion import Buyer
+from tallystick.server.customers.schemas import email_problem
 from tallystick.server.hardening import has_unstorable_characters
 
 # Name of the cookie that identifies the browser a form was rendered for.
@@ -26,7 +27,6 @@ BROWSER_COOKIE = "tallystick_checkout_browser"
 FORM_TOKEN_MAX_AGE_SECONDS = 2 * 60 * 60
 _SALT = "tallystick.checkout-form"
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?[0-9 ().-]{5,32}$")
 # Form fields of the billing address, and the wire billing address key each one fills.
 ADDRESS_FIELDS = {
@@ -106,7 +106,9 @@ def read_buyer(form: Mapping[str, str], *, ask_name_email: bool, ask_phone: bool
             errors.setdefault("name", "Enter your name.")
         if not values["email"]:
             errors.setdefault("email", "Enter your email address.")
-        elif not _EMAIL.match(values["email"]):
+        # The API's own check, so that the customer the checkout creates has an address that
+        # the customers API accepts too.
+        elif email_problem(values["email"]) is not None:
             errors.setdefault("email", "Enter an email address such as name@example.com.")
     if ask_phone:
         if not values["phone"]:
