@@ -231,19 +231,29 @@ def test_0003_index_build_allows_writes(empty_database_url, backend, engine_of, 
         session.add(_new_hold(account, "retry-1"))
 
 
+def _interrupt_0003_build(engine: Engine, url: str, interrupt: str) -> _Background:
+    """Run revision 0003, interrupt its index build with `interrupt`, and return the finished run.
+
+    `interrupt` is pg_cancel_backend or pg_terminate_backend. An open REPEATABLE READ snapshot
+    keeps the concurrent build waiting, so the interrupt reaches it midway.
+    """
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as reader:
+        reader.execute(text("SELECT 1"))
+        migration = _Background(lambda: command.upgrade(alembic_config(url), "0003"))
+        build_pid = _wait_for_build_behind_snapshot(engine, migration)
+        with engine.connect() as connection:
+            connection.execute(text(f"SELECT {interrupt}(:pid)"), {"pid": build_pid})
+        migration.join(timeout=60)
+        reader.rollback()
+    return migration
+
+
 def test_0003_reruns_after_failed_build(empty_database_url, backend, engine_of, store_at_0002):
     _skip_unless_postgres(backend)
     engine = engine_of(empty_database_url)
 
-    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as reader:
-        reader.execute(text("SELECT 1"))
-        migration = _Background(lambda: command.upgrade(alembic_config(empty_database_url), "0003"))
-        build_pid = _wait_for_build_behind_snapshot(engine, migration)
-        # Cancelling the build does what an operator's interrupt or a statement timeout would.
-        with engine.connect() as connection:
-            connection.execute(text("SELECT pg_cancel_backend(:pid)"), {"pid": build_pid})
-        migration.join(timeout=60)
-        reader.rollback()
+    # Cancelling the build does what an operator's interrupt or a statement timeout would.
+    migration = _interrupt_0003_build(engine, empty_database_url, "pg_cancel_backend")
 
     assert migration.error is not None
     assert current_revision(empty_database_url) == "0002"
@@ -292,15 +302,8 @@ def test_migration_lost_connection_unlock_logged(  # type: ignore[no-untyped-def
     _skip_unless_postgres(backend)
     engine = engine_of(empty_database_url)
 
-    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as reader:
-        reader.execute(text("SELECT 1"))
-        migration = _Background(lambda: command.upgrade(alembic_config(empty_database_url), "0003"))
-        build_pid = _wait_for_build_behind_snapshot(engine, migration)
-        # An operator's kill, or a database restart, ends the migrating session midway.
-        with engine.connect() as connection:
-            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": build_pid})
-        migration.join(timeout=60)
-        reader.rollback()
+    # An operator's kill, or a database restart, ends the migrating session midway.
+    migration = _interrupt_0003_build(engine, empty_database_url, "pg_terminate_backend")
 
     messages = [str(error) for error in _error_chain(migration.error)]
     assert any("terminating connection" in message for message in messages)
