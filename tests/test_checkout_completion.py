@@ -83,8 +83,8 @@ def test_buyer_email_outside_api_check_is_kept(tenant, store):
     customer = tenant.http.get(f"/customers/{completed.order.customer_id}").json()
     assert customer["name"] == "Ada"
     assert customer["email"] == "ada@shop.local"
-    # A client that sends the customer back with its address may do so; another such address
-    # is still rejected.
+    # A client may send the customer back with its stored address. Another such address is
+    # still rejected.
     path = f"/customers/{customer['id']}"
     sent_back = tenant.http.put(path, json={"name": "Ada L.", "email": "ada@shop.local"})
     assert sent_back.status_code == 200, sent_back.text

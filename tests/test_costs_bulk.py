@@ -136,7 +136,7 @@ def test_record_product_key_sets_product(tenant, store):
     usage = {"type": "usage", "customer": {"externalCustomerId": "acme"}, "vendor": "openai",
              "model": "gpt-4.1-mini", "usage": {"inputTokens": 100, "outputTokens": 300}}
     with_product = {**usage, "product": {"externalProductId": "chatbot"}}
-    # Signals name their product under attribution; a cost record does not read that key.
+    # Signals name their product under attribution, but a cost record does not read that key.
     with_attribution = {**usage, "attribution": {"externalProductId": "chatbot"}}
 
     response = tenant.http.post("/costs/bulk", json={"costs": [with_product, with_attribution]})

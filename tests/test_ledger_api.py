@@ -385,7 +385,7 @@ def test_grant_body_must_be_object(tenant, content: bytes, shown: str):  # type:
     assert response.json()["code"] == "validation_error"
     assert response.json()["error"] == f"{shown}must be a JSON object"
     assert response.json()["fields"][0]["field"] == "body"
-    # Routes that FastAPI parses answer a list body the same way.
+    # Routes that FastAPI parses reject a list body with the same error.
     assert customer_route.json()["code"] == "validation_error"
     assert customer_route.json()["error"] == "Invalid body []: must be a JSON object"
 

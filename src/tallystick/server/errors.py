@@ -207,7 +207,7 @@ def validation_error_to_api_error(
     first = fields[0]
     message = field_error_text(first["field"], first["message"], first_value)
     message += more_problems_suffix(len(fields))
-    # With one problem, `message` says all there is, and a client that shows both would repeat it.
+    # With one problem, `message` contains all of it, and a client that shows both would repeat it.
     details = "; ".join(f"{item['field']}: {item['message']}" for item in fields) if len(fields) > 1 else None
     return ApiError(400, "validation_error", message, details=details, fields=fields)
 

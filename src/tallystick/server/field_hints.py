@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from tallystick.server.schemas import accepted_keys, field_keys
 
 # An object with more keys than this gets no hint, and an error lists hints for this many
-# missing fields at most. difflib compares the wanted name with every key, and a body of
+# missing fields at most. difflib compares the missing field's name with every key, and a body of
 # hundreds of thousands of junk keys would otherwise hold the event loop for seconds.
 MAX_HINT_KEYS = 200
 MAX_HINTS = 10
@@ -34,15 +34,15 @@ def field_location(problem: Mapping[str, Any]) -> list[Any]:
     """
     location = list(problem.get("loc", ()))
     key = location.pop() if problem.get("type") == "misspelled_field" and location else None
-    kept = [part for part in location if not _is_union_tag(part)]
-    return kept if key is None else [*kept, key]
+    fields = [part for part in location if not _is_union_tag(part)]
+    return fields if key is None else [*fields, key]
 
 
 def misspelling_hint(body: Any, body_type: Any, location: list[Any]) -> str:
     """Return " (the body has 'eventNme'; did you mean 'eventName'?)" when a close key exists.
 
-    Keys that a field of the object accepts are never suggested: they were sent for that field,
-    as inputPerMillionTokens is next to a missing outputPerMillionTokens.
+    Keys that a field of the object accepts are never suggested, because they were sent for that
+    field, as inputPerMillionTokens is next to a missing outputPerMillionTokens.
     """
     if not location or not isinstance(location[-1], str):
         return ""
@@ -61,15 +61,15 @@ def misspelling_hint(body: Any, body_type: Any, location: list[Any]) -> str:
             return ""
     if not isinstance(parent, dict) or len(parent) > MAX_HINT_KEYS:
         return ""
-    wanted = location[-1]
-    candidates = [key for key in parent if isinstance(key, str) and key != wanted and key not in valid_keys]
-    close = difflib.get_close_matches(wanted, candidates, n=1, cutoff=0.6)
+    missing_key = location[-1]
+    candidates = [key for key in parent if isinstance(key, str) and key != missing_key and key not in valid_keys]
+    close = difflib.get_close_matches(missing_key, candidates, n=1, cutoff=0.6)
     if not close:
-        lowered = [key for key in candidates if key.lower() == wanted.lower()]
+        lowered = [key for key in candidates if key.lower() == missing_key.lower()]
         close = lowered[:1]
     if not close:
         return ""
-    return f" (the body has '{close[0]}'; did you mean '{wanted}'?)"
+    return f" (the body has '{close[0]}'; did you mean '{missing_key}'?)"
 
 
 def _accepted_keys_at(body_type: Any, location: list[Any]) -> frozenset[str] | None:

@@ -42,7 +42,7 @@ class SignalInput:
 
 @dataclass(frozen=True)
 class SignalError:
-    """Why one signal of a batch was not stored: a stable code, the field and a message.
+    """The reason one signal of a batch was not stored: a stable code, the field and a message.
 
     `fields` contains each bad field as (field path, message) when the signal has more than one,
     the first being `field`. It is empty when the error names one field or none.
