@@ -142,8 +142,13 @@ def test_request_id_echoed(tenant):
 
 def test_metrics_count_requests(tenant, server):
     tenant.http.get("/customers/")
+    tenant.http.get("/customers/external/nobody/credits/balances")
     text = httpx.get(server.root + "/metrics").text
-    assert 'tallystick_http_requests_total{method="GET",route="/customers/",status="200"}' in text
+    assert 'tallystick_http_requests_total{method="GET",route="/api/v2/customers/",status="200"}' in text
+    # Labels carry the full route template, with the /api/v2 prefix and no ids from the path.
+    balances = "/api/v2/customers/external/{external_id}/credits/balances"
+    assert f'tallystick_http_requests_total{{method="GET",route="{balances}",status="404"}}' in text
+    assert "nobody" not in text
 
 
 def test_readyz_reports_database(server):

@@ -27,8 +27,6 @@ from tallystick.server.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-API_PREFIX = "/api/v2"
-
 API_DESCRIPTION = """\
 Self-hostable billing for AI products, wire-compatible with the Paid v2 API.
 
@@ -151,9 +149,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
         # Mounted first, like the busiest API routes (see routers.all_routers). Mounted last, a
         # floor route would pay for matching every other route, which no busy route does.
-        app.include_router(benchmark_router, prefix=API_PREFIX)
+        app.include_router(benchmark_router)
     for router in _api_routers():
-        app.include_router(router, prefix=API_PREFIX)
+        app.include_router(router)
     _install_pages(app, settings)
     _install_trace_intake(app, settings)
     return app

@@ -1,4 +1,4 @@
-"""An APIRouter that serves collection routes with and without the trailing slash."""
+"""The API's router: routes under /api/v2, served with and without the trailing slash."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from tallystick.server.hardening import StrictJsonRoute
+
+API_PREFIX = "/api/v2"
 
 
 class Router(APIRouter):
@@ -19,6 +21,10 @@ class Router(APIRouter):
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("route_class", StrictJsonRoute)
+        # Set here instead of in include_router, because FastAPI (0.165) puts the route as the
+        # router declared it in the request scope. Metrics and logs label a request with that
+        # route's path, which then includes /api/v2.
+        kwargs.setdefault("prefix", API_PREFIX)
         super().__init__(**kwargs)
 
     def add_api_route(self, path: str, endpoint: Any, **kwargs: Any) -> None:
