@@ -269,10 +269,23 @@ def test_unstorable_characters_are_400(tenant):
         assert response.json()["code"] == "validation_error", body
         assert response.json()["fields"][0]["field"] == field, body
 
-    for url in ("/customers/external/a%00b", "/customers/?externalId=%00", "/signals/?customerId=%ED%A0%80"):
+    urls = {
+        "/customers/external/a%00b": "path",
+        "/customers/?externalId=%00": "externalId",
+        "/signals/?customerId=%ED%A0%80": "customerId",
+        "/customers/?ab%00c=1": "ab\ufffdc",
+    }
+    for url, field in urls.items():
         response = tenant.http.get(url)
         assert response.status_code == 400, url
         assert response.json()["code"] == "validation_error", url
+        assert response.json()["fields"] == [
+            {
+                "field": field,
+                "message": "contains a NUL character or an unpaired UTF-16 surrogate, which cannot be stored",
+                "value": None,
+            }
+        ], url
     page = httpx.get(tenant.server.root + "/checkout/chk_%00")
     assert page.status_code == 400
     # A valid astral character (an escaped surrogate pair) is stored as it is.

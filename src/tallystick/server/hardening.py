@@ -179,9 +179,11 @@ class UnstorableTextMiddleware:
             await self.app(scope, receive, send)
             return
         query = scope.get("query_string", b"").decode("utf-8", "surrogateescape")
-        problem = None
+        # The error's wording and the field to name in `fields`. The field is "path", or the
+        # name of the query parameter or form field.
+        problem: tuple[str, str] | None = None
         if has_unstorable_characters(scope["path"]):
-            problem = "Invalid path"
+            problem = ("Invalid path", "path")
         else:
             problem = _unstorable_field(query, "query parameter")
 
@@ -195,11 +197,14 @@ class UnstorableTextMiddleware:
         if problem is None:
             await self.app(scope, receive, send)
             return
+        wording, field = problem
+        reason = "contains a NUL character or an unpaired UTF-16 surrogate, which cannot be stored"
         payload = json.dumps(
             {
-                "error": f"{problem}: contains a NUL character or an unpaired UTF-16 surrogate, "
-                "which cannot be stored; remove it",
+                "error": f"{wording}: {reason}; remove it",
                 "code": "validation_error",
+                # The value is left out (null), as for a JSON body's unstorable text.
+                "fields": [{"field": _printable(field), "message": reason, "value": None}],
             }
         ).encode()
         await send(
@@ -212,12 +217,17 @@ class UnstorableTextMiddleware:
         await send({"type": "http.response.body", "body": payload})
 
 
-def _unstorable_field(encoded: str, kind: str) -> str | None:
-    """Return the problem of the first unstorable name or value of url-encoded text, or None."""
+def _unstorable_field(encoded: str, kind: str) -> tuple[str, str] | None:
+    """Return the error wording and name of the first unstorable name or value, or None."""
     for name, value in parse_qsl(encoded, keep_blank_values=True, errors="surrogateescape"):
         if has_unstorable_characters(name) or has_unstorable_characters(value):
-            return f"Invalid {kind} {name!r}"
+            return f"Invalid {kind} {name!r}", name
     return None
+
+
+def _printable(name: str) -> str:
+    """Replace the unstorable characters of `name` with U+FFFD, since JSON parsers may reject them."""
+    return _UNSTORABLE_CHARACTERS.sub("\ufffd", name)
 
 
 async def _read_body(receive: Receive) -> list[Message]:
