@@ -10,6 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from tallystick.cli.main import app
+from tallystick.cli.output import money_text
+from tests.billing_helpers import buy, create_chat_catalog
 from tests.guide import create_guide_catalog
 
 runner = CliRunner()
@@ -320,3 +322,22 @@ def test_value_model_upload_rejects_bad_file(cli_env, tmp_path):
     assert result.exit_code == 2
     assert "is not valid JSON or YAML" in result.output
     assert invoke(cli_env, "value-models", "show").exit_code == 1
+
+
+def test_invoices_show_formatted_total(tenant, cli_env):
+    catalog = create_chat_catalog(tenant, [("Pro", 19900, 1000)])
+    buy(tenant, catalog, "Pro", "invoice-buyer")
+    invoice = tenant.http.get("/invoices/").json()["data"][0]
+    assert invoice["invoiceTotal"] == 19900
+    assert invoice["currency"] == "USD"
+
+    listed = invoke(cli_env, "invoices", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "$199.00" in listed.output
+
+    shown = invoke(cli_env, "invoices", "get", invoice["id"])
+    assert shown.exit_code == 0, shown.output
+    lines = {line.split()[0]: line.split()[1] for line in shown.output.splitlines()}
+    assert lines["total"] == "$199.00"
+    assert lines["remaining"] == money_text(invoice["amountRemaining"], "USD")
+    assert lines["paymentStatus"] == "paid"

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Annotated, Any
 
 import httpx
 import typer
+from babel.numbers import format_currency, get_currency_precision
 from rich.console import Console
 from rich.table import Table
 
@@ -99,8 +101,18 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str
     console.print(table)
 
 
-def print_record(record: dict[str, Any], fields: Sequence[str]) -> None:
-    width = max(len(name) for name in fields)
-    for name in fields:
-        value = record.get(name)
+def print_record(record: dict[str, Any], fields: Sequence[str | tuple[str, Callable[[dict[str, Any]], Any]]]) -> None:
+    """Print one `name  value` line per field. A field is a key of `record` or a (name, function) pair."""
+    named = [(field, None) if isinstance(field, str) else field for field in fields]
+    width = max(len(name) for name, _ in named)
+    for name, getter in named:
+        value = getter(record) if getter is not None else record.get(name)
         console.print(f"{name.ljust(width)}  {'' if value is None else value}")
+
+
+def money_text(minor_units: int | None, currency: str | None) -> str | None:
+    """Format an amount in minor units of `currency` (cents for USD), such as 19900 USD -> "$199.00"."""
+    if minor_units is None or not currency:
+        return None
+    amount = Decimal(minor_units).scaleb(-get_currency_precision(currency))
+    return format_currency(amount, currency, locale="en_US")

@@ -18,6 +18,7 @@ from tallystick.cli.output import (
     api_client,
     console,
     error_console,
+    money_text,
     print_json,
     print_record,
     print_table,
@@ -527,7 +528,7 @@ def _list_command(group: typer.Typer, path: str, columns: list[tuple[str, Any]],
     list_items.__doc__ = f"List {what}, newest first."
 
 
-def _get_command(group: typer.Typer, path: str, fields: list[str], what: str) -> None:
+def _get_command(group: typer.Typer, path: str, fields: list[Any], what: str) -> None:
     @group.command("get")
     def get_item(
         item_id: Annotated[str, typer.Argument(help=f"Id of the {what}.")],
@@ -551,13 +552,28 @@ _list_command(
     orders, "/orders/", [("id", "id"), ("name", "name"), ("status", "status"), ("customer", "customerId")], "orders"
 )
 _get_command(orders, "/orders/", ["id", "name", "status", "customerId", "startDate", "currency"], "order")
+
+
+def _invoice_total(invoice: dict[str, Any]) -> str | None:
+    return money_text(invoice.get("invoiceTotal"), invoice.get("currency"))
+
+
+def _invoice_amount_remaining(invoice: dict[str, Any]) -> str | None:
+    return money_text(invoice.get("amountRemaining"), invoice.get("currency"))
+
+
 _list_command(
     invoices,
     "/invoices/",
-    [("id", "id"), ("number", "number"), ("status", "status"), ("total", "totalAmount"), ("customer", "customerId")],
+    [("id", "id"), ("number", "number"), ("status", "status"), ("total", _invoice_total), ("customer", "customerId")],
     "invoices",
 )
-_get_command(invoices, "/invoices/", ["id", "number", "status", "paymentStatus", "totalAmount", "currency"], "invoice")
+_get_command(
+    invoices,
+    "/invoices/",
+    ["id", "number", "status", "paymentStatus", ("total", _invoice_total), ("remaining", _invoice_amount_remaining)],
+    "invoice",
+)
 
 
 @value_receipts.command("list")
