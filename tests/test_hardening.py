@@ -140,14 +140,32 @@ def test_request_id_echoed(tenant):
     assert len(generated.headers["x-request-id"]) == 32
 
 
+def _request_count(server, route: str, status: int) -> float:  # type: ignore[no-untyped-def]
+    sample = f'tallystick_http_requests_total{{method="GET",route="{route}",status="{status}"}} '
+    for line in httpx.get(server.root + "/metrics").text.splitlines():
+        if line.startswith(sample):
+            return float(line.removeprefix(sample))
+    return 0.0
+
+
 def test_metrics_count_requests(tenant, server):
-    tenant.http.get("/customers/")
-    tenant.http.get("/customers/external/nobody/credits/balances")
-    text = httpx.get(server.root + "/metrics").text
-    assert 'tallystick_http_requests_total{method="GET",route="/api/v2/customers/",status="200"}' in text
-    # Labels carry the full route template, with the /api/v2 prefix and no ids from the path.
+    customers = "/api/v2/customers/"
     balances = "/api/v2/customers/external/{external_id}/credits/balances"
-    assert f'tallystick_http_requests_total{{method="GET",route="{balances}",status="404"}}' in text
+    customers_before = _request_count(server, customers, 200)
+    balances_before = _request_count(server, balances, 404)
+
+    tenant.http.get("/customers/")
+    tenant.http.get("/customers")
+    tenant.http.get("/customers/external/nobody/credits/balances")
+    tenant.http.get("/customers/external/nobody/credits/balances/")
+
+    # Labels carry the full route template, with the /api/v2 prefix and no ids from the path.
+    # Both spellings of a route count under the one given in code.
+    assert _request_count(server, customers, 200) == customers_before + 2
+    assert _request_count(server, balances, 404) == balances_before + 2
+    text = httpx.get(server.root + "/metrics").text
+    assert 'route="/api/v2/customers"' not in text
+    assert "credits/balances/" not in text
     assert "nobody" not in text
 
 

@@ -157,8 +157,13 @@ class RequestContextMiddleware:
 
 
 def _route_template(scope: Scope) -> str:
-    """Return the matched route's template, such as /receipts/{token}; unmatched paths share one."""
-    return getattr(scope.get("route"), "path", "unmatched")
+    """Return the matched route's template, such as /receipts/{token}; unmatched paths share one.
+
+    A route served with and without its trailing slash is labeled with the spelling given in
+    code (`metrics_path`, set by `routing.Router`).
+    """
+    route = scope.get("route")
+    return getattr(route, "metrics_path", None) or getattr(route, "path", "unmatched")
 
 
 _PENDING_COUNTS = "metrics_pending_counts"

@@ -40,4 +40,7 @@ class Router(APIRouter):
         # The OpenAPI operation id must stay unique, so the twin gets its own name.
         if twin_kwargs.get("operation_id"):
             twin_kwargs["operation_id"] = twin_kwargs["operation_id"] + "_slash"
+        declared = self.routes[-1]
         super().add_api_route(twin, endpoint, **twin_kwargs)
+        # Metrics and logs label both spellings with the path given in code.
+        self.routes[-1].metrics_path = declared.path  # type: ignore[attr-defined]
