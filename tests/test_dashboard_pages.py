@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from tallystick.server.web import format_usd_cost
 from tests.checkout_helpers import create_checkout, hosted_page
 from tests.dashboard_helpers import DashboardClient, field_errors, make_operator
 from tests.guide import create_guide_catalog
@@ -522,3 +523,33 @@ def test_value_type_edit_unknown_slug_is_shown(dashboard, tenant):
 
     assert response.status_code == 404
     assert "No value type is called no_such_type." in response.text
+
+
+def test_signal_table_margin_matches_api(dashboard, tenant):
+    catalog = create_guide_catalog(tenant.paid())
+    checkout = create_checkout(tenant, products=[{"id": catalog.product_id}], externalCustomerId="user-42")
+    assert hosted_page(checkout).pay(catalog.plan_ids["pro"]).status_code == 303
+    cheap = {**CHAT_SIGNAL, "data": {"costData": {"vendor": "openai", "cost": {"amount": "0.000045", "currency": "USD"}}}}
+    response = tenant.http.post("/signals/bulk", json={"signals": [CHAT_SIGNAL, cheap]})
+    assert response.status_code == 200, response.text
+    items = tenant.http.get("/signals/").json()["data"]
+    customer_id = items[0]["customerId"]
+
+    page = dashboard.get(f"/dashboard/customers/{customer_id}").text
+
+    signal_table = page[page.index("<th class=\"number\">Margin</th>") :]
+    signal_table = signal_table[: signal_table.index("</table>")]
+    cell = r'<td class="number">([^<]*)</td>\s*'
+    rows = re.findall(cell + cell + r'<td class="mono">(\w+)</td>', signal_table)
+    shown = {signal_id: (cost, margin) for cost, margin, signal_id in rows}
+    assert set(shown) == {item["id"] for item in items}
+    for item in items:
+        cost, margin = shown[item["id"]]
+        assert Decimal(item["revenue"]["amount"]) > 0, item
+        assert margin == format_usd_cost(Decimal(item["margin"]["amount"])), item
+        if item["cost"]["status"] == "none":
+            assert cost == "—", item
+        else:
+            assert cost == "$0.000045", item
+    # The traces table rounds the same way instead of printing the stored twelve places.
+    assert "$0.000045000000" not in page

@@ -45,12 +45,26 @@ def format_credits(amount: Decimal) -> str:
     return format_decimal(amount.normalize(), locale=LOCALE, decimal_quantization=False)
 
 
-def format_usd_cost(amount: Decimal) -> str:
+# Costs show four decimal places, and up to ten when they are below $0.0001.
+_USD_COST_FORMAT = "¤#,##0.0000"
+_SMALL_USD_COST = Decimal("0.0001")
+
+
+def format_usd_cost(amount: Decimal | str) -> str:
     """Format an AI cost in USD with four decimal places, such as 0.0123 -> "$0.0123".
 
-    Costs are often fractions of a cent, which whole-cent formatting would show as $0.00.
+    Costs are often fractions of a cent, which whole-cent formatting would show as $0.00. A
+    smaller amount that is not zero keeps two significant digits (0.0000451 -> "$0.000045"),
+    so that a cheap LLM call does not read as free. A string is read as an exact decimal.
     """
-    return format_currency(amount, "USD", format="¤#,##0.0000", locale=LOCALE, currency_digits=False)
+    amount = Decimal(amount)
+    pattern = _USD_COST_FORMAT
+    if amount and abs(amount) < _SMALL_USD_COST:
+        # Decimal.adjusted() returns the exponent of the first significant digit, such as -5
+        # for 0.0000451.
+        places = min(-abs(amount).adjusted() + 1, 10)
+        pattern = _USD_COST_FORMAT + "#" * (places - 4)
+    return format_currency(amount, "USD", format=pattern, locale=LOCALE, currency_digits=False)
 
 
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
