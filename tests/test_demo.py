@@ -44,6 +44,8 @@ def test_demo_summary_matches_api(tmp_path: Path):
     )
     output = result.stdout
     assert result.returncode == 0, result.stdout + result.stderr
+    # The virtual environment is not on PATH, so the closing hint names the script by its path.
+    assert f"{Path(sys.executable).with_name('tallystick')} serve --port" in output
 
     assert _field(output, "Messages answered") == f"{MESSAGES} of {MESSAGES}"
     assert _field(output, "Credits used") == f"{MESSAGES} chat_credits"

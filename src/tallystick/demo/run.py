@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -134,7 +136,7 @@ def run_demo(
     if not serve:
         console.print(
             f"\nThe server has stopped (--no-serve). To browse these pages, run:\n"
-            f"  tallystick serve --port {port} --database-url {url}",
+            f"  {_cli_command()} serve --port {port} --database-url {url}",
             soft_wrap=True,
         )
     else:
@@ -256,3 +258,21 @@ def _print_summary(console: Console, summary: DemoSummary, root: str, key: str, 
         console.print(f"  Portal:     {portal.get('url')}", soft_wrap=True)
     except Exception as error:  # noqa: BLE001 - the summary is still useful without a portal link
         log.warning("demo.portal_unavailable", extra={"error": str(error)})
+
+
+def _cli_command() -> str:
+    """Return how to run this installation's `tallystick` from the current shell.
+
+    `make demo` installs it in .venv/bin, which is seldom on PATH, so the hint names the script
+    by its path unless PATH finds this same script.
+    """
+    script = Path(sys.executable).with_name("tallystick")
+    if not script.exists():
+        return "tallystick"
+    found = shutil.which("tallystick")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "tallystick"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
