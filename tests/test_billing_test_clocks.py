@@ -254,7 +254,7 @@ def test_signal_timestamp_limit_follows_clock(tenant, store):
     assert body["code"] == "timestamp_in_future"
     assert body["errors"][0]["field"] == "signals[0].timestamp"
     assert "300 seconds" in body["error"]
-    assert "test clock time 2026-03-31T10:00:00+00:00" in body["error"]
+    assert "test clock time 2026-03-31T10:00:00Z" in body["error"]
     assert available(tenant, "clock-6") == Decimal(498)
     listed = tenant.http.get("/signals/", params={"externalCustomerId": "clock-6"}).json()["data"]
     assert sorted(item["createdAt"] for item in listed) == ["2026-03-31T10:00:00Z", "2026-03-31T10:04:00Z"]
@@ -293,9 +293,9 @@ def test_bulk_timestamp_limit_per_customer(tenant):
         "signals[2].timestamp",
         "signals[3].timestamp",
     ]
-    assert "server time 2026-01-31T09:30:00+00:00" in errors[1]["message"]
-    assert "test clock time 2026-03-31T10:00:00+00:00" in errors[2]["message"]
-    assert "server time 2026-01-31T09:30:00+00:00" in errors[3]["message"]
+    assert "server time 2026-01-31T09:30:00Z" in errors[1]["message"]
+    assert "test clock time 2026-03-31T10:00:00Z" in errors[2]["message"]
+    assert "server time 2026-01-31T09:30:00Z" in errors[3]["message"]
     # A signal that failed creates no customer.
     assert tenant.http.get("/customers/external/new-7").status_code == 404
 

@@ -158,6 +158,18 @@ def test_grant_rejects_bad_input(tenant, body, field):
     assert tenant.http.get("/customers/external/user-1/credits/balances").json() == {"data": []}
 
 
+def test_grant_past_expiry_echoes_timestamp(tenant):
+    make_customer(tenant)
+    make_currency(tenant)
+
+    body = {"creditCurrencyKey": "chat_credits", "amount": 5, "expiresAt": "2020-01-01T00:00:00Z"}
+    response = post_grant(tenant, "external/user-1", body)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "Invalid expiresAt '2020-01-01T00:00:00Z': must be in the future"
+    assert response.json()["fields"][0]["value"] == "2020-01-01T00:00:00Z"
+
+
 def test_grant_misspelled_key_hinted(tenant):
     # Grant bodies are parsed by the route itself, to keep amounts exact, not by FastAPI.
     make_customer(tenant)

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -100,10 +101,17 @@ def show_value(value: Any) -> str:
     as JSON spells them. A string on its own keeps the single quotes of Python's repr, as these
     messages always quoted it, so the string '1.5' reads apart from the number 1.5.
     """
+    if isinstance(value, datetime):
+        value = timestamp_text(value)
     text = repr(value) if isinstance(value, str) else _json_text(value)
     if len(text) > _MAX_ECHOED_VALUE:
         text = text[: _MAX_ECHOED_VALUE - 3] + "..."
     return text
+
+
+def timestamp_text(moment: datetime) -> str:
+    """Format a date-time as the API writes it, in RFC 3339 with Z for UTC."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _json_text(value: Any) -> str:
@@ -237,6 +245,8 @@ def _jsonable(value: Any) -> Any:
         return show_value(value)
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
+    if isinstance(value, datetime):
+        return timestamp_text(value)
     if isinstance(value, (dict, list)):
         # Echo small structures only; a whole rejected body is not useful in an error.
         text = repr(value)

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from tallystick.server import clock
 from tallystick.server.billing.renewals import advance_order, lock_order
 from tallystick.server.customers.service import delete_customer, find_customer
-from tallystick.server.errors import bad_request, not_found
+from tallystick.server.errors import bad_request, not_found, timestamp_text
 from tallystick.server.ids import new_id
 from tallystick.server.ledger import queries as ledger_queries
 from tallystick.server.ledger import service as ledger
@@ -127,7 +127,7 @@ def advance_clock(session: Session, test_clock: TestClock, frozen_time: datetime
     _check_aware("frozenTime", frozen_time)
     if frozen_time <= test_clock.frozen_time:
         raise bad_request(
-            "frozenTime", f"must be later than the clock's current time {test_clock.frozen_time.isoformat()}", frozen_time.isoformat()
+            "frozenTime", f"must be later than the clock's current time {timestamp_text(test_clock.frozen_time)}", frozen_time
         )
     customer_ids = _customer_ids(session, test_clock.id)
     order_ids = list(
@@ -192,7 +192,7 @@ def _customer_ids(session: Session, clock_id: str) -> list[str]:
 
 def _check_aware(field: str, value: datetime) -> None:
     if value.tzinfo is None:
-        raise bad_request(field, "must carry a timezone offset, such as Z", value.isoformat())
+        raise bad_request(field, "must carry a timezone offset, such as Z", value)
     # Billing periods are computed up to the clock's time, so it stays far from datetime's limit.
     if not 1970 <= value.year <= 9000:
-        raise bad_request(field, "must be between the years 1970 and 9000", value.isoformat())
+        raise bad_request(field, "must be between the years 1970 and 9000", value)

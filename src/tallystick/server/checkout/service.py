@@ -48,9 +48,9 @@ def create_checkout(
     customer_id = _check_customer(session, organization_id, body)
     expires_at = body.expires_at if body.expires_at is not None else now + DEFAULT_LIFETIME
     if expires_at.tzinfo is None:
-        raise bad_request("expiresAt", "must carry a timezone offset, such as Z", expires_at.isoformat())
+        raise bad_request("expiresAt", "must carry a timezone offset, such as Z", expires_at)
     if expires_at <= now:
-        raise bad_request("expiresAt", "must be in the future", expires_at.isoformat())
+        raise bad_request("expiresAt", "must be in the future", expires_at)
 
     products = [item.model_dump(exclude_unset=True) for item in body.products]
     try:

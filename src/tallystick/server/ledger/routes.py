@@ -191,11 +191,11 @@ def _grant(session: Session, customer: Customer, body: GrantBody) -> JSONRespons
     now = clock.now()
     starts_at = body.starts_at
     if starts_at is not None and starts_at > now + START_CLOCK_SKEW:
-        raise bad_request("startsAt", "must not be in the future", starts_at.isoformat())
+        raise bad_request("startsAt", "must not be in the future", starts_at)
     if starts_at is not None and starts_at > now:
         starts_at = now
     if body.expires_at is not None and body.expires_at <= now:
-        raise bad_request("expiresAt", "must be in the future", body.expires_at.isoformat())
+        raise bad_request("expiresAt", "must be in the future", body.expires_at)
 
     key = body.idempotency_key
     if key is not None:

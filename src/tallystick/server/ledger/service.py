@@ -524,7 +524,7 @@ def grant(
 
     starts_at = starts_at or clock.now()
     if expires_at is not None and expires_at <= starts_at:
-        raise bad_request("expiresAt", "must be after startsAt", expires_at.isoformat())
+        raise bad_request("expiresAt", "must be after startsAt", expires_at)
 
     state = _open_account(session, organization_id, customer_id, currency_id)
 

@@ -200,7 +200,7 @@ def update_order(session: Session, order: Order, body: OrderUpdate, now: datetim
     if "end_date" in sent or "subscription_terms" in sent:
         end = _aware("endDate", body.end_date) if "end_date" in sent else order.end_date
         if order.status == "active" and end is not None and end <= now:
-            raise bad_request("endDate", "must be in the future for an active order", end.isoformat())
+            raise bad_request("endDate", "must be in the future for an active order", end)
         if order.status == "ended":
             raise bad_request("endDate", "cannot change once the order has ended", order.id)
         _set_end_date(order, end)
@@ -302,7 +302,7 @@ def _set_end_date(order: Order, end: datetime | None) -> None:
         if end.year > _LATEST_YEAR:
             raise bad_request("subscriptionTerms", "ends too far in the future", order.subscription_terms)
     if end is not None and end <= order.start_date:
-        raise bad_request("endDate", "must be after startDate", end.isoformat())
+        raise bad_request("endDate", "must be after startDate", end)
     order.end_date = end
     # Keeps the stored period end consistent when the end cuts the current period short.
     if order.period_number > 0:
@@ -320,9 +320,9 @@ def _aware(field: str, value: datetime | None) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        raise bad_request(field, "must carry a timezone offset, such as Z", value.isoformat())
+        raise bad_request(field, "must carry a timezone offset, such as Z", value)
     if not _EARLIEST_YEAR <= value.year <= _LATEST_YEAR:
-        raise bad_request(field, f"must be between the years {_EARLIEST_YEAR} and {_LATEST_YEAR}", value.isoformat())
+        raise bad_request(field, f"must be between the years {_EARLIEST_YEAR} and {_LATEST_YEAR}", value)
     return value
 
 

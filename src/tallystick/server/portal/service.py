@@ -47,11 +47,11 @@ def create_portal(
     if expires_at is None:
         expires_at = now + DEFAULT_LIFETIME
     elif expires_at.tzinfo is None:
-        raise bad_request("expiresAt", "must carry a timezone offset, such as Z", expires_at.isoformat())
+        raise bad_request("expiresAt", "must carry a timezone offset, such as Z", expires_at)
     if expires_at <= now:
-        raise bad_request("expiresAt", "must be in the future", expires_at.isoformat())
+        raise bad_request("expiresAt", "must be in the future", expires_at)
     if expires_at > now + MAX_LIFETIME:
-        raise bad_request("expiresAt", f"must be at most {MAX_LIFETIME.days} days from now", expires_at.isoformat())
+        raise bad_request("expiresAt", f"must be at most {MAX_LIFETIME.days} days from now", expires_at)
 
     portal = CustomerPortal(
         id=new_id("customer_portal"),

@@ -52,7 +52,7 @@ from tallystick.server.costs.signal_costs import (
     cost_data_problems,
 )
 from tallystick.server.customers.service import get_or_create_by_external_id
-from tallystick.server.errors import ApiError, field_error_text, more_problems_suffix, show_value
+from tallystick.server.errors import ApiError, field_error_text, more_problems_suffix, show_value, timestamp_text
 from tallystick.server.ids import new_id
 from tallystick.server.ledger import service as ledger
 from tallystick.server.models import (
@@ -382,16 +382,16 @@ def _reject_future(
 def _future_error(work: _Work, reference_time: datetime, skew: timedelta, *, received_at: datetime) -> SignalError:
     field_name = f"signals[{work.index}].timestamp"
     if reference_time > received_at:
-        time_name = f"the customer's test clock time {reference_time.isoformat()}"
+        time_name = f"the customer's test clock time {timestamp_text(reference_time)}"
     else:
-        time_name = f"the server time {reference_time.isoformat()}"
+        time_name = f"the server time {timestamp_text(reference_time)}"
     # Without a timestamp, a signal of a customer on a test clock happens at the clock's time,
     # whether the clock is ahead of the real time or behind it.
     default_time = "the receipt time" if work.customer_now is None else "the test clock time"
     return SignalError(
         code="timestamp_in_future",
         message=(
-            f"Invalid {field_name} '{work.occurred_at.isoformat()}': more than "
+            f"Invalid {field_name} '{timestamp_text(work.occurred_at)}': more than "
             f"{int(skew.total_seconds())} seconds after {time_name}; "
             f"send the time the event happened, or omit timestamp to use {default_time}"
         ),

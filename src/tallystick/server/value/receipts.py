@@ -72,7 +72,7 @@ def resolve_target(session: Session, organization_id: str, body: ValueReceiptReq
     if body.product is not None and body.order_id is not None:
         raise bad_request("orderId", "send at most one of product or orderId", body.order_id)
     if body.end_date <= body.start_date:
-        raise bad_request("endDate", "must be after startDate", body.end_date.isoformat())
+        raise bad_request("endDate", "must be after startDate", body.end_date)
 
     if body.customer_id is not None:
         customer = get_customer(session, organization_id, body.customer_id)
@@ -120,7 +120,7 @@ def create_receipt(session: Session, organization_id: str, body: ValueReceiptReq
     """Create a receipt for a period that has ended, and populate it. Flushes only."""
     target = resolve_target(session, organization_id, body)
     if target.end > clock.now():
-        raise bad_request("endDate", "the period must have ended; use sync for a period in progress", target.end.isoformat())
+        raise bad_request("endDate", "the period must have ended; use sync for a period in progress", target.end)
     lock_values(session, organization_id)
     definition = _definition_for(session, organization_id, target)
     receipt = _new_receipt(organization_id, target, definition, sync_key=None)
@@ -369,7 +369,7 @@ def publish_receipt(
         raise ApiError(409, "receipt_archived", f"Value receipt {receipt_id!r} is archived; unarchive it before publishing")
     now = clock.now()
     if expires_at is not None and expires_at <= now:
-        raise bad_request("publishExpiresAt", "must be in the future", expires_at.isoformat())
+        raise bad_request("publishExpiresAt", "must be in the future", expires_at)
     receipt.is_published = True
     receipt.published_at = now
     receipt.publish_expires_at = expires_at

@@ -122,7 +122,7 @@ def publish_version(
     check_expected_version(current, expected_active_version)
 
     if effective_from and effective_to and effective_to <= effective_from:
-        raise bad_request("effectiveTo", "must be after effectiveFrom", effective_to.isoformat())
+        raise bad_request("effectiveTo", "must be after effectiveFrom", effective_to)
 
     latest = session.scalar(
         select(func.max(ValueModelVersion.version)).where(ValueModelVersion.organization_id == organization_id)
