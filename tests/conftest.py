@@ -42,6 +42,10 @@ for _name, _value in TEST_WEBHOOK_ENVIRONMENT.items():
 # only when a test asks for it with Settings(billing_worker_enabled=True).
 os.environ.setdefault("TALLYSTICK_BILLING_WORKER_ENABLED", "false")
 
+# The server logs at INFO by default, so tests do too. A log call that raises, such as one with
+# an `extra` key that logging reserves, then fails its test instead of a production request.
+logging.getLogger("tallystick").setLevel(logging.INFO)
+
 
 def _postgres_problem() -> str | None:
     """Return why PostgreSQL cannot be used, or None when it can."""

@@ -65,7 +65,7 @@ def save_override(session: Session, organization_id: str, body: PriceOverrideIn)
     session.flush()
     log.info(
         "costs.price_override_saved",
-        extra={"organization_id": organization_id, "price_override_id": override.id, "created": created},
+        extra={"organization_id": organization_id, "price_override_id": override.id, "new_override": created},
     )
     return override, created
 

@@ -1,0 +1,38 @@
+"""Log calls name their fields with keys that the standard logging module accepts."""
+
+from __future__ import annotations
+
+import ast
+import logging
+from pathlib import Path
+
+# LogRecord's own attributes. logging raises KeyError for an `extra` key among them, but only
+# when the call's level is enabled. Such a call fails in production at INFO and passes a test
+# run at WARNING.
+RESERVED = set(vars(logging.LogRecord("name", logging.INFO, "path", 1, "msg", None, None))) | {"message", "asctime"}
+
+
+def _extra_keys(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Call):
+            continue
+        for keyword in node.keywords:
+            if keyword.arg == "extra" and isinstance(keyword.value, ast.Dict):
+                for key in keyword.value.keys:
+                    if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                        found.append((node.lineno, key.value))
+    return found
+
+
+def test_extra_keys_not_reserved(repo_root: Path):
+    sources = sorted((repo_root / "src" / "tallystick").rglob("*.py"))
+    checked = 0
+    clashes = []
+    for path in sources:
+        for line, key in _extra_keys(path):
+            checked += 1
+            if key in RESERVED:
+                clashes.append(f"{path.relative_to(repo_root)}:{line}: {key}")
+    assert checked > 100
+    assert clashes == []
