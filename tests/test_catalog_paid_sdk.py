@@ -42,6 +42,8 @@ def test_guide_catalog_round_trip(tenant):
         assert attribute.pricing.price_points[0]["unitPrice"] == cents
         [benefit] = attribute.credit_benefits
         assert benefit.amount == credits
+        # Exact text without an exponent: 2000, not 2E+3.
+        assert (benefit.model_extra or {})["amountDecimal"] == str(credits)
         assert benefit.credits_currency_id == catalog.currency_id
         assert benefit.allocation_cadence == "monthly"
         assert benefit.credit_grant_timing == "on_order_activation"

@@ -31,6 +31,7 @@ from tallystick.server.catalog.schemas import (
 )
 from tallystick.server.deps import CurrentPrincipal, DbSession, ReadSession, authenticate
 from tallystick.server.filters import parse_bool_filter, parse_choice_filter
+from tallystick.server.ledger.schemas import credits_text
 from tallystick.server.models import CreditBenefit, CreditCurrency, Plan, Product
 from tallystick.server.pagination import Page, paginate
 from tallystick.server.routing import Router
@@ -76,7 +77,7 @@ def benefit_out(benefit: CreditBenefit) -> CreditBenefitOut:
         id=benefit.id,
         credits_currency_id=benefit.credits_currency_id,
         amount=decimal_to_number(benefit.amount),
-        amount_decimal=str(benefit.amount.normalize()) if benefit.amount else "0",
+        amount_decimal=credits_text(benefit.amount) if benefit.amount else "0",
         recipient=benefit.recipient,
         is_infinite_total=benefit.is_infinite_total,
         allocation_cadence=benefit.allocation_cadence,
