@@ -205,7 +205,7 @@ def test_cli_reports_bad_keys_in_one_line(own_store, use_keys):
 
     assert malformed.exit_code == 1
     assert malformed.output.strip().splitlines() == [
-        "Error: invalid setting: Value error, encryption_keys: key 1 is not a Fernet key (urlsafe base64 of "
+        "Error: invalid setting TALLYSTICK_ENCRYPTION_KEYS: key 1 is not a Fernet key (urlsafe base64 of "
         "32 bytes); list keys separated by commas and generate them with `tallystick secrets generate-key`"
     ]
     assert unreadable.returncode == 1

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -51,6 +53,8 @@ def _database_url(value: str | None) -> str:
 def check_settings() -> None:
     """Exit with one line per problem when the TALLYSTICK_* settings are invalid."""
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+    from rich.markup import escape
 
     from tallystick.server.settings import get_settings
 
@@ -58,8 +62,41 @@ def check_settings() -> None:
         get_settings()
     except ValidationError as error:
         for problem in error.errors():
-            error_console.print(f"[red]Error:[/red] invalid setting: {problem['msg']}", soft_wrap=True)
+            error_console.print(f"[red]Error:[/red] {escape(_setting_problem(problem))}", soft_wrap=True)
         raise typer.Exit(code=1) from None
+    except SettingsError as error:
+        # pydantic-settings raises this when a list setting is not JSON, naming the field.
+        match = re.search(r'field "(\w+)"', str(error))
+        field = match.group(1) if match else None
+        error_console.print(f"[red]Error:[/red] {escape(_unparsed_setting(field))}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
+
+
+# Settings whose values are not repeated in errors: they may contain passwords or keys.
+_HIDDEN_SETTINGS = frozenset({"database_url", "secret_key", "encryption_keys", "rate_limit_storage_url"})
+
+
+def _setting_problem(problem: Any) -> str:
+    """Describe one validation problem of the settings, naming the environment variable."""
+    message = problem["msg"].removeprefix("Value error, ")
+    if not problem["loc"]:
+        # A check across settings, whose message names them.
+        return f"invalid setting: {message}"
+    field = str(problem["loc"][0])
+    variable = f"TALLYSTICK_{field.upper()}"
+    if field in _HIDDEN_SETTINGS or "input" not in problem:
+        return f"invalid setting {variable}: {message}"
+    return f"invalid setting {variable}={problem['input']!r}: {message}"
+
+
+def _unparsed_setting(field: str | None) -> str:
+    from tallystick.server.settings import Settings
+
+    if field is None or field not in Settings.model_fields:
+        return "invalid setting: a TALLYSTICK_* value that must be JSON could not be parsed"
+    info = Settings.model_fields[field]
+    default = info.default_factory() if info.default_factory is not None else info.default  # type: ignore[call-arg]
+    return f"invalid setting TALLYSTICK_{field.upper()}: must be JSON, such as {json.dumps(default)}"
 
 
 def check_rate_limit_storage() -> None:
@@ -94,6 +131,14 @@ def open_database_or_exit(database_url: str) -> None:
 
     from tallystick.server.db import normalize_database_url
 
+    problem = _database_url_problem(database_url)
+    if problem is not None:
+        error_console.print(
+            f"[red]Error:[/red] {escape(problem)}. Use sqlite:///path/to/file.db or "
+            "postgresql://user@host:5432/dbname in TALLYSTICK_DATABASE_URL or --database-url.",
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=1)
     engine = create_engine(normalize_database_url(database_url))
     try:
         engine.connect().close()
@@ -109,6 +154,27 @@ def open_database_or_exit(database_url: str) -> None:
         raise typer.Exit(code=1) from None
     finally:
         engine.dispose()
+
+
+def _database_url_problem(database_url: str) -> str | None:
+    """Return why `database_url` names no database that tallystick runs on, or None."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(database_url)
+    except ArgumentError:
+        # Not echoed, since a mistyped URL may still contain a password.
+        return "the database URL cannot be parsed"
+    if parsed.drivername in _SUPPORTED_DRIVERS:
+        return None
+    masked_url = parsed.render_as_string(hide_password=True)
+    return f"the database URL {masked_url} names {parsed.drivername}, but tallystick runs on SQLite and on PostgreSQL with psycopg"
+
+
+# URL schemes that the server opens. SQLite goes through Python's sqlite3 and PostgreSQL through
+# psycopg 3, to which a plain postgresql:// URL is mapped.
+_SUPPORTED_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg"})
 
 
 def migrate_or_exit(database_url: str) -> None:
@@ -150,20 +216,31 @@ def version() -> None:
     console.print(__version__)
 
 
+class LogLevel(str, Enum):
+    """Levels of the server's log, from the most detailed."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+    critical = "critical"
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(help="TCP port to listen on.", min=1, max=65535)] = 8000,
     database_url: DatabaseUrlOption = None,
     workers: Annotated[int, typer.Option(help="Number of server processes.", min=1)] = 1,
-    log_level: Annotated[str, typer.Option(help="Logging level: debug, info, warning or error.")] = "info",
+    log_level: Annotated[LogLevel, typer.Option(help="Logging level.", case_sensitive=False)] = LogLevel.info,
 ) -> None:
     """Run the API server. Migrations run before it accepts requests."""
     import uvicorn
 
     from tallystick.server.observability import logging_config
 
-    _configure_logging(log_level)
+    level = log_level.value
+    _configure_logging(level)
     check_settings()
     check_rate_limit_storage()
     url = _database_url(database_url)
@@ -177,11 +254,11 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        log_level=log_level.lower(),
+        log_level=level,
         # The app logs each request as request.finished, by route template; uvicorn's access
         # log would print raw paths and query strings, which carry tokens.
         access_log=False,
-        log_config=logging_config(log_level),
+        log_config=logging_config(level),
     )
 
 

@@ -32,6 +32,7 @@ from limits.storage import (
 from limits.strategies import MovingWindowRateLimiter
 
 from tallystick.server.errors import ApiError
+from tallystick.server.settings import RATE_LIMIT_OFF_VALUES
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +231,7 @@ class RateLimiter:
     def __init__(
         self, limit: str, storage: Storage, storage_url: str, *, monotonic: Callable[[], float] = time.monotonic
     ) -> None:
-        self.enabled = limit.strip().lower() not in ("", "0", "off", "none")
+        self.enabled = limit.strip().lower() not in RATE_LIMIT_OFF_VALUES
         # The in-memory storage does no I/O. Any other storage is a network call.
         self.in_process = isinstance(storage, MemoryStorage)
         self.item: RateLimitItem | None = parse(limit) if self.enabled else None

@@ -5,10 +5,13 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_FILE = "tallystick.db"
+
+# Values of TALLYSTICK_RATE_LIMIT that turn the limit off, compared in lowercase.
+RATE_LIMIT_OFF_VALUES = ("", "0", "off", "none")
 
 
 def default_database_url() -> str:
@@ -104,17 +107,35 @@ class Settings(BaseSettings):
     stripe_api_base: str = "https://api.stripe.com"
     stripe_timeout_seconds: float = Field(default=20.0, gt=0)
 
-    @model_validator(mode="after")
-    def _check_encryption_keys(self) -> Settings:
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        # Checked here, so that a bad value stops the server at start with one line. Each
+        # worker process would otherwise fail while building its app, and be restarted.
+        if value.strip().lower() in RATE_LIMIT_OFF_VALUES:
+            return value
+        from limits import parse
+
+        try:
+            item = parse(value)
+        except ValueError:
+            raise ValueError("must be a rate such as 1000/second or 60000/minute, or off") from None
+        if item.amount < 1:
+            raise ValueError("must allow at least 1 request; use off to turn the limit off")
+        return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _check_encryption_keys(cls, value: SecretStr | None) -> SecretStr | None:
         # Checked at start-up, because a write that failed on a bad key would report the
         # statement's parameters, secrets included, in its error.
-        if self.encryption_keys is not None:
+        if value is not None:
             from tallystick.server.encryption import key_list_problem
 
-            problem = key_list_problem(self.encryption_keys.get_secret_value())
+            problem = key_list_problem(value.get_secret_value())
             if problem is not None:
-                raise ValueError(f"encryption_keys: {problem}")
-        return self
+                raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _check_webhook_claim(self) -> Settings:
