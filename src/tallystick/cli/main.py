@@ -366,7 +366,7 @@ def api_keys_revoke(
     key_id: Annotated[str, typer.Argument(help="Id of the key to revoke (key_...).")],
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Revoke an API key; requests with it get 401 from then on."""
+    """Revoke an API key. Servers reject it within TALLYSTICK_API_KEY_CACHE_SECONDS (default 5 s)."""
     from tallystick.server.api_keys import revoke_api_key
     from tallystick.server.db import Store
 
