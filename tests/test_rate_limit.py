@@ -23,6 +23,7 @@ from limits.storage import MemoryStorage
 
 from tallystick.server.api_keys import create_api_key
 from tallystick.server.errors import ApiError
+from tallystick.server import rate_limit as rate_limit_module
 from tallystick.server.observability import JsonLogFormatter
 from tallystick.server.rate_limit import (
     FAILURE_LOG_INTERVAL_SECONDS,
@@ -176,6 +177,52 @@ def test_failure_warnings_are_rate_limited(closed_port, caplog):
     assert [record.api_key_id for record in warnings] == ["key_0", "key_last"]  # type: ignore[attr-defined]
     assert [record.unchecked_requests for record in warnings] == [1, 6]  # type: ignore[attr-defined]
     assert PASSWORD not in _logged_text(caplog.records)
+
+
+def test_exceeded_warnings_are_rate_limited(caplog):
+    clock = _FakeMonotonic()
+    limiter = RateLimiter("2/minute", MemoryStorage(), "memory://", monotonic=clock)
+
+    def rejected(api_key_id: str) -> bool:
+        try:
+            limiter.check(api_key_id, "org_1")
+        except ApiError as error:
+            assert error.status == 429
+            return True
+        return False
+
+    with caplog.at_level(logging.INFO, logger="tallystick.server.rate_limit"):
+        outcomes = [rejected("key_1") for _ in range(7)]
+        other_key = [rejected("key_2") for _ in range(3)]
+        clock.now += FAILURE_LOG_INTERVAL_SECONDS
+        outcomes.append(rejected("key_1"))
+
+    assert outcomes == [False, False, True, True, True, True, True, True]
+    assert other_key == [False, False, True]
+    warnings = _events(caplog.records, "rate_limit.exceeded")
+    # One warning per key and minute, counting the rejections since the key's last warning.
+    assert [(record.api_key_id, record.rejected_requests) for record in warnings] == [  # type: ignore[attr-defined]
+        ("key_1", 1),
+        ("key_2", 1),
+        ("key_1", 5),
+    ]
+
+
+def test_exceeded_counts_stay_bounded(monkeypatch):
+    monkeypatch.setattr(rate_limit_module, "MAX_TRACKED_KEYS", 2)
+    clock = _FakeMonotonic()
+    limiter = RateLimiter("1/minute", MemoryStorage(), "memory://", monotonic=clock)
+
+    for number in range(6):
+        key = f"key_{number}"
+        limiter.check(key, "org_1")
+        with pytest.raises(ApiError):
+            limiter.check(key, "org_1")
+        clock.now += FAILURE_LOG_INTERVAL_SECONDS
+
+    # Counts older than the interval are dropped when the table is full, so it never contains
+    # more than MAX_TRACKED_KEYS keys.
+    assert len(limiter._exceeded) <= 2  # noqa: SLF001 - the table whose size is bounded
 
 
 def test_failed_storage_is_skipped_briefly():

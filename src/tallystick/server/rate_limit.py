@@ -49,6 +49,9 @@ STORAGE_RETRY_SECONDS = 1.0
 # Minimum seconds between two warnings about a failing storage, per process and per user of
 # the storage (the rate limit, the sign-in throttle).
 FAILURE_LOG_INTERVAL_SECONDS = 60.0
+# Maximum number of API keys whose rejected requests are counted between two
+# rate_limit.exceeded warnings.
+MAX_TRACKED_KEYS = 10_000
 
 # Schemes of the storages built on redis-py, which take a key prefix and socket timeouts.
 _REDIS_SCHEMES = frozenset(
@@ -245,6 +248,10 @@ class RateLimiter:
         self.monotonic = monotonic
         # Until this time.monotonic() value, requests pass without asking the storage.
         self._storage_skipped_until = float("-inf")
+        # By API key id: when its last rate_limit.exceeded warning was logged, and the requests
+        # rejected since then.
+        self._exceeded: dict[str, tuple[float, int]] = {}
+        self._exceeded_lock = threading.Lock()
 
     def check(self, api_key_id: str, organization_id: str) -> None:
         """Count one request for the key, and raise 429 with Retry-After when it is over the limit.
@@ -271,10 +278,41 @@ class RateLimiter:
             return
 
         retry_after = max(1, int(reset_at - time.time()) + 1)
-        log.warning("rate_limit.exceeded", extra={"api_key_id": api_key_id, "retry_after": retry_after})
+        self._log_exceeded(api_key_id, organization_id, retry_after)
         raise ApiError(
             429,
             "rate_limited",
             f"Too many requests for this API key (limit {self.item}); retry after {retry_after} s",
             headers={"Retry-After": str(retry_after)},
+        )
+
+    def _log_exceeded(self, api_key_id: str, organization_id: str, retry_after: int) -> None:
+        """Log a rejected request, at most once per FAILURE_LOG_INTERVAL_SECONDS for each key.
+
+        A client over its limit may retry many times a second; each warning counts the
+        requests rejected since the one before.
+        """
+        now = self.monotonic()
+        with self._exceeded_lock:
+            logged_at, rejected = self._exceeded.get(api_key_id, (float("-inf"), 0))
+            rejected += 1
+            if now - logged_at < FAILURE_LOG_INTERVAL_SECONDS:
+                self._exceeded[api_key_id] = (logged_at, rejected)
+                return
+            if len(self._exceeded) >= MAX_TRACKED_KEYS:
+                # Keys that were not rejected lately lose their counts, which bounds the memory.
+                self._exceeded = {
+                    key: entry
+                    for key, entry in self._exceeded.items()
+                    if now - entry[0] < FAILURE_LOG_INTERVAL_SECONDS
+                }
+            self._exceeded[api_key_id] = (now, 0)
+        log.warning(
+            "rate_limit.exceeded",
+            extra={
+                "api_key_id": api_key_id,
+                "organization_id": organization_id,
+                "retry_after": retry_after,
+                "rejected_requests": rejected,
+            },
         )
