@@ -111,6 +111,21 @@ def test_two_apps_share_one_limit(store, database_url, redis_client, key_prefix)
     assert list(redis_client.scan_iter(match=f"{key_prefix}:*")) != []
 
 
+def test_sign_in_throttle_keys_hide_email(redis_client, key_prefix):
+    from tallystick.server.dashboard.throttle import FAILURES_PER_EMAIL, SignInThrottle
+
+    throttle = SignInThrottle(build_storage(REDIS_URL, key_prefix), REDIS_URL)
+    for _ in range(FAILURES_PER_EMAIL.amount):
+        throttle.record_failure("Ada.Lovelace@Example.com")
+
+    keys = [key.decode() for key in redis_client.scan_iter(match=f"{key_prefix}:*")]
+    assert keys != []
+    assert not any("lovelace" in key.lower() for key in keys)
+    # The count is still per email, whatever its case and surrounding spaces.
+    assert throttle.allowed("  ada.lovelace@example.com") is False
+    assert throttle.allowed("grace@example.com") is True
+
+
 def test_unreachable_storage_lets_requests_through(store, database_url, closed_port, caplog):
     storage_url = f"redis://:{PASSWORD}@127.0.0.1:{closed_port}/0"
     app = _app(store, database_url, rate_limit="2/minute", rate_limit_storage_url=storage_url)
