@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 
 from tallystick.server.hardening import THREADED_PARSE_BYTES
@@ -332,6 +334,37 @@ def test_readyz_recovers_when_database_returns(tmp_path):
     # The server started without its database and loaded the shared secret key once it answered.
     assert up.status_code == 200
     assert app.state.secret_key_loaded is True
+
+
+def test_unreachable_database_is_503(tmp_path, caplog):
+    from tallystick.server.app import create_app
+    from tallystick.server.migrate import upgrade_to_head
+    from tallystick.server.settings import Settings
+
+    folder = tmp_path / "created-later"
+    url = f"sqlite:///{folder / 'db.sqlite'}"
+    app = create_app(Settings(database_url=url))
+    headers = {"Authorization": "Bearer tsk_not_a_real_key"}
+    with caplog.at_level(logging.INFO, logger="tallystick"), serve_app(app, url) as running:
+        down = [httpx.get(running.api_url + "/customers/", headers=headers) for _ in range(3)]
+        folder.mkdir()
+        upgrade_to_head(url)
+        up = httpx.get(running.api_url + "/customers/", headers=headers)
+
+    for response in down:
+        assert response.status_code == 503
+        assert response.json() == {
+            "error": "The database is unavailable; retry the request",
+            "code": "database_unavailable",
+        }
+        assert response.headers["Retry-After"] == "1"
+    # Once the database is reachable, the unknown key is what fails.
+    assert up.status_code == 401
+    logged = [record for record in caplog.records if record.getMessage() == "database.unavailable"]
+    # Repeats within the log interval are counted, not logged one by one.
+    assert len(logged) == 1
+    assert logged[0].route == "/api/v2/customers/"  # type: ignore[attr-defined]
+    assert "unable to open database file" in logged[0].error  # type: ignore[attr-defined]
 
 
 def test_unpaired_surrogate_in_signals_is_400(tenant):

@@ -6,6 +6,8 @@ import itertools
 import json
 import logging
 import math
+import threading
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -14,9 +16,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tallystick.server.field_hints import MAX_HINTS, field_location, misspelling_hint
+from tallystick.server.observability import route_template
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +284,44 @@ _STATUS_CODES = {
 }
 
 
+# Seconds a client is asked to wait (Retry-After) when the database is unavailable.
+DATABASE_RETRY_AFTER_SECONDS = 1
+# Minimum seconds between two database.unavailable errors in the log of one app.
+DATABASE_ERROR_LOG_INTERVAL_SECONDS = 10.0
+
+
+class _RepeatedErrorLog:
+    """Log database.unavailable at most once per interval, counting the requests in between.
+
+    While the database is down, every request fails the same way; one line per request would
+    bury the log. Safe to call from several threads.
+    """
+
+    def __init__(self, interval_seconds: float) -> None:
+        self.interval_seconds = interval_seconds
+        self._lock = threading.Lock()
+        self._logged_at = float("-inf")
+        self._failed = 0
+
+    def record(self, error: Exception, **ids: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._failed += 1
+            if now - self._logged_at < self.interval_seconds:
+                return
+            self._logged_at = now
+            failed, self._failed = self._failed, 0
+        cause = getattr(error, "orig", None) or error
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        log.error(
+            "database.unavailable",
+            extra={**ids, "error_type": type(cause).__name__, "error": reason, "failed_requests": failed},
+        )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error, including framework ones, in the API's error shape."""
+    database_errors = _RepeatedErrorLog(DATABASE_ERROR_LOG_INTERVAL_SECONDS)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -304,11 +345,28 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(error, "headers", None),
         )
 
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(DisconnectionError)
+    @app.exception_handler(PoolTimeoutError)
+    async def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
+        # The database refused or dropped the connection, timed out, or is locked. A 503 tells
+        # the client to retry, which a 500 does not. A database without tallystick's tables
+        # gets here too, since SQLite reports "no such table" as an OperationalError. The log
+        # line names the cause.
+        database_errors.record(error, method=request.method, route=route_template(request.scope))
+        return JSONResponse(
+            {"error": "The database is unavailable; retry the request", "code": "database_unavailable"},
+            status_code=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        # The route template, not the path: paths can carry tokens such as a receipt's.
         log.exception(
             "request.failed",
-            extra={"method": request.method, "path": request.url.path},
+            extra={"method": request.method, "route": route_template(request.scope)},
         )
         return JSONResponse(
             {"error": "Internal server error", "code": "internal_error"}, status_code=500

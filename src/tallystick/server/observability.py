@@ -133,12 +133,12 @@ class RequestContextMiddleware:
             # Answer here instead of letting Starlette's outermost handler re-raise, which makes
             # the server drop the connection and the client's next pooled request fail.
             # The route template, not the path: paths can carry tokens such as a receipt's.
-            log.exception("request.failed", extra={"method": scope["method"], "route": _route_template(scope)})
+            log.exception("request.failed", extra={"method": scope["method"], "route": route_template(scope)})
             if status_started:
                 raise
             await _send_internal_error(send_with_id)
         finally:
-            template = _route_template(scope)
+            template = route_template(scope)
             elapsed = time.perf_counter() - started
             HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
             HTTP_LATENCY.labels(scope["method"], template).observe(elapsed)
@@ -156,7 +156,7 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-def _route_template(scope: Scope) -> str:
+def route_template(scope: Scope) -> str:
     """Return the matched route's template, such as /receipts/{token}; unmatched paths share one.
 
     A route served with and without its trailing slash is labeled with the spelling given in
