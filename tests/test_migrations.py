@@ -315,9 +315,6 @@ def test_migration_lost_connection_unlock_logged(  # type: ignore[no-untyped-def
     assert _hold_key_index_valid(engine) is True
 
 
-_MIGRATE_SCRIPT = "import sys; from tallystick.server.migrate import upgrade_to_head; upgrade_to_head(sys.argv[1])"
-
-
 def test_two_migrating_processes_both_finish(empty_database_url, backend, engine_of, store_at_0002):
     _skip_unless_postgres(backend)
     engine = engine_of(empty_database_url)
@@ -329,7 +326,10 @@ def test_two_migrating_processes_both_finish(empty_database_url, backend, engine
         holder.commit()
         processes = [
             subprocess.Popen(
-                [sys.executable, "-c", _MIGRATE_SCRIPT, f"{empty_database_url}?application_name=migrator"],
+                [
+                    sys.executable, "-m", "tallystick.cli.main", "migrate",
+                    "--database-url", f"{empty_database_url}?application_name=migrator",
+                ],  # fmt: skip
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -358,6 +358,12 @@ def test_two_migrating_processes_both_finish(empty_database_url, backend, engine
     assert [process.returncode for process in processes] == [0, 0], outputs
     assert current_revision(empty_database_url) == head
     assert _hold_key_index_valid(engine) is True
+    # The revision before is read under the lock, so only the process that migrated reports it.
+    reports = sorted(output.strip().splitlines()[-1] for output in outputs)
+    assert reports == [
+        f"Database schema is up to date (revision {head}).",
+        f"Database schema upgraded from revision 0002 to {head}.",
+    ], outputs
 # A grant with its organization, customer and credit currency, as rows of revision 0004.
 # Amounts are stored scaled: 5 credits with nine places, $0.05 with twelve.
 _GRANT_ROWS = (

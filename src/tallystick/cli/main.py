@@ -177,12 +177,15 @@ def _database_url_problem(database_url: str) -> str | None:
 _SUPPORTED_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg"})
 
 
-def migrate_or_exit(database_url: str) -> None:
-    """Bring the schema up to date, or exit with one line when the database cannot be opened."""
+def migrate_or_exit(database_url: str) -> str | None:
+    """Bring the schema up to date, or exit with one line when the database cannot be opened.
+
+    Return the schema revision found before migrating (see `upgrade_to_head`).
+    """
     from tallystick.server.migrate import upgrade_to_head
 
     open_database_or_exit(database_url)
-    upgrade_to_head(database_url)
+    return upgrade_to_head(database_url)
 
 
 def check_stored_secrets(database_url: str) -> None:
@@ -268,9 +271,7 @@ def migrate(database_url: DatabaseUrlOption = None) -> None:
     from tallystick.server.migrate import current_revision
 
     url = _database_url(database_url)
-    open_database_or_exit(url)
-    before = current_revision(url)
-    migrate_or_exit(url)
+    before = migrate_or_exit(url)
     after = current_revision(url)
     if before == after:
         console.print(f"Database schema is up to date (revision {after}).")

@@ -38,8 +38,14 @@ def current_revision(database_url: str) -> str | None:
         engine.dispose()
 
 
-def upgrade_to_head(database_url: str) -> None:
-    """Bring the database at `database_url` to the newest schema."""
+def upgrade_to_head(database_url: str) -> str | None:
+    """Bring the database at `database_url` to the newest schema.
+
+    Return the revision that the database had when this process took the migration lock, so
+    after any other process that held it had finished. None means a database without the schema.
+    """
     log.info("migrations.started")
-    command.upgrade(alembic_config(database_url), "head")
+    config = alembic_config(database_url)
+    command.upgrade(config, "head")
     log.info("migrations.finished")
+    return config.attributes.get("revision_before")

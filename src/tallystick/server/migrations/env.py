@@ -88,6 +88,9 @@ def run_migrations_online() -> None:
                     # build an index.
                     transaction_per_migration=True,
                 )
+                # Read after the lock, so that of several processes started together only the
+                # one that migrated reports a change (see migrate.upgrade_to_head).
+                config.attributes["revision_before"] = context.get_context().get_current_revision()
                 with context.begin_transaction():
                     context.run_migrations()
                 connection.commit()
