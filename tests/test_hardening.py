@@ -367,6 +367,24 @@ def test_unreachable_database_is_503(tmp_path, caplog):
     assert "unable to open database file" in logged[0].error  # type: ignore[attr-defined]
 
 
+def test_unreachable_database_gives_pages_html(tmp_path):
+    from tallystick.server.app import create_app
+    from tallystick.server.settings import Settings
+
+    url = f"sqlite:///{tmp_path / 'missing-folder' / 'db.sqlite'}"
+    with serve_app(create_app(Settings(database_url=url)), url) as running:
+        page = httpx.get(running.root + "/checkout/chk_somebody")
+        api = httpx.get(running.api_url + "/customers/", headers={"Authorization": "Bearer tsk_not_a_real_key"})
+
+    assert page.status_code == 503
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Temporarily unavailable" in page.text
+    assert page.headers["Retry-After"] == "1"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert api.status_code == 503
+    assert api.json()["code"] == "database_unavailable"
+
+
 def test_unpaired_surrogate_in_signals_is_400(tenant):
     # Bulk signals report NUL per signal, but no signal can store or report a lone surrogate.
     body = (

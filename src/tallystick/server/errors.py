@@ -284,6 +284,14 @@ _STATUS_CODES = {
 }
 
 
+# SQLAlchemy's errors for a database that cannot serve a request now. They cover refused or
+# lost connections, timeouts, locks, and a pool without a free connection.
+DATABASE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeoutError,
+)
 # Seconds a client is asked to wait (Retry-After) when the database is unavailable.
 DATABASE_RETRY_AFTER_SECONDS = 1
 # Minimum seconds between two database.unavailable errors in the log of one app.
@@ -345,10 +353,6 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(error, "headers", None),
         )
 
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(InterfaceError)
-    @app.exception_handler(DisconnectionError)
-    @app.exception_handler(PoolTimeoutError)
     async def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
         # The database refused or dropped the connection, timed out, or is locked. A 503 tells
         # the client to retry, which a 500 does not. A database without tallystick's tables
@@ -360,6 +364,9 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=503,
             headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
         )
+
+    for error_type in DATABASE_UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error_type, _database_unavailable)  # type: ignore[arg-type]
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

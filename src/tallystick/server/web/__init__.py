@@ -15,12 +15,15 @@ from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
 from tallystick import __version__
+from tallystick.server.errors import DATABASE_UNAVAILABLE_ERRORS
 
 WEB_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = WEB_DIR / "templates"
 STATIC_DIR = WEB_DIR / "static"
 # Pages are rendered in one locale until they are translated.
 LOCALE = "en_US"
+# Paths of the server-rendered pages, whose errors are pages too.
+PAGE_PATH_PREFIXES = ("/dashboard", "/checkout/", "/portal/", "/receipts/")
 
 # Headers of every page: no framing by other sites (clickjacking), only this server's assets.
 PAGE_HEADERS = {
@@ -89,7 +92,10 @@ class PageError(Exception):
 
 
 def install_page_errors(app: FastAPI) -> None:
-    """Render PageError as an HTML page with the pages' security headers."""
+    """Render PageError, and a database that is unavailable, as HTML pages with the pages' headers.
+
+    Call it after `errors.install_error_handlers`, whose database handler it wraps.
+    """
 
     @app.exception_handler(PageError)
     async def _page_error(request: Request, error: PageError) -> Response:
@@ -97,3 +103,18 @@ def install_page_errors(app: FastAPI) -> None:
         return templates.TemplateResponse(
             request, "message.html", context, status_code=error.status, headers={**PAGE_HEADERS, **error.headers}
         )
+
+    api_handler = app.exception_handlers[DATABASE_UNAVAILABLE_ERRORS[0]]
+
+    async def _database_unavailable(request: Request, error: Exception) -> Response:
+        # The API's handler logs the error and sets Retry-After. A buyer or an operator on a
+        # page gets the same 503 as an HTML page instead of JSON.
+        response = await api_handler(request, error)
+        if not request.url.path.startswith(PAGE_PATH_PREFIXES):
+            return response
+        context = {"title": "Temporarily unavailable", "text": "This page cannot be loaded right now. Try again in a moment."}
+        headers = {**PAGE_HEADERS, "Retry-After": response.headers["Retry-After"]}
+        return templates.TemplateResponse(request, "message.html", context, status_code=503, headers=headers)
+
+    for error_type in DATABASE_UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error_type, _database_unavailable)
