@@ -6,8 +6,6 @@ import itertools
 import json
 import logging
 import math
-import threading
-import time
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -21,7 +19,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tallystick.server.field_hints import MAX_HINTS, field_location, misspelling_hint
-from tallystick.server.observability import route_template
+from tallystick.server.observability import RepeatCounter, route_template
 
 log = logging.getLogger(__name__)
 
@@ -298,38 +296,10 @@ DATABASE_RETRY_AFTER_SECONDS = 1
 DATABASE_ERROR_LOG_INTERVAL_SECONDS = 10.0
 
 
-class _RepeatedErrorLog:
-    """Log database.unavailable at most once per interval, counting the requests in between.
-
-    While the database is down, every request fails the same way; one line per request would
-    bury the log. Safe to call from several threads.
-    """
-
-    def __init__(self, interval_seconds: float) -> None:
-        self.interval_seconds = interval_seconds
-        self._lock = threading.Lock()
-        self._logged_at = float("-inf")
-        self._failed = 0
-
-    def record(self, error: Exception, **ids: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._failed += 1
-            if now - self._logged_at < self.interval_seconds:
-                return
-            self._logged_at = now
-            failed, self._failed = self._failed, 0
-        cause = getattr(error, "orig", None) or error
-        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        log.error(
-            "database.unavailable",
-            extra={**ids, "error_type": type(cause).__name__, "error": reason, "failed_requests": failed},
-        )
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error, including framework ones, in the API's error shape."""
-    database_errors = _RepeatedErrorLog(DATABASE_ERROR_LOG_INTERVAL_SECONDS)
+    # Requests that failed on the database, between two database.unavailable errors.
+    database_failures = RepeatCounter(DATABASE_ERROR_LOG_INTERVAL_SECONDS)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -354,11 +324,23 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
-        # The database refused or dropped the connection, timed out, or is locked. A 503 tells
-        # the client to retry, which a 500 does not. A database without tallystick's tables
-        # gets here too, since SQLite reports "no such table" as an OperationalError. The log
-        # line names the cause.
-        database_errors.record(error, method=request.method, route=route_template(request.scope))
+        # The database refused or dropped the connection, timed out, or is locked. Clients retry
+        # a 503, and a 500 they may not. A database without tallystick's tables gets here too,
+        # since SQLite reports "no such table" as an OperationalError, so the log names the cause.
+        failed = database_failures.count()
+        if failed is not None:
+            cause = getattr(error, "orig", None) or error
+            reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            log.error(
+                "database.unavailable",
+                extra={
+                    "method": request.method,
+                    "route": route_template(request.scope),
+                    "error_type": type(cause).__name__,
+                    "error": reason,
+                    "failed_requests": failed,
+                },
+            )
         return JSONResponse(
             {"error": "The database is unavailable; retry the request", "code": "database_unavailable"},
             status_code=503,
@@ -370,7 +352,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        # The route template, not the path: paths can carry tokens such as a receipt's.
+        # The route template, not the path, because paths can carry tokens such as a receipt's.
         log.exception(
             "request.failed",
             extra={"method": request.method, "route": route_template(request.scope)},

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -154,6 +156,50 @@ class RequestContextMiddleware:
                 },
             )
             request_id_var.reset(token)
+
+
+class RepeatCounter:
+    """Occurrences of a repeating event by key, logged at most once per interval for each key.
+
+    While something stays wrong (a database down, a client over its rate limit), the same event
+    repeats many times a second, and one log line each would bury the log. Safe to call from
+    several threads.
+    """
+
+    def __init__(
+        self, interval_seconds: float, *, max_keys: int = 10_000, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval_seconds = interval_seconds
+        self.max_keys = max_keys
+        self.monotonic = monotonic
+        self._lock = threading.Lock()
+        # By key: when its event was last logged, and its occurrences since then.
+        self._counts: dict[str, tuple[float, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def count(self, key: str = "") -> int | None:
+        """Count one occurrence of `key`.
+
+        Return the occurrences since the key was last logged, this one included, when it is
+        due to be logged now, or None when it is not.
+        """
+        now = self.monotonic()
+        with self._lock:
+            logged_at, occurrences = self._counts.get(key, (float("-inf"), 0))
+            occurrences += 1
+            if now - logged_at < self.interval_seconds:
+                self._counts[key] = (logged_at, occurrences)
+                return None
+            if len(self._counts) >= self.max_keys:
+                # Keys not logged within the interval lose their counts, which bounds the table
+                # by the keys that were logged in the last interval.
+                self._counts = {
+                    other: entry for other, entry in self._counts.items() if now - entry[0] < self.interval_seconds
+                }
+            self._counts[key] = (now, 0)
+        return occurrences
 
 
 def route_template(scope: Scope) -> str:

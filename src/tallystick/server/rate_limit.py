@@ -32,6 +32,7 @@ from limits.storage import (
 from limits.strategies import MovingWindowRateLimiter
 
 from tallystick.server.errors import ApiError
+from tallystick.server.observability import RepeatCounter
 from tallystick.server.settings import RATE_LIMIT_OFF_VALUES
 
 log = logging.getLogger(__name__)
@@ -248,10 +249,8 @@ class RateLimiter:
         self.monotonic = monotonic
         # Until this time.monotonic() value, requests pass without asking the storage.
         self._storage_skipped_until = float("-inf")
-        # By API key id: when its last rate_limit.exceeded warning was logged, and the requests
-        # rejected since then.
-        self._exceeded: dict[str, tuple[float, int]] = {}
-        self._exceeded_lock = threading.Lock()
+        # Rejected requests by API key id, between two rate_limit.exceeded warnings.
+        self._exceeded = RepeatCounter(FAILURE_LOG_INTERVAL_SECONDS, max_keys=MAX_TRACKED_KEYS, monotonic=monotonic)
 
     def check(self, api_key_id: str, organization_id: str) -> None:
         """Count one request for the key, and raise 429 with Retry-After when it is over the limit.
@@ -289,24 +288,12 @@ class RateLimiter:
     def _log_exceeded(self, api_key_id: str, organization_id: str, retry_after: int) -> None:
         """Log a rejected request, at most once per FAILURE_LOG_INTERVAL_SECONDS for each key.
 
-        A client over its limit may retry many times a second; each warning counts the
+        A client over its limit may retry many times a second, so each warning counts the
         requests rejected since the one before.
         """
-        now = self.monotonic()
-        with self._exceeded_lock:
-            logged_at, rejected = self._exceeded.get(api_key_id, (float("-inf"), 0))
-            rejected += 1
-            if now - logged_at < FAILURE_LOG_INTERVAL_SECONDS:
-                self._exceeded[api_key_id] = (logged_at, rejected)
-                return
-            if len(self._exceeded) >= MAX_TRACKED_KEYS:
-                # Keys that were not rejected lately lose their counts, which bounds the memory.
-                self._exceeded = {
-                    key: entry
-                    for key, entry in self._exceeded.items()
-                    if now - entry[0] < FAILURE_LOG_INTERVAL_SECONDS
-                }
-            self._exceeded[api_key_id] = (now, 0)
+        rejected = self._exceeded.count(api_key_id)
+        if rejected is None:
+            return
         log.warning(
             "rate_limit.exceeded",
             extra={
