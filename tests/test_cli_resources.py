@@ -335,9 +335,9 @@ def test_invoices_show_formatted_total(tenant, cli_env):
     assert listed.exit_code == 0, listed.output
     assert "$199.00" in listed.output
 
-    shown = invoke(cli_env, "invoices", "get", invoice["id"])
-    assert shown.exit_code == 0, shown.output
-    lines = {line.split()[0]: line.split()[1] for line in shown.output.splitlines()}
+    detail = invoke(cli_env, "invoices", "get", invoice["id"])
+    assert detail.exit_code == 0, detail.output
+    lines = {line.split()[0]: line.split()[1] for line in detail.output.splitlines()}
     assert lines["total"] == "$199.00"
     assert lines["remaining"] == money_text(invoice["amountRemaining"], "USD")
     assert lines["paymentStatus"] == "paid"

@@ -541,10 +541,10 @@ def test_signal_table_margin_matches_api(dashboard, tenant):
     signal_table = signal_table[: signal_table.index("</table>")]
     cell = r'<td class="number">([^<]*)</td>\s*'
     rows = re.findall(cell + cell + r'<td class="mono">(\w+)</td>', signal_table)
-    shown = {signal_id: (cost, margin) for cost, margin, signal_id in rows}
-    assert set(shown) == {item["id"] for item in items}
+    cells_by_signal = {signal_id: (cost, margin) for cost, margin, signal_id in rows}
+    assert set(cells_by_signal) == {item["id"] for item in items}
     for item in items:
-        cost, margin = shown[item["id"]]
+        cost, margin = cells_by_signal[item["id"]]
         assert Decimal(item["revenue"]["amount"]) > 0, item
         assert margin == format_usd_cost(Decimal(item["margin"]["amount"])), item
         if item["cost"]["status"] == "none":
