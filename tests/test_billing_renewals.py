@@ -1,19 +1,27 @@
-"""Renewals under a fixed clock: month-end clamping, exactly-once grants, expiry, rollover and
-declined renewal charges with their retries."""
+"""Renewals under a fixed clock: month-end clamping, exactly-once grants, expiry, rollover,
+declined renewal charges with their retries, and charges made after the renewal commits."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 from sqlalchemy import select
 
-from tallystick.server.models import CreditGrant, Invoice
+from tallystick.server.billing import collection
+from tallystick.server.billing.renewals import advance_order, lock_order, renew_due_orders
+from tallystick.server.checkout.providers import PaymentRequest
+from tallystick.server.checkout.providers.testmode import TestModeProvider
+from tallystick.server.models import CreditGrant, Invoice, Payment
 from tests.billing_helpers import (
     RENEWAL_DECLINE_CARD,
     available,
@@ -281,3 +289,104 @@ def test_background_task_renews_without_api_calls(tenant, store, database_url):
     assert [grant.starts_at for grant in order_grants(store, order_id)] == [JAN_31, FEB_28]
     assert checkout_status == "expired"
     assert "billing-checkout-expired" in event_types(store, tenant.organization_id)
+
+
+@pytest.fixture
+def charges(monkeypatch):  # type: ignore[no-untyped-def]
+    """Record each renewal charge the test payment provider makes, then make it as usual.
+
+    `charges.during` is called inside each charge, while the provider "waits for its answer".
+    """
+    made: list[PaymentRequest] = []
+    original = TestModeProvider.charge_saved_method
+
+    def charge(self, request, method):  # type: ignore[no-untyped-def]
+        made.append(request)
+        if record.during is not None:
+            record.during(request)
+        return original(self, request, method)
+
+    record = SimpleNamespace(made=made, during=None)
+    monkeypatch.setattr(TestModeProvider, "charge_saved_method", charge)
+    return record
+
+
+def test_renewal_charge_holds_no_lock_while_the_provider_answers(tenant, store, charges):
+    catalog = create_chat_catalog(tenant, STARTER)
+    with frozen(JAN_31):
+        order_id = buy(tenant, catalog, "Starter", "unlocked-1")
+
+    # Another writer takes the order's row lock (and on SQLite the write lock) during the
+    # charge. It waits on a thread of its own, so a charge made under the lock would only
+    # delay it, not deadlock the test.
+    writer_waits: list[bool] = []
+
+    def write_meanwhile(_request) -> None:  # type: ignore[no-untyped-def]
+        def lock() -> None:
+            with store.transaction() as session:
+                assert lock_order(session, order_id) is not None
+
+        writer = threading.Thread(target=lock)
+        writer.start()
+        writer.join(timeout=3)
+        writer_waits.append(writer.is_alive())
+        writer.join()
+
+    charges.during = write_meanwhile
+    with frozen(FEB_28):
+        assert available(tenant, "unlocked-1") == Decimal(500)
+
+    assert writer_waits == [False]
+    renewal = order_invoices(store, order_id)[1]
+    assert (renewal.payment_status, renewal.payment_attempts, renewal.payment_idempotency_key) == ("paid", 1, None)
+    order = load_order(store, order_id)
+    assert order.billing_due_at == MAR_31
+
+
+def test_lapsed_claim_is_charged_again_with_its_key(tenant, store, charges, monkeypatch):
+    catalog = create_chat_catalog(tenant, STARTER)
+    with frozen(JAN_31):
+        order_id = buy(tenant, catalog, "Starter", "lapsed-1")
+
+    # The process stops after the renewal commits and before it calls the provider.
+    with monkeypatch.context() as patch, frozen(FEB_28):
+        patch.setattr(collection, "collect_charge", lambda store, *, charge: None)
+        assert renew_due_orders(store.transaction, FEB_28) == 1
+    renewal = order_invoices(store, order_id)[1]
+    claim_ends = FEB_28 + timedelta(seconds=600)
+    key = f"invoice:{renewal.id}:attempt:1"
+    assert (renewal.payment_status, renewal.payment_attempts) == ("pending", 0)
+    assert (renewal.payment_idempotency_key, renewal.next_payment_attempt_at) == (key, claim_ends)
+    assert load_order(store, order_id).billing_due_at == claim_ends
+    assert charges.made == []
+
+    with frozen(claim_ends - timedelta(seconds=1)):
+        assert renew_due_orders(store.transaction, claim_ends - timedelta(seconds=1)) == 0
+    with frozen(claim_ends):
+        assert renew_due_orders(store.transaction, claim_ends) == 1
+
+    assert [request.idempotency_key for request in charges.made] == [key]
+    renewal = order_invoices(store, order_id)[1]
+    assert (renewal.payment_status, renewal.payment_attempts, renewal.payment_idempotency_key) == ("paid", 1, None)
+    with store.read_sessions() as session:
+        payments = session.scalars(select(Payment).where(Payment.invoice_id == renewal.id)).all()
+    # The test provider derives the payment id from the idempotency key.
+    assert [payment.provider_payment_id for payment in payments] == [
+        f"testpay_{hashlib.sha256(key.encode()).hexdigest()[:24]}"
+    ]
+    assert load_order(store, order_id).billing_due_at == MAR_31
+
+
+def test_renewal_rolled_back_makes_no_charge(tenant, store, charges):
+    catalog = create_chat_catalog(tenant, STARTER)
+    with frozen(JAN_31):
+        order_id = buy(tenant, catalog, "Starter", "rolled-back-1")
+
+    with frozen(FEB_28), pytest.raises(RuntimeError), store.transaction() as session:
+        order = lock_order(session, order_id)
+        assert order is not None
+        assert advance_order(session, order, FEB_28) == 1
+        raise RuntimeError("the renewal's transaction fails after claiming the charge")
+
+    assert charges.made == []
+    assert [invoice.period_number for invoice in order_invoices(store, order_id)] == [1]

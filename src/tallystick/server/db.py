@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -26,6 +27,9 @@ POOL_OVERFLOW = 10
 
 # How long a SQLite writer waits for the write lock before failing, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# The session.info key of the work queued by `after_commit`.
+_AFTER_COMMIT = "tallystick.after_commit"
 
 
 def normalize_database_url(url: str) -> str:
@@ -136,11 +140,13 @@ class Store:
         else:
             # Shares the engine's pool; psycopg switches a connection's autocommit mode locally.
             statement_reads = sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
+        sessions = sessionmaker(engine, expire_on_commit=False)
+        event.listen(sessions, "after_soft_rollback", _drop_work_after_commit)
         return cls(
             url=url,
             engine=engine,
             read_engine=read_engine,
-            sessions=sessionmaker(engine, expire_on_commit=False),
+            sessions=sessions,
             read_sessions=read_sessions,
             statement_reads=statement_reads,
         )
@@ -151,11 +157,47 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """Yield a session whose work commits on success and rolls back on any error."""
+        """Yield a session whose work commits on success and rolls back on any error.
+
+        Work queued with `after_commit` runs after the commit, once the session is closed.
+        """
         with self.sessions() as session, session.begin():
             yield session
+        self.run_work_after_commit(session)
+
+    def run_work_after_commit(self, session: Session) -> None:
+        """Run the work queued on `session` by `after_commit`; call once it has committed and closed.
+
+        Work that raises is logged and the rest still runs: the transaction before it has
+        committed, so raising would report a failure for changes that were stored.
+        """
+        for work in session.info.pop(_AFTER_COMMIT, ()):
+            try:
+                work(self)
+            except Exception:
+                log.exception("after_commit.failed", extra={"work": getattr(work, "__name__", repr(work))})
 
     def dispose(self) -> None:
         self.engine.dispose()
         if self.read_engine is not self.engine:
             self.read_engine.dispose()
+
+
+def after_commit(session: Session, work: Callable[[Store], Any]) -> None:
+    """Queue `work(store)` to run once the write session's transaction has committed.
+
+    For what must not run while the transaction holds its locks, such as a call to a payment
+    provider. The work is dropped when the session rolls back, but not when a savepoint does.
+    It runs outside any transaction, on the thread that ended the session, so it opens its
+    own. `Store.transaction` runs it on leaving the block, and `deps.get_session` when the
+    request's session ends. A write session ended any other way must call
+    `Store.run_work_after_commit` itself.
+    """
+    session.info.setdefault(_AFTER_COMMIT, []).append(work)
+
+
+def _drop_work_after_commit(session: Session, previous_transaction: Any) -> None:
+    # A savepoint's rollback keeps the work: it may have been queued before the savepoint.
+    # Work queued inside one that rolled back must check that its changes were stored.
+    if not previous_transaction.nested:
+        session.info.pop(_AFTER_COMMIT, None)

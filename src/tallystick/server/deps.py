@@ -76,10 +76,11 @@ async def _end(request: Request, session: Session, *, commit: bool) -> None:
     if limiter is None:
         # Made in the event loop that uses it, which runs one coroutine at a time.
         limiter = request.app.state.session_end_limiter = anyio.CapacityLimiter(SESSION_END_THREADS)
-    await anyio.to_thread.run_sync(_end_in_thread, session, commit, limiter=limiter)
+    store: Store = request.app.state.store
+    await anyio.to_thread.run_sync(_end_in_thread, store, session, commit, limiter=limiter)
 
 
-def _end_in_thread(session: Session, commit: bool) -> None:
+def _end_in_thread(store: Store, session: Session, commit: bool) -> None:
     try:
         if commit:
             session.commit()
@@ -87,6 +88,8 @@ def _end_in_thread(session: Session, commit: bool) -> None:
             session.rollback()
     finally:
         session.close()
+    if commit:
+        store.run_work_after_commit(session)
 
 
 # scope="function" runs the commit before the response is sent, so a client never sees a

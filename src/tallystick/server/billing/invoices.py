@@ -2,9 +2,10 @@
 
 A period's invoice charges every recurring line of the order in force at the period start (the
 first period also charges one-time lines), prorated by days for a period shorter than a full
-one. A posted invoice of an order with a saved payment method is charged at once. A declined
-charge is retried after each delay of `renewal_payment_retry_hours`, and then the invoice is
-marked overdue. Credits of on_payment benefits wait until the invoice is paid.
+one. A posted invoice of an order with a saved payment method is charged at once, as soon as
+the transaction that posted it commits (see collection). A declined charge is retried after
+each delay of `renewal_payment_retry_hours`, and then the invoice is marked overdue. Credits of
+on_payment benefits wait until the invoice is paid.
 
 Functions here only flush; the caller owns the transaction and holds the order's row lock.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +26,8 @@ from tallystick.server.billing import allocations
 from tallystick.server.billing.periods import Period, prorate_minor_units
 from tallystick.server.checkout.providers import (
     PaymentDeclined,
+    PaymentOutcome,
+    PaymentProvider,
     PaymentRequest,
     PaymentSucceeded,
     PaymentUnanswered,
@@ -195,25 +199,48 @@ def schedule_collection(invoice: Invoice, order: Order, now: datetime) -> None:
         invoice.next_payment_attempt_at = now
 
 
-def charge_invoice(session: Session, order: Order, invoice: Invoice, now: datetime) -> bool:
-    """Charge the unpaid rest of a posted invoice to the order's payment method; return whether
-    it is paid now.
+@dataclass(frozen=True)
+class Charge:
+    """One attempt to charge an invoice to the order's saved payment method.
 
-    A decline schedules the next attempt after the next retry delay, or marks the invoice
-    overdue when none is left. A charge whose result is unknown (the provider was unreachable)
-    keeps its idempotency key for the next attempt, so it cannot be made twice.
+    `at` is the instant the attempt belongs to: its payment or failure is recorded then, and
+    the next retry counts from it. `method` and `provider` are loaded already, so the charge
+    can be made after the transaction that claimed it has ended.
+    """
 
-    NOTE: the provider is called inside the caller's transaction. When that transaction also
-    numbered an invoice, it holds the organization's row lock during the call, so renewals of
-    one organization are charged one at a time.
+    organization_id: str
+    order_id: str
+    invoice_id: str
+    attempt: int
+    request: PaymentRequest
+    method: PaymentMethod
+    provider: PaymentProvider
+    at: datetime
+
+    def is_claimed_by(self, invoice: Invoice) -> bool:
+        """Whether `invoice` still waits for this attempt's outcome."""
+        return (
+            invoice.status == "posted"
+            and invoice.payment_status != "paid"
+            and invoice.payment_attempts == self.attempt - 1
+            and invoice.payment_idempotency_key == self.request.idempotency_key
+        )
+
+
+def claim_charge(session: Session, order: Order, invoice: Invoice, now: datetime) -> Charge | None:
+    """Prepare the next charge of a posted, unpaid invoice; None when there is nothing to charge.
+
+    The attempt's idempotency key is stored on the invoice until its outcome is recorded. An
+    attempt whose outcome was never recorded (the provider did not answer, or the process
+    stopped) is retried with the same key, so a charge that went through is not made twice.
     """
     invoice.next_payment_attempt_at = None
     method = session.get(PaymentMethod, order.payment_method_id) if order.payment_method_id else None
     if invoice.payment_status == "paid" or invoice.status != "posted" or method is None:
-        return invoice.payment_status == "paid"
-
+        return None
     attempt = invoice.payment_attempts + 1
     key = invoice.payment_idempotency_key or f"invoice:{invoice.id}:attempt:{attempt}"
+    invoice.payment_idempotency_key = key
     request = PaymentRequest(
         organization_id=invoice.organization_id,
         checkout_id=None,
@@ -223,8 +250,45 @@ def charge_invoice(session: Session, order: Order, invoice: Invoice, now: dateti
         idempotency_key=key,
         metadata={"invoice_id": invoice.id, "order_id": order.id},
     )
-    outcome = provider_for(session, order.organization_id, method.provider).charge_saved_method(request, method)
-    invoice.payment_attempts = attempt
+    return Charge(
+        organization_id=invoice.organization_id,
+        order_id=order.id,
+        invoice_id=invoice.id,
+        attempt=attempt,
+        request=request,
+        method=method,
+        provider=provider_for(session, order.organization_id, method.provider),
+        at=now,
+    )
+
+
+def charge_invoice(session: Session, order: Order, invoice: Invoice, now: datetime) -> bool:
+    """Charge the unpaid rest of a posted invoice inside the caller's transaction; return
+    whether it is paid now.
+
+    NOTE: the provider is called while the transaction holds its locks: the order's row, and
+    the organization's when it also numbered an invoice (on SQLite, the database write lock).
+    Renewals in real time use `collection.defer_charge` instead; replays of elapsed time and
+    mid-period upgrades charge here.
+    """
+    charge = claim_charge(session, order, invoice, now)
+    if charge is None:
+        return invoice.payment_status == "paid"
+    outcome = charge.provider.charge_saved_method(charge.request, charge.method)
+    return record_charge_outcome(session, order, invoice, charge, outcome)
+
+
+def record_charge_outcome(
+    session: Session, order: Order, invoice: Invoice, charge: Charge, outcome: PaymentOutcome
+) -> bool:
+    """Store what the provider answered to `charge`; return whether the invoice is paid now.
+
+    A decline schedules the next attempt after the next retry delay, or marks the invoice
+    overdue when none is left. A charge whose result is unknown (the provider was unreachable)
+    keeps its idempotency key for the next attempt.
+    """
+    invoice.payment_attempts = charge.attempt
+    invoice.next_payment_attempt_at = None
 
     if isinstance(outcome, PaymentSucceeded):
         invoice.payment_idempotency_key = None
@@ -235,19 +299,18 @@ def charge_invoice(session: Session, order: Order, invoice: Invoice, now: dateti
             order=order,
             provider=outcome.provider,
             provider_payment_id=outcome.provider_payment_id,
-            payment_method=method,
-            paid_at=now,
+            payment_method=charge.method,
+            paid_at=charge.at,
         )
         return True
 
     if isinstance(outcome, PaymentUnanswered):
-        invoice.payment_idempotency_key = key
         code, message = "provider_unanswered", outcome.message
     else:
         assert isinstance(outcome, PaymentDeclined)
         invoice.payment_idempotency_key = None
         code, message = outcome.code, outcome.message
-    _record_failure(session, order, invoice, method, code, message, now)
+    _record_failure(session, order, invoice, charge.method, code, message, charge.at)
     return False
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 from tallystick.server import clock
-from tallystick.server.billing import allocations, invoices
+from tallystick.server.billing import allocations, collection, invoices
 from tallystick.server.billing.allocations import schedule_of
 from tallystick.server.billing.periods import Period
 from tallystick.server.db import Store
@@ -72,8 +72,10 @@ def advance_order(
     The caller holds the order's row lock. With `as_of_each_event` (backdated activation, test
     clocks), each event runs with the clock pinned to its own instant and is recorded at that
     instant. `before_event` is then called with each instant first, so that signals of elapsed
-    periods are replayed in time order between the events. With `drafts_for_elapsed`, the
-    invoices of periods that ended by `now` stay drafts.
+    periods are replayed in time order between the events. Charges are then made inside the
+    transaction, because the next retry of a declined one counts from it; otherwise they are
+    made after it commits (see collection). With `drafts_for_elapsed`, the invoices of periods
+    that ended by `now` stay drafts.
     """
     steps = 0
     while order.status == "active" and steps < MAX_STEPS_PER_ORDER:
@@ -84,9 +86,13 @@ def advance_order(
             before_event(due)
         if as_of_each_event:
             with clock.at(due):
-                _process(session, order, due, recorded_at=due, now=now, drafts_for_elapsed=drafts_for_elapsed)
+                _process(
+                    session, order, due, recorded_at=due, now=now, drafts_for_elapsed=drafts_for_elapsed, charge_inline=True
+                )
         else:
-            _process(session, order, due, recorded_at=now, now=now, drafts_for_elapsed=drafts_for_elapsed)
+            _process(
+                session, order, due, recorded_at=now, now=now, drafts_for_elapsed=drafts_for_elapsed, charge_inline=False
+            )
         order.billing_cursor = max(order.billing_cursor or due, due)
         steps += 1
     if steps >= MAX_STEPS_PER_ORDER:
@@ -125,7 +131,14 @@ def next_due(session: Session, order: Order) -> datetime | None:
 
 
 def _process(
-    session: Session, order: Order, due: datetime, *, recorded_at: datetime, now: datetime, drafts_for_elapsed: bool
+    session: Session,
+    order: Order,
+    due: datetime,
+    *,
+    recorded_at: datetime,
+    now: datetime,
+    drafts_for_elapsed: bool,
+    charge_inline: bool,
 ) -> None:
     """Do everything due at `due`; writes are stamped `recorded_at`."""
     allocations.roll_over_due(session, order, due)
@@ -147,7 +160,7 @@ def _process(
         start_period(session, order, period, recorded_at, post=post, observe_lag=recorded_at == now)
 
     allocations.allocate_due(session, order, order.period_number, due)
-    _retry_payments(session, order, due, recorded_at)
+    _retry_payments(session, order, due, recorded_at, inline=charge_inline)
 
 
 def start_period(
@@ -190,7 +203,7 @@ def start_period(
     return invoice
 
 
-def _retry_payments(session: Session, order: Order, due: datetime, now: datetime) -> None:
+def _retry_payments(session: Session, order: Order, due: datetime, now: datetime, *, inline: bool) -> None:
     unpaid = list(
         session.scalars(
             select(Invoice)
@@ -199,7 +212,10 @@ def _retry_payments(session: Session, order: Order, due: datetime, now: datetime
         )
     )
     for invoice in unpaid:
-        invoices.charge_invoice(session, order, invoice, now)
+        if inline:
+            invoices.charge_invoice(session, order, invoice, now)
+        else:
+            collection.defer_charge(session, order, invoice, now)
 
 
 def _end_order(session: Session, order: Order, now: datetime) -> None:
