@@ -3,6 +3,8 @@ grants, the guide's catalog built through the forms, API keys and webhooks."""
 
 from __future__ import annotations
 
+import html
+import json
 import re
 from collections.abc import Iterator
 from decimal import Decimal
@@ -13,6 +15,7 @@ from tallystick.server.web import format_usd_cost
 from tests.checkout_helpers import create_checkout, hosted_page
 from tests.dashboard_helpers import DashboardClient, field_errors, make_operator
 from tests.guide import create_guide_catalog
+from tests.test_value_receipts import guide_setup
 
 CHAT_SIGNAL = {
     "eventName": "chat_message",
@@ -553,3 +556,29 @@ def test_signal_table_margin_matches_api(dashboard, tenant):
             assert cost == "$0.000045", item
     # The traces table rounds the same way instead of printing the stored twelve places.
     assert "$0.000045000000" not in page
+
+
+def test_value_types_empty_state_example_works(dashboard, tenant):
+    guide_setup(tenant)
+    page = dashboard.get("/dashboard/value-types").text
+    examples = dict(re.findall(r'<code data-example="([a-z-]+)">(.*?)</code>', page, re.S))
+    metric = json.loads(html.unescape(examples["value-metric"]))
+    signal_data = json.loads(html.unescape(examples["signal-data"]))
+
+    created = tenant.http.post("/value-metrics/", json=metric)
+    assert created.status_code == 201, created.text
+    signal = {
+        **CHAT_SIGNAL,
+        "customer": {"externalCustomerId": "ada"},
+        "data": signal_data,
+        "timestamp": "2026-01-15T12:00:00Z",
+    }
+    sent = tenant.http.post("/signals/bulk", json={"signals": [signal]})
+    assert sent.json()["ingested"] == 1
+
+    period = {"startDate": "2026-01-01T00:00:00Z", "endDate": "2026-02-01T00:00:00Z"}
+    receipt = tenant.http.post("/value-receipts/", json={"externalCustomerId": "ada", **period})
+    assert receipt.status_code == 201, receipt.text
+    detail = tenant.http.get(f"/value-receipts/{receipt.json()['id']}").json()
+    [line] = detail["lines"]
+    assert (line["quantity"], line["signalCount"], line["unknownCount"]) == ("12", 1, 0)
