@@ -307,6 +307,24 @@ def test_pagination_limit_bounds(tenant):
     assert "limit" in response.json()["error"]
 
 
+def test_huge_offset_is_400_on_every_list(tenant):
+    document = tenant.http.get(tenant.http.base_url.copy_with(path="/openapi.json")).json()
+    lists = [
+        path.removeprefix("/api/v2")
+        for path, operations in document["paths"].items()
+        if "{" not in path
+        and any(parameter["name"] == "offset" for parameter in operations.get("get", {}).get("parameters", []))
+    ]
+    assert "/signals/" in lists and "/traces" in lists
+
+    for path in lists:
+        huge = tenant.http.get(path, params={"offset": "99999999999999999999999"})
+        assert huge.status_code == 400, (path, huge.text)
+        assert huge.json()["fields"][0]["field"] == "offset", path
+        largest = tenant.http.get(path, params={"offset": 10**9})
+        assert largest.status_code == 200, (path, largest.text)
+
+
 def test_collection_routes_without_trailing_slash(tenant):
     created = tenant.http.post("/products", json={"name": "NoSlash"})
     assert created.status_code == 201

@@ -13,6 +13,11 @@ from tallystick.server.errors import bad_request
 from tallystick.server.settings import get_settings
 
 
+# The largest offset a list accepts. Databases take at most a signed 64-bit offset, and no
+# list of one organization comes near this many items.
+MAX_OFFSET = 10**9
+
+
 @dataclass(frozen=True)
 class PageParams:
     limit: int
@@ -25,12 +30,18 @@ def page_params(
 ) -> PageParams:
     settings = get_settings()
     return PageParams(
-        limit=_parse_int("limit", limit, settings.default_page_size, 1, settings.max_page_size),
-        offset=_parse_int("offset", offset, 0, 0, None),
+        limit=parse_int_parameter("limit", limit, settings.default_page_size, 1, settings.max_page_size),
+        offset=parse_offset(offset),
     )
 
 
-def _parse_int(name: str, raw: str | None, default: int, low: int, high: int | None) -> int:
+def parse_offset(raw: str | None) -> int:
+    """Read an `offset` query parameter: 0 when absent, else 0 to MAX_OFFSET."""
+    return parse_int_parameter("offset", raw, 0, 0, MAX_OFFSET)
+
+
+def parse_int_parameter(name: str, raw: str | None, default: int, low: int, high: int) -> int:
+    """Read an integer query parameter, or raise a 400 naming it when it is not in low..high."""
     if raw is None or raw == "":
         return default
     try:
@@ -39,7 +50,7 @@ def _parse_int(name: str, raw: str | None, default: int, low: int, high: int | N
         raise bad_request(name, "must be an integer", raw) from None
     if value < low:
         raise bad_request(name, f"must be at least {low}", value)
-    if high is not None and value > high:
+    if value > high:
         raise bad_request(name, f"must be at most {high}", value)
     return value
 

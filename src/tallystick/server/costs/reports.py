@@ -26,7 +26,7 @@ from tallystick.server.errors import bad_request
 from tallystick.server.models import Customer, LedgerEntry, Product
 from tallystick.server.models.cost import CostRecord
 from tallystick.server.models.signal import Signal
-from tallystick.server.pagination import PageParams, pagination_body
+from tallystick.server.pagination import PageParams, pagination_body, parse_int_parameter
 
 GROUP_DIMENSIONS = ("customer", "product", "day")
 DEFAULT_TRACE_LIMIT = 100
@@ -86,24 +86,7 @@ def _flatten(value: dict[str, Any], prefix: str, into: dict[str, Any]) -> None:
 
 
 def parse_limit(raw: str | None) -> int:
-    return _parse_int("limit", raw, DEFAULT_TRACE_LIMIT, 1, MAX_TRACE_LIMIT)
-
-
-def parse_offset(raw: str | None) -> int:
-    return _parse_int("offset", raw, 0, 0, None)
-
-
-def _parse_int(name: str, raw: str | None, default: int, low: int, high: int | None) -> int:
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request(name, "must be an integer", raw) from None
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise bad_request(name, f"must be {bound}", value)
-    return value
+    return parse_int_parameter("limit", raw, DEFAULT_TRACE_LIMIT, 1, MAX_TRACE_LIMIT)
 
 
 def _customer_condition(column: Any, organization_id: str, filters: ReportFilters) -> list[Any]:

@@ -21,7 +21,7 @@ from tallystick.server.deps import CurrentPrincipal, DbSession, ReadSession, aut
 from tallystick.server.errors import bad_request
 from tallystick.server.filters import ExternalCustomerFilter, parse_choice_filter, parse_date_filter
 from tallystick.server.models.cost import PriceOverride
-from tallystick.server.pagination import Page
+from tallystick.server.pagination import Page, parse_offset
 from tallystick.server.routing import Router
 from tallystick.server.schemas import ERROR_RESPONSES, EmptyResponse
 
@@ -192,5 +192,5 @@ def list_traces(
             status=parse_choice_filter("status", status, ("priced", "unpriced")),
         ),
         limit=reports.parse_limit(limit),
-        offset=reports.parse_offset(offset),
+        offset=parse_offset(offset),
     )

@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from tallystick.server.dashboard.session import SignedIn
 from tallystick.server.web import PAGE_HEADERS, templates
+from tallystick.server.pagination import MAX_OFFSET
 
 # (section key, label, path) of the navigation, in order.
 NAV = [
@@ -110,12 +111,9 @@ class ListPage:
         return max(self.offset - self.limit, 0)
 
 
-# Largest list offset a page link may ask for; larger ones read as this (an empty page).
-MAX_OFFSET = 10**9
-
-
 def list_offset(offset: str | None = None) -> int:
-    """Read the `offset` query parameter of a list page; anything but a number reads as 0."""
+    """Read the `offset` query parameter of a list page; anything but a number reads as 0, and
+    offsets past MAX_OFFSET read as MAX_OFFSET (an empty page)."""
     try:
         value = int(offset or 0)
     except ValueError:
