@@ -211,3 +211,23 @@ def test_cli_reports_bad_keys_in_one_line(own_store, use_keys):
     assert unreadable.returncode == 1
     assert "a stored secret is encrypted but TALLYSTICK_ENCRYPTION_KEYS is not set" in unreadable.stderr
     assert "Traceback" not in unreadable.stderr
+
+
+def test_server_without_key_answers_503(own_store, use_keys):
+    use_keys(generate_key())
+    with own_store.transaction() as session:
+        created = create_api_key(session, "misconfigured-org")
+        session.add(PaymentSettings(organization_id=created.organization_id, provider="stripe", stripe_secret_key=STRIPE_KEY))
+
+    # The operator encrypted the secrets but started this server without the key.
+    use_keys(None)
+    url = str(own_store.engine.url)
+    with serve_app(create_app(Settings(database_url=url), store=own_store), url) as running:
+        http = httpx.Client(base_url=running.api_url, headers={"Authorization": f"Bearer {created.secret}"}, timeout=30)
+        response = http.get("/payment-settings")
+        http.close()
+
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "server_misconfigured"
+    assert "TALLYSTICK_ENCRYPTION_KEYS is not set" in response.json()["error"]
+    assert STRIPE_KEY not in response.text

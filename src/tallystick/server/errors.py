@@ -18,6 +18,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tallystick.server.encryption import EncryptionKeyError
 from tallystick.server.field_hints import MAX_HINTS, field_location, misspelling_hint
 from tallystick.server.observability import RepeatCounter, route_template
 
@@ -349,6 +350,29 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for error_type in DATABASE_UNAVAILABLE_ERRORS:
         app.add_exception_handler(error_type, _database_unavailable)  # type: ignore[arg-type]
+
+    # Requests that needed a stored secret this server cannot decrypt, between two log lines.
+    unreadable_secrets = RepeatCounter(DATABASE_ERROR_LOG_INTERVAL_SECONDS)
+
+    @app.exception_handler(EncryptionKeyError)
+    async def _secret_unreadable(request: Request, error: EncryptionKeyError) -> JSONResponse:
+        # The operator's configuration, not the request, is wrong (such as secrets encrypted
+        # while this server runs without TALLYSTICK_ENCRYPTION_KEYS), and retrying cannot help.
+        failed = unreadable_secrets.count()
+        if failed is not None:
+            log.error(
+                "secret.unreadable",
+                extra={
+                    "method": request.method,
+                    "route": route_template(request.scope),
+                    "error": str(error),
+                    "failed_requests": failed,
+                },
+            )
+        return JSONResponse(
+            {"error": f"The server cannot read a stored secret: {error}", "code": "server_misconfigured"},
+            status_code=503,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

@@ -6,8 +6,10 @@ another host, since many installs have no internet access.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from babel.numbers import format_currency, format_decimal, get_currency_precision
 from fastapi import FastAPI, Request
@@ -15,6 +17,7 @@ from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
 from tallystick import __version__
+from tallystick.server.encryption import EncryptionKeyError
 from tallystick.server.errors import DATABASE_UNAVAILABLE_ERRORS
 
 WEB_DIR = Path(__file__).resolve().parent
@@ -92,9 +95,10 @@ class PageError(Exception):
 
 
 def install_page_errors(app: FastAPI) -> None:
-    """Render PageError, and a database that is unavailable, as HTML pages with the pages' headers.
+    """Render PageError, an unavailable database and an unreadable stored secret as HTML pages
+    with the pages' headers.
 
-    Call it after `errors.install_error_handlers`, whose database handler it wraps.
+    Call it after `errors.install_error_handlers`, whose handlers of the last two it wraps.
     """
 
     @app.exception_handler(PageError)
@@ -104,17 +108,22 @@ def install_page_errors(app: FastAPI) -> None:
             request, "message.html", context, status_code=error.status, headers={**PAGE_HEADERS, **error.headers}
         )
 
-    api_handler = app.exception_handlers[DATABASE_UNAVAILABLE_ERRORS[0]]
+    for error_type in (*DATABASE_UNAVAILABLE_ERRORS, EncryptionKeyError):
+        app.add_exception_handler(error_type, _as_page_when_on_page(app.exception_handlers[error_type]))
 
-    async def _database_unavailable(request: Request, error: Exception) -> Response:
-        # The API's handler logs the error and sets Retry-After. A buyer or an operator on a
-        # page gets the same 503 as an HTML page instead of JSON.
+
+def _as_page_when_on_page(api_handler: Callable[[Request, Any], Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    """Wrap an API handler of a 503 so that a page request gets an HTML page instead of JSON."""
+
+    async def handle(request: Request, error: Exception) -> Response:
+        # The API's handler logs the error and sets Retry-After when a retry can help.
         response = await api_handler(request, error)
         if not request.url.path.startswith(PAGE_PATH_PREFIXES):
             return response
         context = {"title": "Temporarily unavailable", "text": "This page cannot be loaded right now. Try again in a moment."}
-        headers = {**PAGE_HEADERS, "Retry-After": response.headers["Retry-After"]}
+        headers = dict(PAGE_HEADERS)
+        if "Retry-After" in response.headers:
+            headers["Retry-After"] = response.headers["Retry-After"]
         return templates.TemplateResponse(request, "message.html", context, status_code=503, headers=headers)
 
-    for error_type in DATABASE_UNAVAILABLE_ERRORS:
-        app.add_exception_handler(error_type, _database_unavailable)
+    return handle
