@@ -71,6 +71,20 @@ def test_customer_validator_message_unprefixed(tenant):
     assert message == "must not contain '/', since it is used in URL paths"
 
 
+@pytest.mark.parametrize("external_id", [".", "..", "a/b"])
+def test_unaddressable_external_ids_rejected(tenant, external_id):
+    created = tenant.http.post("/customers/", json={"name": "Bo", "externalId": external_id})
+    signal = {"eventName": "chat_message", "customer": {"externalCustomerId": external_id}}
+    sent = tenant.http.post("/signals/bulk", json={"signals": [signal]})
+
+    assert created.status_code == 400
+    assert created.json()["fields"][0]["field"] == "externalId"
+    assert "used in URL paths" in created.json()["fields"][0]["message"]
+    assert sent.status_code == 400
+    assert "used in URL paths" in sent.text
+    assert tenant.http.get("/customers/").json()["pagination"]["total"] == 0
+
+
 def test_capitalized_misspelling_names_key(tenant):
     response = tenant.http.post("/customers/", json={"Name": "Bo"})
 

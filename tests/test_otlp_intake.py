@@ -158,6 +158,21 @@ def test_invalid_span_rejected_partially(tenant, store):
     assert record.span_id == good["span_id"]
 
 
+def test_unaddressable_customer_ids_rejected(tenant, store):
+    llm = span(openai_chat_attributes(customer=".."))
+    signal = span({"event_name": "chat_message", "external_customer_id": "a/b"}, name="signal", scope="paid.python")
+
+    response = post_export(tenant.server.root, tenant.api_key, export(llm, signal).SerializeToString())
+
+    assert response.status_code == 200
+    answer = ExportTraceServiceResponse.FromString(response.content)
+    assert answer.partial_success.rejected_spans == 2
+    assert "external_customer_id must not be '..'" in answer.partial_success.error_message
+    assert "external_customer_id must not contain '/'" in answer.partial_success.error_message
+    assert cost_rows(store, tenant.organization_id) == []
+    assert tenant.http.get("/customers/").json()["pagination"]["total"] == 0
+
+
 def test_partial_success_in_json(tenant):
     bad = span(openai_chat_attributes(completion=-1))
 

@@ -129,6 +129,21 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 
+def check_path_segment(value: str | None) -> str | None:
+    """Check an external id that clients put in URL paths, such as /customers/external/{id}.
+
+    HTTP clients and servers resolve "." and ".." segments before routing, and "/" splits the
+    segment, so such an id could be stored but never addressed.
+    """
+    if value is None:
+        return value
+    if "/" in value:
+        raise ValueError("must not contain '/', since it is used in URL paths")
+    if value in (".", ".."):
+        raise ValueError(f"must not be '{value}', since it is used in URL paths")
+    return value
+
+
 def decimal_to_number(value: Decimal | None) -> int | float | None:
     """Render an exact decimal where the wire format demands a JSON number.
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
+from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel, check_path_segment
 
 CURRENCY_KEY_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 
@@ -199,12 +199,6 @@ class PlanAttributeInput(RequestModel):
     credit_benefits: list[CreditBenefitInput] | None = None
 
 
-def _no_slash(value: str | None) -> str | None:
-    if value is not None and "/" in value:
-        raise ValueError("must not contain '/', since it is used in URL paths")
-    return value
-
-
 # Credit currencies
 
 
@@ -252,7 +246,7 @@ class ProductCreate(RequestModel):
     external_id: str | None = Field(default=None, min_length=1, max_length=255)
     metadata: dict[str, Any] | None = None
 
-    _external_id_check = field_validator("external_id")(_no_slash)
+    _external_id_check = field_validator("external_id")(check_path_segment)
 
 
 class ProductUpdate(RequestModel):
@@ -264,7 +258,7 @@ class ProductUpdate(RequestModel):
     metadata: dict[str, Any] | None = None
     product_attributes: list[ProductAttributeUpsert] | None = None
 
-    _external_id_check = field_validator("external_id")(_no_slash)
+    _external_id_check = field_validator("external_id")(check_path_segment)
 
 
 class CreditBenefitOut(ResponseModel):
@@ -324,7 +318,7 @@ class PlanCreate(RequestModel):
     is_default: bool | None = None
     attributes: list[PlanAttributeInput]
 
-    _external_id_check = field_validator("external_id")(_no_slash)
+    _external_id_check = field_validator("external_id")(check_path_segment)
 
     @field_validator("supported_currencies")
     @classmethod
@@ -340,7 +334,7 @@ class PlanUpdate(RequestModel):
     status: Literal["active", "archived"] | None = None
     attributes: list[PlanAttributeInput] | None = None
 
-    _external_id_check = field_validator("external_id")(_no_slash)
+    _external_id_check = field_validator("external_id")(check_path_segment)
 
     @field_validator("supported_currencies")
     @classmethod

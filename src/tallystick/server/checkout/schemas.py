@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from tallystick.server.models import Checkout
-from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
+from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel, check_path_segment
 
 CHECKOUT_STATUSES = ("active", "completed", "expired", "archived")
 # The text in `successUrl` replaced by the checkout's id when the buyer is sent back.
@@ -87,12 +87,7 @@ class CheckoutCreate(RequestModel):
     def _web_urls(cls, value: str | None) -> str | None:
         return check_web_url(value)
 
-    @field_validator("external_customer_id")
-    @classmethod
-    def _no_slash(cls, value: str | None) -> str | None:
-        if value is not None and "/" in value:
-            raise ValueError("must not contain '/', since it is used in URL paths")
-        return value
+    _external_customer_id_check = field_validator("external_customer_id")(check_path_segment)
 
 
 class CheckoutPlanOut(ResponseModel):

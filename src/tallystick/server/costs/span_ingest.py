@@ -37,6 +37,7 @@ from tallystick.server.costs.pricing import price_usage
 from tallystick.server.costs.records import cost_row
 from tallystick.server.costs.signal_costs import attach_costs_to_signals
 from tallystick.server.observability import SPANS_PRICED, SPANS_UNPRICED, count_after_commit
+from tallystick.server.schemas import check_path_segment
 from tallystick.server.signals import service as signals
 from tallystick.server.signals.schemas import SignalInput
 
@@ -142,17 +143,22 @@ def _classify(spans: list[SpanView], result: SpanIngestResult) -> tuple[list[_Ll
             continue
         if not is_llm_span(attributes):
             continue
+        external_customer_id = _text_id(attributes.get("external_customer_id"))
         try:
             usage = normalize_span_usage(attributes, span.scope_name, span.scope_version)
             paid_scope_id = _scope_id(attributes.get("paid_scope_id"))
         except UsageError as error:
             result.reject(f"span {span.span_id} of trace {span.trace_id}: {error}")
             continue
+        problem = _customer_id_problem(external_customer_id)
+        if problem is not None:
+            result.reject(f"span {span.span_id} of trace {span.trace_id}: {problem}")
+            continue
         llm_spans.append(
             _LlmSpan(
                 span=span,
                 usage=usage,
-                external_customer_id=_text_id(attributes.get("external_customer_id")),
+                external_customer_id=external_customer_id,
                 external_product_id=_text_id(attributes.get("external_agent_id")),
                 paid_scope_id=paid_scope_id,
             )
@@ -201,6 +207,10 @@ def _read_signal_span(span: SpanView, result: SpanIngestResult) -> _SignalSpan |
         result.reject(
             f"{where}: external_customer_id is missing; send signals inside paid_tracing(external_customer_id=...)"
         )
+        return None
+    problem = _customer_id_problem(external_customer_id)
+    if problem is not None:
+        result.reject(f"{where}: {problem}")
         return None
 
     data: dict[str, Any] | None = None
@@ -338,6 +348,15 @@ def _instant(unix_nano: int) -> datetime | None:
         return _EPOCH + timedelta(microseconds=unix_nano // 1000)
     except OverflowError:
         return None
+
+
+def _customer_id_problem(external_customer_id: str | None) -> str | None:
+    """Say why a customer could not be addressed by this external id, or return None."""
+    try:
+        check_path_segment(external_customer_id)
+    except ValueError as error:
+        return f"external_customer_id {error}"
+    return None
 
 
 def _text_id(value: Any) -> str | None:

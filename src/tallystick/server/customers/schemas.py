@@ -9,7 +9,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
+from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel, check_path_segment
 
 CREATION_STATES = ("draft", "active")
 CUSTOMER_STATUSES = ("active", "churned")
@@ -42,12 +42,7 @@ class CustomerFields(RequestModel):
     # takes the customer off its clock.
     test_clock_id: str | None = Field(default=None, max_length=40)
 
-    @field_validator("external_id")
-    @classmethod
-    def _no_slash(cls, value: str | None) -> str | None:
-        if value is not None and "/" in value:
-            raise ValueError("must not contain '/', since it is used in URL paths")
-        return value
+    _external_id_check = field_validator("external_id")(check_path_segment)
 
     @field_validator("creation_state")
     @classmethod

@@ -12,7 +12,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from tallystick.server.costs.money_schemas import CostSummaryOut, MoneyOut
 from tallystick.server.errors import format_location, more_problems_suffix, problem_reason, show_value
 from tallystick.server.field_hints import MAX_HINTS, field_location, misspelling_hint
-from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
+from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel, check_path_segment
 
 # Most signals one POST /signals/bulk request may carry.
 MAX_SIGNALS_PER_REQUEST = 1000
@@ -58,12 +58,7 @@ class CustomerRef(RequestModel):
     customer_id: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
     external_customer_id: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
 
-    @field_validator("external_customer_id")
-    @classmethod
-    def _no_slash(cls, value: str | None) -> str | None:
-        if value is not None and "/" in value:
-            raise ValueError("must not contain '/', since customer external ids are used in URL paths")
-        return value
+    _external_customer_id_check = field_validator("external_customer_id")(check_path_segment)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> CustomerRef:
