@@ -185,6 +185,13 @@ def test_value_model_endpoints(tenant):
     assert second.version == 2
     assert second.effective_from == datetime(2026, 1, 1, tzinfo=UTC)
 
+    # The same upload again, as a client retrying after a lost response sends it.
+    repeated = client.value_models.update_value_model(
+        content=guide_value_model(hourly_rate_cents=9000),
+        effective_from=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert (repeated.id, repeated.version) == (second.id, 2)
+
     current = client.value_models.get_current_value_model()
     assert (current.id, current.version) == (second.id, 2)
     versions = client.value_models.list_value_model_versions()

@@ -87,6 +87,10 @@ def upload_content(
 ) -> BackfillResult:
     """Check `content` and make it the new active version. Flushes only.
 
+    Content and dates equal to the active version's change nothing and return that version, so
+    a client that repeats an upload after a lost response does not add a version and evaluate
+    every signal again.
+
     Raises:
         ApiError: 400 naming the first problem in the content.
     """
@@ -94,6 +98,18 @@ def upload_content(
         stored = prepare_content(content)
     except ContentError as error:
         raise content_error(error) from None
+    lock_values(session, organization_id)
+    current = active_version(session, organization_id)
+    if (
+        current is not None
+        and current.content == stored
+        and (current.effective_from, current.effective_to) == (effective_from, effective_to)
+    ):
+        log.info(
+            "value_model.unchanged",
+            extra={"organization_id": organization_id, "value_model_version_id": current.id, "version": current.version},
+        )
+        return BackfillResult(current, signals_evaluated=0, receipts_refreshed=0)
     return publish_version(
         session, organization_id, stored, effective_from=effective_from, effective_to=effective_to
     )
