@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tallystick.server.dashboard import operators
 from tests.dashboard_helpers import (
     DashboardClient,
     Operator,
@@ -225,5 +226,23 @@ def test_repeated_failed_sign_ins_are_throttled(browser, operator):
 
     assert statuses == [401] * 10
     assert blocked.status_code == 429
-    assert "Too many failed sign-ins" in blocked.text
+    assert "Too many failed sign-ins. Wait 15 minutes" in blocked.text
+    assert 890 <= int(blocked.headers["Retry-After"]) <= 900
     assert browser.get("/dashboard").status_code == 303
+
+
+def test_new_password_lifts_sign_in_throttle(browser, operator, store):
+    wrong = Operator(email=operator.email, password="wrong password 123")
+    for _ in range(10):
+        browser.sign_in(wrong)
+    assert browser.sign_in(operator).status_code == 429
+
+    # What `tallystick users set-password` does.
+    with store.transaction() as session:
+        found = operators.find_operator_by_email(session, operator.email)
+        assert found is not None
+        operators.set_password(session, found, "a new password 456")
+
+    signed_in = browser.sign_in(Operator(email=operator.email, password="a new password 456"))
+    assert signed_in.status_code == 303
+    assert browser.get("/dashboard").status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -44,15 +45,22 @@ def _sign_in(request: Request, form: dict[str, str]) -> Response:
         return _render_login(request, next=target, email=email, error=error, status_code=403)
 
     throttle = sign_in_throttle(request)
-    if not throttle.allowed(email):
+    with request.app.state.store.read_sessions() as db:
+        known = operators.find_operator_by_email(db, email)
+        fingerprint = operators.password_fingerprint(known) if known is not None else ""
+    if not throttle.allowed(email, fingerprint):
         log.warning("operator.sign_in_throttled")
-        error = "Too many failed sign-ins. Wait 15 minutes, then try again."
-        return _render_login(request, next=target, email=email, error=error, status_code=429)
+        wait = throttle.seconds_until_allowed(email, fingerprint)
+        minutes = math.ceil(wait / 60)
+        error = f"Too many failed sign-ins. Wait {minutes} minute{'' if minutes == 1 else 's'}, then try again."
+        response = _render_login(request, next=target, email=email, error=error, status_code=429)
+        response.headers["Retry-After"] = str(wait)
+        return response
 
     with request.app.state.store.transaction() as db:
         operator = operators.check_sign_in(db, email, form.get("password", ""))
     if operator is None:
-        throttle.record_failure(email)
+        throttle.record_failure(email, fingerprint)
         error = "The email or password is wrong."
         return _render_login(request, next=target, email=email, error=error, status_code=401)
 
