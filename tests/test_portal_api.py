@@ -202,3 +202,18 @@ def test_portal_opens_private_value_receipt(tenant, customer):
     assert private.status_code == 403
     assert opened.status_code == 200
     assert "Minutes saved" in opened.text
+
+
+def test_portal_shows_money_saved_as_money(tenant):
+    from tests.test_value_receipts import MARCH_CENTS, guide_setup, guide_value_model, send_march_signals
+
+    client = guide_setup(tenant)
+    client.value_models.update_value_model(content=guide_value_model())
+    send_march_signals(client)
+
+    page = httpx.get(create_portal(tenant, externalCustomerId="ada").json()["url"])
+
+    row = re.search(r"<td>Money saved</td>\s*(.*?)</tr>", page.text, re.S)
+    assert row is not None
+    cells = re.findall(r'<td class="number">([^<]*)</td>', row.group(1))
+    assert cells[:2] == [f"${MARCH_CENTS / 100:.2f}"] * 2
