@@ -582,3 +582,24 @@ def test_value_types_empty_state_example_works(dashboard, tenant):
     detail = tenant.http.get(f"/value-receipts/{receipt.json()['id']}").json()
     [line] = detail["lines"]
     assert (line["quantity"], line["signalCount"], line["unknownCount"]) == ("12", 1, 0)
+
+
+def test_customer_page_opens_draft_value_receipt(dashboard, tenant):
+    from tests.test_value_receipts import guide_value_model, send_march_signals
+
+    client = guide_setup(tenant)
+    client.value_models.update_value_model(content=guide_value_model())
+    send_march_signals(client)
+    draft = client.value_receipts.create_value_receipt(
+        external_customer_id="ada", start_date="2026-03-01T00:00:00Z", end_date="2026-04-01T00:00:00Z"
+    )
+    customer_id = tenant.http.get("/customers/external/ada").json()["id"]
+
+    page = dashboard.get(f"/dashboard/customers/{customer_id}").text
+    link = re.search(r'href="(/receipts/[^"]+)"', page)
+    assert link is not None
+    opened = dashboard.get(html.unescape(link.group(1)))
+
+    assert draft.status == "draft"
+    assert opened.status_code == 200
+    assert "Money saved" in opened.text

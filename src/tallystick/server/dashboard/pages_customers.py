@@ -3,6 +3,7 @@ links."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,9 +26,13 @@ from tallystick.server.ledger import service as ledger
 from tallystick.server.ledger.schemas import GRANT_AMOUNT_PLACES
 from tallystick.server.pagination import PageParams, paginate
 from tallystick.server.portal.service import create_portal, portal_url
+from tallystick.server.value.links import sign_access
 from tallystick.server.web import PageError
 
 router = APIRouter(include_in_schema=False)
+
+# How long the receipt links of a customer page open the receipts, published or not.
+OPERATOR_RECEIPT_ACCESS = timedelta(hours=12)
 
 PAGE_SIZE = 50
 
@@ -114,6 +119,10 @@ def _render_customer(
         raise PageError(404, "Customer not found", f"No customer with the id {customer_id} exists in this organization.")
 
     now = clock.now()
+    receipts = customer_view.value_receipts(session, organization_id, customer.id)
+    # Links that open unpublished receipts too, for as long as an operator keeps a page open.
+    access_until = now + OPERATOR_RECEIPT_ACCESS
+    secret = request.app.state.secret_key
     context = {
         "customer": customer,
         "now": now,
@@ -125,7 +134,8 @@ def _render_customer(
         "signals": customer_view.recent_signals(session, organization_id, customer.id),
         "traces": customer_view.recent_traces(session, organization_id, customer.id),
         "value": customer_view.delivered_value(session, organization_id, customer.id),
-        "receipts": customer_view.value_receipts(session, organization_id, customer.id),
+        "receipts": receipts,
+        "receipt_access": {receipt.id: sign_access(secret, receipt.id, access_until) for receipt in receipts},
         "invoices": customer_view.invoices(session, organization_id, customer.id),
         "currency_options": [(row.id, row.name) for row in list_currencies(session, organization_id, "active")],
         "currency_names": {row.id: row.name for row in queries.currencies_by_id(session, organization_id).values()},
