@@ -233,6 +233,7 @@ def test_depleted_event_when_available_reaches_zero(store, account):
 
     [event] = depleted_events(store, account)
     assert event.payload["customerId"] == account.customer_id
+    assert event.payload["externalCustomerId"] == "user-1"
     assert event.payload["signalId"] == "sig_last"
     # delivered_at is not checked: the shared test server's webhook task may already have
     # dispatched the event.

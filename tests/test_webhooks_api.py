@@ -160,7 +160,12 @@ def test_test_webhook_sends_signed_test_event(tenant):
     envelope = json.loads(request.body)
     assert envelope["event"] == events.CHECKOUT_CREATED
     assert envelope["isTest"] is True
-    assert envelope["data"] == {"checkout": {}}
+    checkout = envelope["data"]["checkout"]
+    assert checkout["id"] == "test_checkout"
+    # The fields the Paid SDK requires of a checkout.
+    required = ["url", "status", "products", "successUrl", "collectAddress", "collectPhone", "singleUse"]
+    required += ["allowedCurrencies", "createdAt", "updatedAt"]
+    assert [key for key in required if key not in checkout] == []
     assert after_success[events.CHECKOUT_CREATED].last_status == "success"
     assert after_success[events.CHECKOUT_CREATED].last_sent_at is not None
     assert after_failure[events.CHECKOUT_CREATED].last_status == "failed"
@@ -334,3 +339,19 @@ def test_paid_sdk_bad_url_is_bad_request(tenant):
         tenant.paid().webhooks.update_webhook(events.INVOICE_PAID, url="ftp://x", request_options=NO_RETRIES)
 
     assert raised.value.status_code == 400
+
+
+@pytest.mark.parametrize("name", sorted(WEBHOOK_EVENTS))
+def test_test_event_data_has_real_keys(name):
+    from datetime import UTC, datetime
+
+    from tallystick.server.webhooks.samples import sample_payload
+
+    payload_key = WEBHOOK_EVENTS[name].payload_key
+    sample = sample_payload(payload_key, datetime(2026, 1, 1, tzinfo=UTC))
+
+    assert sample["customerId"] == "test_customer"
+    if payload_key == "invoice":
+        assert (sample["invoiceTotal"], sample["paymentStatus"]) == (7900, "paid")
+    if payload_key == "payment":
+        assert (sample["invoiceId"], sample["amount"]) == ("test_invoice", 7900)

@@ -31,6 +31,7 @@ from tallystick.server.models import (
     CreditAccount,
     CreditGrant,
     CreditHold,
+    Customer,
     LedgerEntry,
     PendingConsumption,
 )
@@ -333,8 +334,11 @@ class LockedAccount:
         self.available_before = available
 
         if before > 0 and available <= 0:
+            # Depletion is rare, so the customer's lookup costs nothing that matters.
+            customer = self.session.get(Customer, self.customer_id)
             payload = {
                 "customerId": self.customer_id,
+                "externalCustomerId": customer.external_id if customer is not None else None,
                 "creditsCurrencyId": self.currency_id,
                 "available": "0",
                 "cause": cause,

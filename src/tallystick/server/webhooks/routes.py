@@ -44,6 +44,7 @@ from tallystick.server.webhooks.schemas import (
     WebhookUpdate,
     WebhookUpdateOut,
 )
+from tallystick.server.webhooks.samples import sample_payload
 from tallystick.server.webhooks.sender import WebhookSender, build_envelope
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,8 @@ def update_webhook(
 async def test_webhook(webhook_name: str, request: Request, principal: CurrentPrincipal) -> WebhookTestOut:
     """Send a signed test event (isTest true) to the webhook's url now; success means a 2xx.
 
+    Its data holds a made-up object of the event's kind, with ids that start with test_.
+
     The webhook must be enabled with a url. The test is not retried and records no delivery,
     but it updates lastSentAt and lastStatus.
     """
@@ -268,12 +271,14 @@ async def test_webhook(webhook_name: str, request: Request, principal: CurrentPr
 
     # The request is sent outside any transaction, so a slow receiver holds no database lock.
     url, secret = await run_in_threadpool(load_target)
+    now = clock.now()
+    payload_key = WEBHOOK_EVENTS[webhook_name].payload_key
     body = build_envelope(
         event_id=new_id("outbox_event"),
         name=webhook_name,
-        payload_key=WEBHOOK_EVENTS[webhook_name].payload_key,
-        payload={},
-        occurred_at=clock.now(),
+        payload_key=payload_key,
+        payload=sample_payload(payload_key, now),
+        occurred_at=now,
         is_test=True,
     )
     async with WebhookSender(
