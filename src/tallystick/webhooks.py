@@ -35,6 +35,9 @@ SIGNATURE_HEADER = "x-webhook-signature"
 # A signature older than this, in seconds, is rejected, so a captured request cannot be replayed
 # later. The same bound applies to timestamps in the future, to allow for clock skew.
 DEFAULT_TOLERANCE_SECONDS = 300
+# Digits of the longest t part accepted. 13 digits of milliseconds reach the year 2286, and a
+# longer value is rejected as malformed instead of producing a huge age in the error message.
+MAX_TIMESTAMP_DIGITS = 13
 
 
 class WebhookSignatureError(ValueError):
@@ -86,34 +89,46 @@ def verify_webhook_signature(
     current = time.time() if now is None else now
     age_seconds = current - timestamp_ms / 1000
     if abs(age_seconds) > tolerance_seconds:
+        direction = "in the past" if age_seconds > 0 else "in the future"
         raise WebhookSignatureError(
-            f"signature timestamp is {age_seconds:.0f} s away from now, more than the "
+            f"signature timestamp is {abs(age_seconds):.0f} s {direction}, more than the "
             f"{tolerance_seconds:g} s allowed"
         )
 
-    expected = compute_webhook_signature(payload, secret, timestamp_ms)
+    expected = compute_webhook_signature(payload, secret, timestamp_ms).encode("ascii")
     # compare_digest takes the same time wherever the strings differ, so timing reveals nothing.
     if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
         raise WebhookSignatureError("signature does not match the payload and secret")
 
 
-def _parse_header(header: str) -> tuple[int, list[str]]:
+def _parse_header(header: str) -> tuple[int, list[bytes]]:
     """Split ``t=...,s=...`` into the timestamp and the signatures (``s`` may repeat)."""
     timestamp: int | None = None
-    signatures: list[str] = []
+    signatures: list[bytes] = []
     for part in header.split(","):
         # Split at the first "=" only: base64 signatures end in "=" padding.
         key, separator, value = part.strip().partition("=")
         if not separator:
             continue
         if key == "t":
-            if not value.isdigit():
-                raise WebhookSignatureError(f"invalid t part {value!r}: expected milliseconds")
-            timestamp = int(value)
+            timestamp = _parse_timestamp(value)
         elif key == "s" and value:
-            signatures.append(value)
+            # A base64 signature is ASCII. compare_digest raises TypeError for non-ASCII text,
+            # which a receiver would turn into a 500 instead of rejecting the request.
+            if not value.isascii():
+                raise WebhookSignatureError(f"invalid s part {value[:60]!r}: expected base64")
+            signatures.append(value.encode("ascii"))
     if timestamp is None:
         raise WebhookSignatureError(f"no t part in {SIGNATURE_HEADER} header")
     if not signatures:
         raise WebhookSignatureError(f"no s part in {SIGNATURE_HEADER} header")
     return timestamp, signatures
+
+
+def _parse_timestamp(value: str) -> int:
+    # isdigit() alone accepts characters such as "²" that int() rejects.
+    if not (value.isascii() and value.isdigit()) or len(value) > MAX_TIMESTAMP_DIGITS:
+        raise WebhookSignatureError(
+            f"invalid t part {value[:40]!r}: expected milliseconds since the Unix epoch"
+        )
+    return int(value)
