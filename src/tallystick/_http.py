@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -63,6 +63,46 @@ def resolve_api_url(api_url: str | None) -> str:
 
 def resolve_api_key(api_key: str | None) -> str | None:
     return api_key or os.environ.get("TALLYSTICK_API_KEY") or None
+
+
+def check_client_options(api_url: str | None, timeout: float | None) -> str:
+    """Return the server root for a client, raising ValueError for an unusable URL or timeout.
+
+    The error names the URL as given, in `api_url` or in TALLYSTICK_API_URL.
+    """
+    given_url = api_url or os.environ.get("TALLYSTICK_API_URL") or DEFAULT_API_URL
+    source = "" if api_url else " (from TALLYSTICK_API_URL)"
+    root = resolve_api_url(api_url)
+    try:
+        parsed = httpx.URL(root)
+    except httpx.InvalidURL as error:
+        raise ValueError(f"invalid server URL {given_url!r}{source}: {error}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(
+            f"invalid server URL {given_url!r}{source}: expected http:// or https:// and a host, "
+            f"such as {DEFAULT_API_URL}"
+        )
+    # None disables the timeout, as in httpx.
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"invalid timeout {timeout!r}: expected a number of seconds greater than 0")
+    return root
+
+
+def decimal_argument(name: str, value: Decimal | int | float | str) -> Decimal:
+    """Convert a numeric argument to Decimal, raising ValueError that names `name` if invalid.
+
+    A float is converted through its shortest repr, so 0.1 becomes Decimal("0.1") and not the
+    binary value 0.1000000000000000055511151231257827021181583404541015625.
+    """
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | float | str):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    try:
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"invalid {name} {value!r}: expected a number") from None
+    if not number.is_finite():
+        raise ValueError(f"invalid {name} {value!r}: expected a finite number")
+    return number
 
 
 def new_idempotency_key() -> str:
@@ -239,9 +279,29 @@ def decode_response(response: httpx.Response) -> Any:
     raise ApiError(response.status_code, None, str(body) or response.reason_phrase, body, headers=headers)
 
 
-def connection_failure(call: Call, url: str, error: httpx.TransportError) -> ApiConnectionError:
-    kind = "timed out" if isinstance(error, httpx.TimeoutException) else "failed"
-    return ApiConnectionError(f"request {kind}: {error}", method=call.method, url=url)
+def connection_failure(
+    call: Call, url: str, error: httpx.TransportError, timeout: httpx.Timeout
+) -> ApiConnectionError:
+    """Build the error for a request that got no response; `timeout` is the client's."""
+    # Some httpx errors carry no message (an asyncio read timeout, for one), so the class
+    # name is always part of the reason.
+    detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    if isinstance(error, httpx.TimeoutException):
+        seconds = call.timeout if call.timeout is not None else _phase_timeout(timeout, error)
+        limit = f" after {seconds:g} s" if seconds is not None else ""
+        return ApiConnectionError(f"request timed out{limit} ({detail})", method=call.method, url=url)
+    return ApiConnectionError(f"request failed ({detail})", method=call.method, url=url)
+
+
+def _phase_timeout(timeout: httpx.Timeout, error: httpx.TimeoutException) -> float | None:
+    # httpx times connect, write, read and the wait for a pooled connection separately.
+    if isinstance(error, httpx.ConnectTimeout):
+        return timeout.connect
+    if isinstance(error, httpx.WriteTimeout):
+        return timeout.write
+    if isinstance(error, httpx.PoolTimeout):
+        return timeout.pool
+    return timeout.read
 
 
 class SyncSender:
@@ -260,7 +320,7 @@ class SyncSender:
             except httpx.TransportError as error:
                 delay = error_retry_delay(call, policy, attempt, error)
                 if delay is None:
-                    raise connection_failure(call, call.path, error) from error
+                    raise connection_failure(call, call.path, error, self.http.timeout) from error
                 _log_retry(call, attempt, delay, error=error)
             else:
                 delay = response_retry_delay(call, policy, attempt, response)
@@ -289,7 +349,7 @@ class AsyncSender:
             except httpx.TransportError as error:
                 delay = error_retry_delay(call, policy, attempt, error)
                 if delay is None:
-                    raise connection_failure(call, call.path, error) from error
+                    raise connection_failure(call, call.path, error, self.http.timeout) from error
                 _log_retry(call, attempt, delay, error=error)
             else:
                 delay = response_retry_delay(call, policy, attempt, response)

@@ -15,8 +15,8 @@ from tallystick._http import (
     Call,
     RetryPolicy,
     build_headers,
+    check_client_options,
     resolve_api_key,
-    resolve_api_url,
 )
 from tallystick.resources import Namespaces
 
@@ -46,7 +46,7 @@ class AsyncClient(Namespaces):
         key = resolve_api_key(api_key)
         if not key:
             raise ValueError("No API key: pass api_key= or set TALLYSTICK_API_KEY")
-        self.api_url = resolve_api_url(api_url)
+        self.api_url = check_client_options(api_url, timeout)
         self._http = httpx.AsyncClient(
             base_url=self.api_url + API_PREFIX,
             headers=build_headers(key, headers),

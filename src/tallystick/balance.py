@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from tallystick import tracing as tracing_module
-from tallystick._http import RetryPolicy, new_idempotency_key
+from tallystick._http import RetryPolicy, decimal_argument, new_idempotency_key
 from tallystick.client import Client
 from tallystick.errors import ApiConnectionError, ApiError
 from tallystick.signals import SignalReceipt, signal
@@ -71,6 +71,16 @@ def _default_client() -> Client:
         return client
 
 
+def _amount(amount: Decimal | int | float | str, *, allow_zero: bool = False) -> Decimal:
+    """Convert `amount` to Decimal; raise ValueError unless it is a number greater than 0 (or
+    equal to 0 with `allow_zero`)."""
+    requested = decimal_argument("amount", amount)
+    if requested < 0 or (requested == 0 and not allow_zero):
+        expected = "0 or more" if allow_zero else "greater than 0"
+        raise ValueError(f"invalid amount {amount!r}: expected a number of credits {expected}")
+    return requested
+
+
 def _unavailable(error: Exception) -> bool:
     if isinstance(error, ApiConnectionError):
         return True
@@ -109,7 +119,7 @@ def available_credits(customer: str, currency_key: str, *, client: Client | None
 def has_credits(
     customer: str,
     currency_key: str,
-    amount: Decimal | int | str = 1,
+    amount: Decimal | int | float | str = 1,
     *,
     client: Client | None = None,
     if_unreachable: bool = True,
@@ -118,9 +128,12 @@ def has_credits(
     """Return True when the customer has at least `amount` credits of `currency_key` available.
 
     When the check fails, return `if_unreachable`, or `if_rate_limited` for a 429 when given.
+    `amount` may be 0, for an action that costs nothing. Raises ValueError, before any
+    request, unless `amount` is a number of 0 or more.
     """
+    requested = _amount(amount, allow_zero=True)
     try:
-        return available_credits(customer, currency_key, client=client) >= Decimal(amount)
+        return available_credits(customer, currency_key, client=client) >= requested
     except (ApiConnectionError, ApiError) as error:
         if not _unavailable(error):
             raise
@@ -187,7 +200,7 @@ class Hold:
 def hold_credits(
     customer: str,
     currency_key: str,
-    amount: Decimal | int | str = 1,
+    amount: Decimal | int | float | str = 1,
     *,
     ttl_seconds: int | None = None,
     idempotency_key: str | None = None,
@@ -206,9 +219,10 @@ def hold_credits(
     Pass your own key to make a later retry of the same call safe as well. A key names one
     hold: the server returns that hold to every request with the key, even after it ended.
     A request still rejected as rate limited (429) after the retry returns `if_rate_limited`,
-    or `if_unreachable` when that is None.
+    or `if_unreachable` when that is None. Raises ValueError, before any request, unless
+    `amount` is a number greater than 0.
     """
-    requested = Decimal(amount)
+    requested = _amount(amount)
     key = idempotency_key or new_idempotency_key()
     try:
         placed = (client or _default_client()).credits.hold(
@@ -254,7 +268,7 @@ def hold_credits(
 def reserve_credits(
     customer: str,
     currency_key: str,
-    amount: Decimal | int | str = 1,
+    amount: Decimal | int | float | str = 1,
     *,
     ttl_seconds: int | None = None,
     idempotency_key: str | None = None,

@@ -16,8 +16,8 @@ from tallystick._http import (
     RetryPolicy,
     SyncSender,
     build_headers,
+    check_client_options,
     resolve_api_key,
-    resolve_api_url,
 )
 from tallystick.errors import ApiConnectionError, ApiError
 from tallystick.resources import Namespaces
@@ -32,10 +32,11 @@ class Client(Namespaces):
     TALLYSTICK_API_KEY; the client adds ``/api/v2`` itself. Resources are attributes
     (``client.customers.get_by_external_id("acme")``); ``get``/``post``/``put``/``delete`` send
     raw requests to any path. Non-2xx responses raise ApiError; a server that cannot be reached
-    after the retries raises ApiConnectionError.
+    after the retries raises ApiConnectionError. A server root that is not an http:// or
+    https:// URL with a host, or a timeout of 0 or less, raises ValueError here.
 
     Args:
-        timeout: seconds to wait for each attempt.
+        timeout: seconds to wait for each attempt, greater than 0 (None waits without limit).
         max_retries: retries after the first attempt (see tallystick._http for which requests
             are retried); 0 disables them.
         transport: an httpx transport, such as httpx.MockTransport in tests.
@@ -55,7 +56,7 @@ class Client(Namespaces):
         key = resolve_api_key(api_key)
         if not key:
             raise ValueError("No API key: pass api_key= or set TALLYSTICK_API_KEY")
-        self.api_url = resolve_api_url(api_url)
+        self.api_url = check_client_options(api_url, timeout)
         self._http = httpx.Client(
             base_url=self.api_url + API_PREFIX,
             headers=build_headers(key, headers),

@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from tallystick._http import Call, RetryPolicy, format_timestamp, new_idempotency_key
+from tallystick._http import Call, RetryPolicy, decimal_argument, format_timestamp, new_idempotency_key
 from tallystick.types import (
     BulkSignalsResult,
     Checkout,
@@ -52,7 +52,13 @@ def body_of(**fields: Any) -> JsonObject:
 
 
 def segment(value: str) -> str:
-    """Escape one path segment (ids and external ids), so '?' or '#' cannot end the path."""
+    """Escape one path segment (ids and external ids), so '?' or '#' cannot end the path.
+
+    Raises ValueError for "", "." and "..": URL normalization removes such a segment or the
+    one before it, so the request would go to another route.
+    """
+    if value in ("", ".", ".."):
+        raise ValueError(f"invalid id {value!r}: an id cannot be empty, '.' or '..'")
     return quote(value, safe="")
 
 
@@ -113,7 +119,7 @@ class Customers(Resource):
         self,
         *,
         credit_currency_key: str,
-        amount: Decimal | int,
+        amount: Decimal | int | float | str,
         customer_id: str | None = None,
         external_customer_id: str | None = None,
         starts_at: datetime | None = None,
@@ -122,7 +128,7 @@ class Customers(Resource):
         unit_value: Decimal | int | str | None = None,
         **fields: Any,
     ) -> GrantResult:
-        """Grant `amount` credits.
+        """Grant `amount` credits. A float amount is sent as its shortest repr (0.1 as 0.1).
 
         With `idempotency_key`, a failed request is retried, and a retry of a grant the server
         already stored returns that grant with `created` False. Without it, nothing is retried
@@ -134,7 +140,7 @@ class Customers(Resource):
         """
         body = body_of(
             credit_currency_key=credit_currency_key,
-            amount=Decimal(amount),
+            amount=decimal_argument("amount", amount),
             starts_at=starts_at,
             expires_at=expires_at,
             idempotency_key=idempotency_key,
@@ -222,7 +228,7 @@ class Credits(Resource):
         self,
         *,
         credit_currency_key: str,
-        amount: Decimal | int,
+        amount: Decimal | int | float | str,
         customer_id: str | None = None,
         external_customer_id: str | None = None,
         ttl_seconds: int | None = None,
@@ -239,7 +245,7 @@ class Credits(Resource):
         """
         body = body_of(
             credit_currency_key=credit_currency_key,
-            amount=Decimal(amount),
+            amount=decimal_argument("amount", amount),
             ttl_seconds=ttl_seconds,
             idempotency_key=idempotency_key,
         )
@@ -282,12 +288,21 @@ def signal_body(
     if product_id is not None or external_product_id is not None:
         signal["attribution"] = body_of(product_id=product_id, external_product_id=external_product_id)
     if data is not None:
-        signal["data"] = dict(data)
+        signal["data"] = dict(mapping_argument("data", data))
     if timestamp is not None:
         signal["timestamp"] = format_timestamp(timestamp) if isinstance(timestamp, datetime) else timestamp
     if hold_id is not None:
         signal["holdId"] = hold_id
     return signal
+
+
+def mapping_argument(name: str, value: Any) -> Mapping[str, Any]:
+    """Return `value` if it is a mapping; raise TypeError naming `name` if not."""
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"{name} must be a dict (a mapping of field names to values), got {type(value).__name__}"
+        )
+    return value
 
 
 class Signals(Resource):
