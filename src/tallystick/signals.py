@@ -29,7 +29,7 @@ from opentelemetry import context as otel_context
 from tallystick import tracing as tracing_module
 from tallystick._background import retry_loop
 from tallystick._http import API_PREFIX, build_headers, decode_json, encode_json
-from tallystick.resources import signal_body
+from tallystick.resources import mapping_argument, signal_body
 
 log = logging.getLogger("tallystick")
 
@@ -76,21 +76,20 @@ class _Outcome:
     message: str | None = None
 
 
-_clients: dict[tuple[_Target, float], httpx.Client] = {}
+_clients: dict[_Target, httpx.Client] = {}
 _clients_lock = threading.Lock()
 
 
-def _http_client(target: _Target, timeout: float) -> httpx.Client:
-    key = (target, timeout)
+def _http_client(target: _Target) -> httpx.Client:
+    # One client per server, because each request sets its own timeout.
     with _clients_lock:
-        client = _clients.get(key)
+        client = _clients.get(target)
         if client is None:
             client = httpx.Client(
                 base_url=target.api_url + API_PREFIX,
                 headers=build_headers(target.api_key, {"Content-Type": "application/json"}),
-                timeout=timeout,
             )
-            _clients[key] = client
+            _clients[target] = client
         return client
 
 
@@ -98,8 +97,8 @@ def _post_signals(target: _Target, signals: list[dict[str, Any]], timeout: float
     # Our own HTTP call must not show up in the application's traces.
     token = otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
     try:
-        response = _http_client(target, timeout).post(
-            "signals/bulk", content=encode_json({"signals": signals})
+        response = _http_client(target).post(
+            "signals/bulk", content=encode_json({"signals": signals}), timeout=timeout
         )
     except httpx.TransportError as error:
         return _Outcome("retry", message=f"{type(error).__name__}: {error}")
@@ -180,12 +179,15 @@ class SignalBuffer:
         return bool(self._items)
 
     def flush(self, timeout: float) -> int:
-        """Resend until empty or `timeout` seconds passed, ignoring backoff; return what is left."""
+        """Resend until empty or `timeout` seconds passed, ignoring backoff; return what is left.
+
+        A resend by the retry thread holds the send lock for up to RESEND_TIMEOUT, so this
+        waits for the lock only until the deadline too.
+        """
         deadline = time.monotonic() + timeout
         for target in self._targets():
             while any(item.target == target for item in list(self._items)):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._resend_batch(target, min(remaining, RESEND_TIMEOUT)):
+                if not self._resend_batch(target, RESEND_TIMEOUT, deadline=deadline):
                     break
         return len(self._items)
 
@@ -193,10 +195,23 @@ class SignalBuffer:
         with self._lock:
             return list(dict.fromkeys(item.target for item in self._items))
 
-    def _resend_batch(self, target: _Target, timeout: float) -> bool:
-        """Send the oldest signals for `target`; return True when the server took the batch."""
-        with self._send_lock:
+    def _resend_batch(self, target: _Target, timeout: float, *, deadline: float | None = None) -> bool:
+        """Send the oldest signals for `target`; return True when the server took the batch.
+
+        With a monotonic `deadline`, wait for the send lock and the server only until then.
+        """
+        if deadline is None:
+            self._send_lock.acquire()
+        elif not self._send_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return False
+        try:
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+                if timeout <= 0:
+                    return False
             return self._resend_batch_locked(target, timeout)
+        finally:
+            self._send_lock.release()
 
     def _resend_batch_locked(self, target: _Target, timeout: float) -> bool:
         with self._lock:
@@ -304,8 +319,8 @@ def signal(
     override the context's (and are required outside one). `hold_id` settles a credit hold.
 
     Never raises because of the server: see the module docstring for what happens when it is
-    down. Raises RuntimeError when no API key is configured and ValueError for invalid
-    arguments.
+    down. Raises RuntimeError when no API key is configured, TypeError when `data` is not a
+    mapping, and ValueError for other invalid arguments.
     """
     settings = tracing_module.current_settings()
     if settings is None:
@@ -321,7 +336,7 @@ def signal(
         )
     product = external_product_id or (scope.external_product_id if scope else None)
 
-    payload = dict(data or {})
+    payload = dict(mapping_argument("data", data)) if data is not None else {}
     scope_id = None
     if enable_cost_tracing:
         if scope is None:

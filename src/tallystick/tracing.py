@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
@@ -254,6 +254,10 @@ class RetryingSpanExporter(SpanExporter):
         self._failures = 0
         self._next_attempt = 0.0
         self._last_drop_log = 0.0
+        # The monotonic time by which shutdown() must return, and a factory of inner exporters
+        # whose timeout fits in what is left of it. close_for_exit() sets both.
+        self._exit_deadline: float | None = None
+        self._exit_inner: Callable[[float], SpanExporter] | None = None
         self.exported = 0
         self.dropped = 0
 
@@ -280,14 +284,16 @@ class RetryingSpanExporter(SpanExporter):
                 for _ in range(overflow):
                     self._backlog.popleft()
                 self._drop(overflow, reason="backlog_full")
-            if time.monotonic() >= self._next_attempt:
+            if self._exit_deadline is None and time.monotonic() >= self._next_attempt:
                 self._send_backlog()
-        if self._backlog:
+        if self._backlog and self._exit_deadline is None:
             retry_loop.wake()
         return SpanExportResult.SUCCESS
 
     def retry_pending(self) -> bool:
         """Resend the backlog if its backoff has passed; return True while spans still wait."""
+        if self._exit_deadline is not None:
+            return False
         with self._lock:
             if self._backlog and time.monotonic() >= self._next_attempt:
                 self._send_backlog()
@@ -299,24 +305,64 @@ class RetryingSpanExporter(SpanExporter):
                 self._send_backlog()
             return not self._backlog
 
+    def close_for_exit(self, deadline: float, make_inner: Callable[[float], SpanExporter]) -> None:
+        """Stop sending until `shutdown()`, which then sends the backlog once before `deadline`.
+
+        `make_inner(seconds)` returns an exporter whose requests take at most about `seconds`,
+        used for that last attempt because the configured export timeout may be longer.
+        """
+        self._exit_deadline = deadline
+        self._exit_inner = make_inner
+
     def shutdown(self) -> None:
+        if self._exit_deadline is not None:
+            self._shutdown_before_deadline(self._exit_deadline)
+            self._inner.shutdown()
+            return
         with self._lock:
             if self._backlog:
                 self._send_backlog()
-            if self._backlog:
-                log.warning("spans.lost_at_shutdown", extra={"spans": len(self._backlog)})
-                self.dropped += len(self._backlog)
-                self._backlog.clear()
+            self._count_lost_at_shutdown()
         self._inner.shutdown()
 
-    def _send_backlog(self) -> None:
+    def _shutdown_before_deadline(self, deadline: float) -> None:
+        # The lock is held by a send in another thread for up to its export timeout, so wait
+        # for it only until the deadline.
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            # The backlog stays as it is, because the other thread removes the batch it sends.
+            # NOTE: the count includes that batch, which the server may still receive.
+            lost = len(self._backlog)
+            log.warning("spans.lost_at_shutdown", extra={"spans": lost})
+            self.dropped += lost
+            return
+        try:
+            remaining = deadline - time.monotonic()
+            if self._backlog and remaining > 0 and self._exit_inner is not None:
+                last_inner = self._exit_inner(remaining)
+                try:
+                    self._send_backlog(last_inner)
+                finally:
+                    last_inner.shutdown()
+            self._count_lost_at_shutdown()
+        finally:
+            self._lock.release()
+
+    def _count_lost_at_shutdown(self) -> None:
+        lost = len(self._backlog)
+        if lost:
+            log.warning("spans.lost_at_shutdown", extra={"spans": lost})
+            self.dropped += lost
+            self._backlog.clear()
+
+    def _send_backlog(self, inner: SpanExporter | None = None) -> None:
         # Called with the lock held. The exporter's own HTTP call must not be traced.
+        inner = inner or self._inner
         token = otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
             while self._backlog:
                 batch = [self._backlog[index] for index in range(min(EXPORT_CHUNK, len(self._backlog)))]
                 try:
-                    result = self._inner.export(batch)
+                    result = inner.export(batch)
                 except Exception:  # noqa: BLE001 - an exporter bug must not lose the backlog
                     log.exception("spans.export_error")
                     result = SpanExportResult.FAILURE
@@ -535,6 +581,9 @@ def stats() -> dict[str, int]:
 def shutdown_tracing(timeout: float = EXIT_FLUSH_TIMEOUT) -> None:
     """Deliver what is buffered (bounded by about `timeout` seconds per stage), then stop.
 
+    The stages are each exit hook (such as resending buffered signals), then exporting spans.
+    What a stage cannot deliver in time is counted as dropped and logged as lost.
+
     Runs at interpreter exit. A later `initialize_tracing` builds a new provider, but libraries
     instrumented by `autoinstrument` stay bound to the old one, so call this only at the end.
     """
@@ -548,6 +597,14 @@ def shutdown_tracing(timeout: float = EXIT_FLUSH_TIMEOUT) -> None:
             hook(timeout)
         except Exception:  # noqa: BLE001 - shutting down must go on
             log.exception("tracing.exit_hook_failed")
+
+    settings = runtime.settings
+    runtime.exporter.close_for_exit(
+        time.monotonic() + timeout,
+        lambda seconds: _otlp_exporter(replace(settings, export_timeout=seconds)),
+    )
+    # NOTE: an export that another thread started before this point is not interrupted, so
+    # this stage can take up to export_timeout when that is longer than `timeout`.
     runtime.provider.shutdown()
 
 
