@@ -204,7 +204,8 @@ def test_price_override_api_prices_unknown_model(tenant, store):
 
     assert replaced.json()["id"] == saved.json()["id"]
     listed = tenant.http.get("/costs/price-overrides").json()["data"]
-    assert [item["inputPerMillionTokens"] for item in listed] == ["3.000000000000"]
+    assert [item["inputPerMillionTokens"] for item in listed] == ["3"]
+    assert listed == [replaced.json()]
     (record,) = cost_rows(store, tenant.organization_id)
     assert record.cost_source == "override"
     assert record.cost_amount == 1000 * 3 * M + 100 * 9 * M

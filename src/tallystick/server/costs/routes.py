@@ -64,7 +64,8 @@ def create_costs(
 
 
 def _decimal_text(value: Decimal | None) -> str | None:
-    return None if value is None else f"{value:f}"
+    # Without trailing zeros, so a price reads the same as sent whatever scale its column stores.
+    return None if value is None else f"{value.normalize():f}"
 
 
 def override_out(override: PriceOverride) -> PriceOverrideOut:
@@ -72,8 +73,8 @@ def override_out(override: PriceOverride) -> PriceOverrideOut:
         id=override.id,
         provider=override.provider,
         model=override.model,
-        input_per_million_tokens=f"{override.input_per_mtok:f}",
-        output_per_million_tokens=f"{override.output_per_mtok:f}",
+        input_per_million_tokens=_decimal_text(override.input_per_mtok),
+        output_per_million_tokens=_decimal_text(override.output_per_mtok),
         cache_read_per_million_tokens=_decimal_text(override.cache_read_per_mtok),
         cache_write_per_million_tokens=_decimal_text(override.cache_write_per_mtok),
         per_image=_decimal_text(override.per_image),
