@@ -1,9 +1,12 @@
-"""Log calls name their fields with keys that the standard logging module accepts."""
+"""Log calls name their fields with keys that the standard logging module accepts, and the
+server's logging leaves out other libraries' noise."""
 
 from __future__ import annotations
 
 import ast
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 # LogRecord's own attributes. logging raises KeyError for an `extra` key among them, but only
@@ -36,3 +39,17 @@ def test_extra_keys_not_reserved(repo_root: Path):
                 clashes.append(f"{path.relative_to(repo_root)}:{line}: {key}")
     assert checked > 100
     assert clashes == []
+
+
+def test_migrations_log_without_alembic_plugin_lines(tmp_path: Path):
+    script = (
+        "from tallystick.server.observability import configure_logging\n"
+        "from tallystick.server.migrate import upgrade_to_head\n"
+        "configure_logging('info')\n"
+        f"upgrade_to_head('sqlite:///{tmp_path / 'quiet.db'}')\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+
+    assert finished.returncode == 0, finished.stderr
+    assert "migrations.finished" in finished.stderr
+    assert "setup plugin" not in finished.stderr

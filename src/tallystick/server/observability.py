@@ -74,6 +74,11 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+# Loggers kept at WARNING whatever the level: Alembic's plugin registry logs one INFO line per
+# built-in plugin (seven) each time migrations run, which says nothing about this server.
+QUIET_LOGGERS = ("alembic.runtime.plugins",)
+
+
 def logging_config(level: str = "info") -> dict[str, Any]:
     """Return the `logging.config.dictConfig` form of `configure_logging`, JSON lines to stderr.
 
@@ -86,6 +91,7 @@ def logging_config(level: str = "info") -> dict[str, Any]:
         "formatters": {"json": {"()": f"{__name__}.JsonLogFormatter"}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json"}},
         "root": {"handlers": ["stderr"], "level": level.upper()},
+        "loggers": {name: {"level": "WARNING"} for name in QUIET_LOGGERS},
     }
 
 
@@ -99,6 +105,8 @@ def configure_logging(level: str = "info", *, json_format: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class RequestContextMiddleware:
