@@ -24,9 +24,9 @@ $(DEMO_STAMP): $(BIN)/python pyproject.toml
 demo: $(DEMO_STAMP)
 	$(BIN)/tallystick demo $(DEMO_ARGS)
 
-## serve: start the server on the embedded SQLite default (tallystick.db here)
+## serve: start the server on the embedded SQLite default (tallystick.db here); options in SERVE_ARGS
 serve: $(DEMO_STAMP)
-	$(BIN)/tallystick serve
+	$(BIN)/tallystick serve $(SERVE_ARGS)
 
 ## test: run the whole test suite on SQLite and PostgreSQL
 test: $(STAMP)
