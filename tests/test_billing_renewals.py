@@ -390,3 +390,15 @@ def test_renewal_rolled_back_makes_no_charge(tenant, store, charges):
 
     assert charges.made == []
     assert [invoice.period_number for invoice in order_invoices(store, order_id)] == [1]
+
+
+def test_customer_state_shows_credits_paid_at_renewal(tenant, store):
+    catalog = create_chat_catalog(tenant, [("Pro", 7900, 2000)], timing="on_payment")
+    with frozen(JAN_31):
+        order_id = buy(tenant, catalog, "Pro", "state-paid-1")
+
+    with frozen(FEB_28 + timedelta(minutes=5)):
+        state = tenant.http.get("/customers/external/state-paid-1/state").json()
+
+    assert [balance["balance"] for balance in state["credits"]["balances"]] == [2000]
+    assert order_invoices(store, order_id)[1].payment_status == "paid"

@@ -96,6 +96,7 @@ def _end_in_thread(store: Store, session: Session, commit: bool) -> None:
 # success for a transaction that then failed to commit.
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
 ReadSession = Annotated[Session, Depends(get_read_session, scope="function")]
+CurrentStore = Annotated[Store, Depends(get_store)]
 
 
 @dataclass(frozen=True)

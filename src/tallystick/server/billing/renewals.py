@@ -370,14 +370,3 @@ def refresh_for_read(
         renew_customer(write, organization_id, customer_id, now)
     session.rollback()
     return now
-
-
-def refresh_in_session(session: Session, organization_id: str, customer_id: str) -> datetime:
-    """Like `refresh_for_read`, in the caller's write session; return the instant to read at."""
-    from tallystick.server.billing.test_clocks import customer_clock_time
-
-    clock_time = customer_clock_time(session, customer_id)
-    now = clock_time or clock.now()
-    with clock.at(now) if clock_time is not None else nullcontext():
-        renew_customer(session, organization_id, customer_id, now)
-    return now

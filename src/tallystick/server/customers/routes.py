@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tallystick.server.billing.customer_state import open_checkout_links, state_orders
-from tallystick.server.billing.renewals import refresh_in_session
+from tallystick.server.billing.renewals import refresh_for_read
 from tallystick.server.customers import service
 from tallystick.server.customers.schemas import (
     CREATION_STATES,
@@ -25,8 +25,10 @@ from tallystick.server.customers.schemas import (
     CustomerStateSeats,
     CustomerUpdate,
 )
+from tallystick.server.db import Store
 from tallystick.server.deps import (
     CurrentPrincipal,
+    CurrentStore,
     DbSession,
     ReadSession,
     authenticate,
@@ -144,10 +146,10 @@ def delete_customer_by_external_id(external_id: str, principal: CurrentPrincipal
 
 @router.get("/customers/external/{external_id}/state", response_model=CustomerStateOut)
 def get_customer_state_by_external_id(
-    external_id: str, principal: CurrentPrincipal, session: DbSession
+    external_id: str, principal: CurrentPrincipal, session: ReadSession, store: CurrentStore
 ) -> CustomerStateOut:
     customer = service.get_customer_by_external_id(session, principal.organization_id, external_id)
-    return customer_state(session, customer)
+    return customer_state(store, session, customer)
 
 
 @router.get("/customers/{customer_id}", response_model=CustomerOut)
@@ -173,16 +175,19 @@ def delete_customer(customer_id: str, principal: CurrentPrincipal, session: DbSe
 
 
 @router.get("/customers/{customer_id}/state", response_model=CustomerStateOut)
-def get_customer_state(customer_id: str, principal: CurrentPrincipal, session: DbSession) -> CustomerStateOut:
+def get_customer_state(
+    customer_id: str, principal: CurrentPrincipal, session: ReadSession, store: CurrentStore
+) -> CustomerStateOut:
     """Return the customer's orders, seats, open checkout links and credit balances."""
     customer = service.get_customer(session, principal.organization_id, customer_id)
-    return customer_state(session, customer)
+    return customer_state(store, session, customer)
 
 
-def customer_state(session, customer: Customer) -> CustomerStateOut:  # type: ignore[no-untyped-def]
-    # Billing periods that started since the last renewal are granted first, so the state
-    # never shows a stale period.
-    now = refresh_in_session(session, customer.organization_id, customer.id)
+def customer_state(store: Store, session: Session, customer: Customer) -> CustomerStateOut:
+    # Billing periods that started since the last renewal are granted first, in a transaction
+    # of their own, so the state never shows a stale period. The renewal's charge is made when
+    # that transaction commits, so on_payment credits it grants are in the state too.
+    now = refresh_for_read(store, session, customer.organization_id, customer.id)
     balances = [
         CustomerStateCreditBalance(
             credits_currency_id=currency.id,
