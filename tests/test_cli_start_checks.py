@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,111 @@ def test_serve_accepts_log_level_in_capitals(tmp_path: Path):
 
     assert result.returncode == 1
     assert "TALLYSTICK_INGESTION_CONCURRENCY" in result.stdout + result.stderr
+
+
+def test_serve_rejects_unknown_log_level_plainly(tmp_path: Path):
+    result = _serve(tmp_path, {}, "--log-level", "loud")
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 2
+    assert "'loud' is not one of debug, info, warning, error, critical" in output
+    assert "Value error" not in output
+
+
+def test_serve_on_busy_port_leaves_database_alone(tmp_path: Path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        url = f"sqlite:///{tmp_path / 'start.db'}"
+
+        result = subprocess.run(
+            [sys.executable, "-m", "tallystick.cli.main", "serve", "--database-url", url, "--port", str(port)],
+            env={**os.environ, "COLUMNS": "400"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{port}: Address already in use; stop the program that uses it "
+        "or pass --port with a free port"
+    ]
+    assert not (tmp_path / "start.db").exists()
+
+
+def test_sqlite_folder_advice(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'missing-folder' / 'x.db'}"
+
+    result = runner.invoke(app, ["migrate", "--database-url", url], env={"COLUMNS": "400"})
+
+    assert result.exit_code == 1
+    assert "the file's folder must exist and be writable" in result.output
+    assert "PostgreSQL" not in result.output
+
+
+def test_migrate_rejects_file_that_is_no_database(tmp_path: Path):
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database, only text\n" * 100)
+
+    result = runner.invoke(app, ["migrate", "--database-url", f"sqlite:///{junk}"], env={"COLUMNS": "400"})
+
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert result.output.startswith(f"Error: cannot open the database sqlite:///{junk}: file is not a database.")
+
+
+@pytest.mark.parametrize("port", ["0", "99999"])
+def test_demo_rejects_invalid_port(port: str):
+    result = runner.invoke(app, ["demo", "--port", port, "--no-serve"], env={"COLUMNS": "400"})
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--port'" in result.output
+
+
+def test_demo_rejects_missing_database_folder(tmp_path: Path):
+    database = tmp_path / "missing-folder" / "demo.db"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    # A child process, since the demo configures logging for the whole process.
+    result = subprocess.run(
+        [sys.executable, "-m", "tallystick.cli.main", "demo", "--port", str(port), "--database", str(database)],
+        env={**os.environ, "COLUMNS": "400"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"Error: the folder {database.parent} of --database does not exist; create it or pass another --database"
+    ]
+
+
+def test_version_option():
+    from tallystick import __version__
+
+    result = runner.invoke(app, ["--version"])
+
+    assert result.exit_code == 0
+    assert result.output.strip() == __version__
+
+
+def test_launcher_without_server_extra():
+    # `pip install tallystick` installs the script but not typer; None in sys.modules makes
+    # the import fail as it would there.
+    code = "import sys; sys.modules['typer'] = None; from tallystick.cli import run; run()"
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "Error: the tallystick command needs the server extra, but the module 'typer' is not installed. "
+        "Install it with: pip install 'tallystick[server]'"
+    ]

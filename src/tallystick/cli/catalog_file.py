@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tallystick.cli.text_files import NotUtf8Error, read_utf8
 from tallystick.server.catalog.schemas import CURRENCY_KEY_PATTERN, PRICING_TYPES, PricingInput
 from tallystick.server.errors import format_location
 
@@ -104,9 +105,11 @@ class LoadedCatalog:
 def load_catalog_file(path: Path) -> LoadedCatalog:
     """Parse and validate `path`; raise CatalogFileError naming the file, line and field."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_utf8(path)
     except OSError as error:
         raise CatalogFileError(f"{path}: cannot read the file: {error.strerror}") from None
+    except NotUtf8Error as error:
+        raise CatalogFileError(str(error)) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         document = yaml.safe_load(text)

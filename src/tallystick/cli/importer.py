@@ -9,15 +9,27 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
-from tallystick.cli.output import ApiKeyOption, ApiUrlOption, api_client, console, error_console
+from tallystick.cli.output import (
+    ApiKeyOption,
+    ApiUrlOption,
+    RequestTimeoutOption,
+    api_client,
+    console,
+    error_console,
+    print_error,
+)
+from tallystick.cli.text_files import not_utf8_message
 
 import_app = typer.Typer(help="Bulk imports.", no_args_is_help=True)
 
@@ -49,8 +61,43 @@ def read_rows(path: Path, key_column: str) -> Iterator[tuple[int, dict[str, Any]
         raise ImportFileError(f"{path}: unknown file type '{path.suffix}'; use .csv or .jsonl")
 
 
+def count_rows(path: Path) -> int:
+    """Return the number of non-blank lines of `path`, raising ImportFileError at a line that is not UTF-8."""
+    count = 0
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise ImportFileError(not_utf8_message(path, number)) from None
+            if line.strip():
+                count += 1
+    return count
+
+
+def _non_finite_number(value: Any, where: str) -> str | None:
+    """Return where `value` contains NaN or an infinity, such as "data.tokens", or None.
+
+    Python's json module reads NaN, Infinity and numbers such as 1e999 as floats, which JSON
+    cannot carry to the server.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    if isinstance(value, dict):
+        children = [(f"{where}.{key}" if where else str(key), item) for key, item in value.items()]
+    elif isinstance(value, list):
+        children = [(f"{where}[{index}]", item) for index, item in enumerate(value)]
+    else:
+        return None
+    for child_where, item in children:
+        found = _non_finite_number(item, child_where)
+        if found is not None:
+            return found
+    return None
+
+
 def _read_json_lines(path: Path, key_column: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
@@ -60,6 +107,9 @@ def _read_json_lines(path: Path, key_column: str) -> Iterator[tuple[int, dict[st
                 raise ImportFileError(f"{path}:{number}: invalid JSON: {error.msg}") from None
             if not isinstance(row, dict):
                 raise ImportFileError(f"{path}:{number}: each line must be a JSON object")
+            key = _non_finite_number(row, "")
+            if key is not None:
+                raise ImportFileError(f"{path}:{number}: the value of {key} {_NON_FINITE}")
             signal = _signal_from_json(row, key_column)
             yield number, _with_key(signal, line.strip())
 
@@ -89,7 +139,7 @@ def _signal_from_json(row: dict[str, Any], key_column: str) -> dict[str, Any]:
 
 def _read_csv(path: Path, key_column: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """Read columns event_name, customer, product, timestamp, data (JSON) and data.* fields."""
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or "event_name" not in reader.fieldnames or "customer" not in reader.fieldnames:
             raise ImportFileError(f"{path}:1: the header needs at least the columns event_name and customer")
@@ -109,14 +159,24 @@ def _read_csv(path: Path, key_column: str) -> Iterator[tuple[int, dict[str, Any]
                     data = json.loads(row["data"])
                 except json.JSONDecodeError as error:
                     raise ImportFileError(f"{path}:{number}: column data is not JSON: {error.msg}") from None
+                key = _non_finite_number(data, "")
+                if key is not None:
+                    subject = f"the value of {key}" if key else "the value"
+                    raise ImportFileError(f"{path}:{number}: column data: {subject} {_NON_FINITE}")
             for column, value in row.items():
                 if column and column.startswith("data.") and value not in (None, ""):
-                    data[column.removeprefix("data.")] = _csv_value(value)
+                    number_or_text = _csv_value(value)
+                    if isinstance(number_or_text, float) and not math.isfinite(number_or_text):
+                        raise ImportFileError(f"{path}:{number}: column {column}: {value!r} {_NON_FINITE}")
+                    data[column.removeprefix("data.")] = number_or_text
             if data:
                 signal["data"] = data
             if row.get(key_column):
                 signal["idempotencyKey"] = row[key_column]
             yield number, _with_key(signal, json.dumps(row, sort_keys=True))
+
+
+_NON_FINITE = "is not a finite number; JSON has no NaN or infinity, so write a finite number or leave the value out"
 
 
 def _csv_value(text: str) -> Any:
@@ -137,7 +197,22 @@ def _with_key(signal: dict[str, Any], content: str) -> dict[str, Any]:
     return signal
 
 
-@import_app.command("signals")
+@import_app.command(
+    "signals",
+    # Each help paragraph is one string, because typer prints a docstring's line breaks as they are.
+    help="Backfill signals from FILE, a UTF-8 .csv or .jsonl (JSON Lines) file. Re-running the same file "
+    "counts nothing twice.\n\n"
+    "CSV: a header row, then one signal per row. The columns are event_name and customer (required; customer "
+    "is the external id), product (external id), timestamp (RFC 3339), idempotency_key, data (a JSON object) "
+    "and data.NAME, which sets the data field NAME; a number there is sent as a number. Example:\n\n"
+    "event_name,customer,product,idempotency_key,data.minutes_saved\n"
+    "chat_message,alice,chatbot,row-1,5\n\n"
+    "JSON Lines: one JSON object per line, with the keys event_name (or eventName), customer (external id), "
+    "product, timestamp, data and idempotency_key. A line in the API's signal shape, with a customer object "
+    "such as {\"externalCustomerId\": \"alice\"}, is sent as it is. Example:\n\n"
+    '{"event_name": "chat_message", "customer": "alice", "data": {"minutes_saved": 5}}\n\n'
+    "A row without an idempotency key gets one made from its content (SHA-256), so it is counted once.",
+)
 def import_signals(
     file: Annotated[Path, typer.Argument(help="A .csv or .jsonl file of signals.", show_default=False)],
     batch_size: Annotated[int, typer.Option(help="Signals per request.", min=1, max=MAX_BATCH_SIZE)] = 500,
@@ -146,17 +221,21 @@ def import_signals(
     ] = "idempotency_key",
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
 ) -> None:
-    """Backfill signals from FILE. Re-running the same file counts nothing twice."""
     if not file.is_file():
-        error_console.print(f"[red]Error:[/red] {file} is not a readable file")
+        print_error(f"{file} is not a readable file")
         raise typer.Exit(code=1)
-    total_lines = sum(1 for line in file.open(encoding="utf-8") if line.strip())
+    try:
+        total_lines = count_rows(file)
+    except ImportFileError as error:
+        print_error(str(error))
+        raise typer.Exit(code=1) from None
     if file.suffix.lower() == ".csv":
         total_lines = max(total_lines - 1, 0)
 
     totals = ImportTotals()
-    with api_client(api_url, api_key) as client, Progress(
+    with api_client(api_url, api_key, timeout=timeout) as client, Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
@@ -164,7 +243,7 @@ def import_signals(
         console=console,
         transient=False,
     ) as progress:
-        task = progress.add_task(f"Importing {file.name}", total=total_lines)
+        task = progress.add_task(f"Importing {escape(file.name)}", total=total_lines)
         batch: list[tuple[int, dict[str, Any]]] = []
         try:
             for item in read_rows(file, key_column):
@@ -177,7 +256,7 @@ def import_signals(
                 _send(client, file, batch, totals)
                 progress.advance(task, len(batch))
         except ImportFileError as error:
-            error_console.print(f"[red]Error:[/red] {error}")
+            print_error(str(error))
             _print_totals(totals)
             raise typer.Exit(code=1) from None
 
@@ -200,7 +279,7 @@ def _send(client: Any, path: Path, batch: list[tuple[int, dict[str, Any]]], tota
 
 def _print_totals(totals: ImportTotals) -> None:
     for failure in totals.failures:
-        error_console.print(failure)
+        error_console.print(Text(failure), soft_wrap=True)
     if totals.failed > len(totals.failures):
         error_console.print(f"... and {totals.failed - len(totals.failures)} more failed rows")
     console.print(

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from tallystick import __version__
 from tallystick.cli import resources
 from tallystick.cli.catalog_commands import apply, export
 from tallystick.cli.importer import import_app
+from tallystick.cli.output import console, error_console, print_error, print_table
 from tallystick.cli.secrets import secrets_app
 from tallystick.cli.users import users_app
 
@@ -28,9 +28,6 @@ app = typer.Typer(
 )
 api_keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(api_keys_app, name="api-keys")
-
-console = Console()
-error_console = Console(stderr=True)
 
 DatabaseUrlOption = Annotated[
     str | None,
@@ -127,7 +124,7 @@ def open_database_or_exit(database_url: str) -> None:
     from rich.markup import escape
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import DatabaseError
 
     from tallystick.server.db import normalize_database_url
 
@@ -140,16 +137,21 @@ def open_database_or_exit(database_url: str) -> None:
         )
         raise typer.Exit(code=1)
     engine = create_engine(normalize_database_url(database_url))
+    is_sqlite = engine.dialect.name == "sqlite"
     try:
-        engine.connect().close()
-    except OperationalError as error:
+        with engine.connect() as connection:
+            if is_sqlite:
+                # SQLite reads the file only at the first statement, which fails for a file that is no database.
+                connection.exec_driver_sql("PRAGMA schema_version")
+    except DatabaseError as error:
         shown_url = make_url(database_url).render_as_string(hide_password=True)
-        reason = (str(error.orig).strip().splitlines() or ["unknown error"])[0]
-        error_console.print(
-            f"[red]Error:[/red] cannot open the database {escape(shown_url)}: {escape(reason)}. Check "
-            "TALLYSTICK_DATABASE_URL or --database-url. tallystick creates its tables, but a "
-            "PostgreSQL database must be created first (createdb NAME).",
-            soft_wrap=True,
+        reason = (str(error.orig).strip().splitlines() or ["unknown error"])[0].rstrip(".")
+        if is_sqlite:
+            advice = "tallystick creates the SQLite file and its tables, but the file's folder must exist and be writable."
+        else:
+            advice = "tallystick creates its tables, but a PostgreSQL database must be created first (createdb NAME)."
+        print_error(
+            f"cannot open the database {shown_url}: {reason}. Check TALLYSTICK_DATABASE_URL or --database-url. {advice}"
         )
         raise typer.Exit(code=1) from None
     finally:
@@ -201,7 +203,7 @@ def check_stored_secrets(database_url: str) -> None:
         with store.read_sessions() as session:
             session.scalars(select(ServerSecret)).all()
     except EncryptionKeyError as error:
-        error_console.print(f"[red]Error:[/red] {error}", soft_wrap=True)
+        print_error(str(error))
         raise typer.Exit(code=1) from None
     finally:
         store.dispose()
@@ -219,6 +221,22 @@ def version() -> None:
     console.print(__version__)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the tallystick version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Self-hostable billing engine for AI products."""
+
+
 class LogLevel(str, Enum):
     """Levels of the server's log, from the most detailed."""
 
@@ -229,23 +247,40 @@ class LogLevel(str, Enum):
     critical = "critical"
 
 
+def _parse_log_level(text: str) -> LogLevel:
+    # A parser, since typer's own check of an Enum option prefixes its message with
+    # pydantic's "Value error, ".
+    for level in LogLevel:
+        if level.value == text.lower():
+            return level
+    raise typer.BadParameter(f"{text!r} is not one of " + ", ".join(level.value for level in LogLevel))
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port to listen on.", min=1, max=65535)] = 8000,
     database_url: DatabaseUrlOption = None,
     workers: Annotated[int, typer.Option(help="Number of server processes.", min=1)] = 1,
-    log_level: Annotated[LogLevel, typer.Option(help="Logging level.", case_sensitive=False)] = LogLevel.info,
+    log_level: Annotated[
+        LogLevel, typer.Option(help="Logging level.", parser=_parse_log_level, case_sensitive=False)
+    ] = LogLevel.info,
 ) -> None:
     """Run the API server. Migrations run before it accepts requests."""
     import uvicorn
 
+    from tallystick.cli.ports import listen_problem
     from tallystick.server.observability import logging_config
 
     level = log_level.value
     _configure_logging(level)
     check_settings()
     check_rate_limit_storage()
+    # Checked before migrating, so that a second `serve` on a busy port leaves the database alone.
+    problem = listen_problem(host, port)
+    if problem is not None:
+        print_error(problem)
+        raise typer.Exit(code=1)
     url = _database_url(database_url)
     migrate_or_exit(url)
     check_stored_secrets(url)
@@ -308,19 +343,24 @@ def api_keys_create(
             )
         )
         return
-    console.print(f"Organization: [bold]{org}[/bold] ({created.organization_id})")
+    console.print(f"Organization: [bold]{escape(org)}[/bold] ({created.organization_id})", soft_wrap=True)
     console.print(f"API key id:   {created.api_key_id}")
     console.print(f"API key:      [bold]{created.secret}[/bold]")
     console.print("Store the key now: it is not shown again.")
 
 
-@api_keys_app.command("list")
+@api_keys_app.command(
+    "list",
+    # Each help paragraph is one string, because typer prints a docstring's line breaks as they are.
+    help="List API keys (their prefixes only; secrets are never stored).\n\n"
+    "With --org, an organization without keys is an error: the command prints why on standard error and "
+    "exits with 1, after printing [] with --json.",
+)
 def api_keys_list(
     org: Annotated[str | None, typer.Option("--org", help="Only this organization's keys.")] = None,
     database_url: DatabaseUrlOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """List API keys (their prefixes only; secrets are never stored)."""
     from tallystick.server.api_keys import list_api_keys
     from tallystick.server.db import Store
 
@@ -345,21 +385,27 @@ def api_keys_list(
     finally:
         store.dispose()
 
-    if org is not None and not items:
-        error_console.print(f"No API keys for organization '{org}'; check its name with `tallystick api-keys list`.")
-        raise typer.Exit(code=1)
     if as_json:
         typer.echo(json.dumps(items))
-        return
-    table = Table("organization", "name", "prefix", "created", "revoked")
-    # Ids are copied into `revoke`, so they are never cut short.
-    table.add_column("id", no_wrap=True, min_width=28)
-    for item in items:
-        table.add_row(
-            item["organization"], item["name"], item["prefix"] + "...",
-            item["createdAt"][:19], (item["revokedAt"] or "")[:19], item["id"],
+    if org is not None and not items:
+        error_console.print(
+            f"No API keys for organization {escape(repr(org))}; check its name with `tallystick api-keys list`.",
+            soft_wrap=True,
         )
-    console.print(table)
+        raise typer.Exit(code=1)
+    if as_json:
+        return
+    print_table(
+        items,
+        [
+            ("organization", "organization"),
+            ("name", "name"),
+            ("prefix", lambda item: item["prefix"] + "..."),
+            ("created", lambda item: item["createdAt"][:19]),
+            ("revoked", lambda item: (item["revokedAt"] or "")[:19]),
+            ("id", "id"),
+        ],
+    )
 
 
 @api_keys_app.command("revoke")
@@ -380,15 +426,15 @@ def api_keys_revoke(
     finally:
         store.dispose()
     if api_key is None:
-        error_console.print(f"API key '{key_id}' not found.")
+        error_console.print(f"API key {escape(repr(key_id))} not found.", soft_wrap=True)
         raise typer.Exit(code=1)
-    console.print(f"Revoked API key {key_id}.")
+    console.print(f"Revoked API key {escape(key_id)}.", soft_wrap=True)
 
 
 @app.command()
 def demo(
     messages: Annotated[int, typer.Option(help="Chat messages to send.", min=1, max=10_000)] = 40,
-    port: Annotated[int, typer.Option(help="TCP port of the tallystick server.")] = 8000,
+    port: Annotated[int, typer.Option(help="TCP port of the tallystick server.", min=1, max=65535)] = 8000,
     database: Annotated[
         Path, typer.Option(help="SQLite file for the demo; it is recreated on every run.")
     ] = Path("tallystick-demo.db"),
@@ -405,7 +451,7 @@ def demo(
     try:
         run_demo(messages=messages, port=port, database=database, console=console, serve=not no_serve)
     except DemoError as error:
-        error_console.print(f"[red]Error:[/red] {error}")
+        print_error(str(error))
         raise typer.Exit(code=1) from None
 
 

@@ -11,14 +11,18 @@ from typing import Annotated, Any
 import httpx
 import typer
 from babel.numbers import format_currency, get_currency_precision
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from tallystick._http import encode_json
+from tallystick._http import DEFAULT_TIMEOUT, encode_json
 from tallystick.client import ApiError, Client
 
-console = Console()
-error_console = Console(stderr=True)
+# Values from users and the server are printed as rich Text or escaped, never as markup.
+# Emoji codes such as :smile: are off too, so a name containing one prints as typed.
+console = Console(emoji=False)
+error_console = Console(stderr=True, emoji=False)
 
 ApiUrlOption = Annotated[
     str | None,
@@ -34,6 +38,36 @@ ApiKeyOption = Annotated[
     typer.Option("--api-key", envvar="TALLYSTICK_API_KEY", help="Secret API key.", show_default=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
+RequestTimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        help="Seconds to wait for each attempt of a request; the client retries a few failures. "
+        f"Default: {DEFAULT_TIMEOUT:g}.",
+        min=0.1,
+        # A day: sockets raise OverflowError for timeouts such as 1e10 s.
+        max=86_400,
+        show_default=False,
+    ),
+]
+
+
+def print_error(message: str, *, label: str = "Error:") -> None:
+    """Print `label` in red, then `message` as plain text, on standard error."""
+    error_console.print(Text.assemble((label, "red"), " ", message), soft_wrap=True)
+
+
+def require_id(value: str) -> str:
+    """Reject an id argument that cannot name one item.
+
+    An empty id would address the list route. The SDK's `segment` leaves dots alone, and an
+    HTTP client resolves "." and ".." as relative path steps, which leads to another route.
+    """
+    if not value.strip():
+        raise typer.BadParameter("must not be empty")
+    if value in (".", ".."):
+        raise typer.BadParameter(f"{value!r} is not a valid id")
+    return value
 
 
 @contextmanager
@@ -43,28 +77,27 @@ def api_client(api_url: str | None, api_key: str | None, *, timeout: float | Non
     `timeout` (seconds) replaces the SDK's default request timeout.
     """
     if not (api_key or os.environ.get("TALLYSTICK_API_KEY")):
-        error_console.print(
-            "[red]Error:[/red] no API key: pass --api-key or set TALLYSTICK_API_KEY "
-            "(create one with `tallystick api-keys create --org NAME`)",
-            soft_wrap=True,
+        print_error(
+            "no API key: pass --api-key or set TALLYSTICK_API_KEY "
+            "(create one with `tallystick api-keys create --org NAME`)"
         )
         raise typer.Exit(code=1)
     try:
         options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         client = Client(api_url=api_url, api_key=api_key, **options)
     except ValueError as error:
-        error_console.print(f"[red]Error:[/red] {error}", soft_wrap=True)
+        print_error(str(error))
         raise typer.Exit(code=1) from None
     try:
         yield client
     except ApiError as error:
-        error_console.print(f"[red]Error {error.status}:[/red] {error.message}", soft_wrap=True)
+        print_error(error.message, label=f"Error {error.status}:")
         raise typer.Exit(code=1) from None
     except httpx.HTTPError as error:
-        error_console.print(
-            f"[red]Error:[/red] cannot reach the tallystick server at {client.api_url}: {error}. "
-            "Check --api-url (or TALLYSTICK_API_URL) and that the server is running.",
-            soft_wrap=True,
+        reason = str(error).rstrip(".")
+        print_error(
+            f"cannot reach the tallystick server at {client.api_url}: {reason}. "
+            "Check --api-url (or TALLYSTICK_API_URL) and that the server is running."
         )
         raise typer.Exit(code=1) from None
     finally:
@@ -79,9 +112,12 @@ def print_json(value: Any) -> None:
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str | Callable[[dict[str, Any]], Any]]]) -> None:
     """Print `rows` with one column per (title, key or function) pair.
 
-    An "id" column keeps its values whole on a narrow terminal, since they are copied into
-    other commands; the other columns wrap instead.
+    No value is cut short. Columns of single words, such as ids, timestamps and amounts, stay
+    on one line while the row still fits the terminal, because they are copied into other
+    commands. Every other column wraps, and a word longer than its column folds onto the next
+    line.
     """
+    titles = [title for title, _ in columns]
     body = []
     for row in rows:
         cells = []
@@ -89,16 +125,64 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str
             value = getter(row) if callable(getter) else row.get(getter)
             cells.append("" if value is None else str(value))
         body.append(cells)
+    target = _table_console(titles, body)
+    unbroken = _unbroken_columns(titles, body, target.width)
     table = Table()
-    for index, (title, _) in enumerate(columns):
-        if title == "id":
-            widest = max((len(cells[index]) for cells in body), default=len(title))
-            table.add_column(title, no_wrap=True, min_width=max(widest, len(title)))
-        else:
-            table.add_column(title)
+    for index, title in enumerate(titles):
+        table.add_column(title, no_wrap=index in unbroken, overflow="fold")
     for cells in body:
-        table.add_row(*cells)
-    console.print(table)
+        table.add_row(*(Text(cell) for cell in cells))
+    target.print(table)
+
+
+def _table_console(titles: Sequence[str], body: Sequence[Sequence[str]]) -> Console:
+    """Return the console to print a table on: `console`, or a wider one for piped output.
+
+    Output to a pipe or file has no width, and rich then assumes 80 columns, which would fold
+    the rows that scripts and grep read. Such output gets the table's full width unless
+    COLUMNS sets one.
+    """
+    if console.is_terminal or "COLUMNS" in os.environ:
+        return console
+    natural = [max([cell_len(title), *(cell_len(cells[index]) for cells in body)]) for index, title in enumerate(titles)]
+    full_width = 1 + sum(size + 3 for size in natural)
+    if full_width <= console.width:
+        return console
+    return Console(width=full_width, emoji=False)
+
+
+# Widths that a column which is not kept whole still gets when others are kept whole: a text
+# column wraps between words, and a single-word column folds anywhere.
+_MIN_TEXT_WIDTH = 10
+_MIN_FOLDED_WIDTH = 4
+
+
+def _unbroken_columns(titles: Sequence[str], body: Sequence[Sequence[str]], width: int) -> set[int]:
+    """Return the indexes of the single-word columns that fit on one line in `width` characters.
+
+    An "id" column is chosen first, then the narrowest ones, while every other column keeps
+    _MIN_TEXT_WIDTH or _MIN_FOLDED_WIDTH characters (or its whole width when narrower).
+    """
+    natural = [max([cell_len(title), *(cell_len(cells[index]) for cells in body)]) for index, title in enumerate(titles)]
+    single_word = [not any(any(c.isspace() for c in cells[index]) for cells in body) for index in range(len(titles))]
+    least = [
+        min(natural[index], _MIN_FOLDED_WIDTH if single_word[index] else _MIN_TEXT_WIDTH) for index in range(len(titles))
+    ]
+    # The default box draws one border left of every column and one at the right edge, and
+    # pads each cell with a space on both sides.
+    borders = 1 + 3 * len(titles)
+    spare = width - borders - sum(least)
+    candidates = sorted(
+        (index for index in range(len(titles)) if single_word[index]),
+        key=lambda index: (titles[index] != "id", natural[index]),
+    )
+    unbroken = set()
+    for index in candidates:
+        extra = natural[index] - least[index]
+        if extra <= spare:
+            unbroken.add(index)
+            spare -= extra
+    return unbroken
 
 
 def print_record(record: dict[str, Any], fields: Sequence[str | tuple[str, Callable[[dict[str, Any]], Any]]]) -> None:
@@ -107,7 +191,7 @@ def print_record(record: dict[str, Any], fields: Sequence[str | tuple[str, Calla
     width = max(len(name) for name, _ in named)
     for name, getter in named:
         value = getter(record) if getter is not None else record.get(name)
-        console.print(f"{name.ljust(width)}  {'' if value is None else value}")
+        console.print(Text(f"{name.ljust(width)}  {'' if value is None else value}"), soft_wrap=True)
 
 
 def money_text(minor_units: int | None, currency: str | None) -> str | None:

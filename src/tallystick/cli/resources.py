@@ -15,17 +15,20 @@ from tallystick.cli.output import (
     ApiKeyOption,
     ApiUrlOption,
     JsonOption,
+    RequestTimeoutOption,
     api_client,
     console,
-    error_console,
     money_text,
+    print_error,
     print_json,
     print_record,
     print_table,
+    require_id,
 )
 from tallystick.cli.value_models import value_models
 from tallystick.client import Client
 from tallystick.errors import ApiError
+from tallystick.resources import segment
 
 LimitOption = Annotated[int, typer.Option(help="Maximum number of items to show.", min=1, max=1000)]
 OffsetOption = Annotated[int, typer.Option(help="Number of items to skip.", min=0)]
@@ -40,9 +43,19 @@ def _parse_json(option: str, text: str | None) -> Any:
         raise typer.BadParameter(f"invalid JSON: {error.msg} at position {error.pos}", param_hint=option) from None
 
 
+def _is_customer_id(customer: str) -> bool:
+    """Tell a customer id (cus_...) from an external id, as every customer argument does."""
+    return customer.startswith("cus_")
+
+
 def _customer_path(customer: str) -> str:
     """Address a customer by id (cus_...) or, otherwise, by external id."""
-    return f"/customers/{customer}" if customer.startswith("cus_") else f"/customers/external/{customer}"
+    if _is_customer_id(customer):
+        return f"/customers/{segment(customer)}"
+    return f"/customers/external/{segment(customer)}"
+
+
+CustomerArgument = Annotated[str, typer.Argument(help="Customer id (cus_...) or external id.", callback=require_id)]
 
 
 currencies = typer.Typer(help="Credit currencies.", no_args_is_help=True)
@@ -61,9 +74,14 @@ value_receipts = typer.Typer(help="Value receipts.", no_args_is_help=True)
 
 
 @currencies.command("list")
-def currencies_list(api_url: ApiUrlOption = None, api_key: ApiKeyOption = None, as_json: JsonOption = False) -> None:
+def currencies_list(
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """List credit currencies."""
-    with api_client(api_url, api_key) as client:
+    with api_client(api_url, api_key, timeout=timeout) as client:
         body = client.get("/credits/currencies", status="all")
     if as_json:
         print_json(body)
@@ -78,18 +96,19 @@ def currencies_create(
     description: Annotated[str | None, typer.Option(help="Optional description.")] = None,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create a credit currency."""
     body: dict[str, Any] = {"key": key, "name": name}
     if description is not None:
         body["description"] = description
-    with api_client(api_url, api_key) as client:
+    with api_client(api_url, api_key, timeout=timeout) as client:
         created = client.post("/credits/currencies", body)
     if as_json:
         print_json(created)
         return
-    console.print(f"Created credit currency {created['key']} ({created['id']}).")
+    console.print(f"Created credit currency {escape(created['key'])} ({escape(created['id'])}).")
 
 
 # Products and plans
@@ -101,10 +120,11 @@ def products_list(
     offset: OffsetOption = 0,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List products, newest first."""
-    with api_client(api_url, api_key) as client:
+    with api_client(api_url, api_key, timeout=timeout) as client:
         body = client.get("/products/", limit=limit, offset=offset)
     if as_json:
         print_json(body)
@@ -114,14 +134,18 @@ def products_list(
 
 @products.command("get")
 def products_get(
-    product: Annotated[str, typer.Argument(help="Product id (prod_...) or external id.")],
+    product: Annotated[str, typer.Argument(help="Product id (prod_...) or external id.", callback=require_id)],
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show a product with its pricing lines."""
-    path = f"/products/{product}" if product.startswith("prod_") else f"/products/external/{product}"
-    with api_client(api_url, api_key) as client:
+    if product.startswith("prod_"):
+        path = f"/products/{segment(product)}"
+    else:
+        path = f"/products/external/{segment(product)}"
+    with api_client(api_url, api_key, timeout=timeout) as client:
         body = client.get(path)
     if as_json:
         print_json(body)
@@ -145,10 +169,11 @@ def plans_list(
     offset: OffsetOption = 0,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List plans, newest first."""
-    with api_client(api_url, api_key) as client:
+    with api_client(api_url, api_key, timeout=timeout) as client:
         body = client.get("/plans/", limit=limit, offset=offset, externalProductId=product)
     if as_json:
         print_json(body)
@@ -161,14 +186,15 @@ def plans_list(
 
 @plans.command("get")
 def plans_get(
-    plan: Annotated[str, typer.Argument(help="Plan id (plan_...) or external id.")],
+    plan: Annotated[str, typer.Argument(help="Plan id (plan_...) or external id.", callback=require_id)],
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show a plan with its pricing and credit benefits."""
-    path = f"/plans/{plan}" if plan.startswith("plan_") else f"/plans/external/{plan}"
-    with api_client(api_url, api_key) as client:
+    path = f"/plans/{segment(plan)}" if plan.startswith("plan_") else f"/plans/external/{segment(plan)}"
+    with api_client(api_url, api_key, timeout=timeout) as client:
         body = client.get(path)
     if as_json:
         print_json(body)
@@ -193,10 +219,11 @@ def customers_list(
     offset: OffsetOption = 0,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List customers, newest first."""
-    with api_client(api_url, api_key) as client:
+    with api_client(api_url, api_key, timeout=timeout) as client:
         body = client.get("/customers/", limit=limit, offset=offset, name=name)
     if as_json:
         print_json(body)
@@ -206,13 +233,14 @@ def customers_list(
 
 @customers.command("get")
 def customers_get(
-    customer: Annotated[str, typer.Argument(help="Customer id (cus_...) or external id.")],
+    customer: CustomerArgument,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show a customer."""
-    with api_client(api_url, api_key) as client:
+    with api_client(api_url, api_key, timeout=timeout) as client:
         body = client.get(_customer_path(customer))
     if as_json:
         print_json(body)
@@ -227,38 +255,41 @@ def customers_create(
     email: Annotated[str | None, typer.Option(help="Billing email address.")] = None,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create a customer."""
     body = {key: value for key, value in {"name": name, "externalId": external_id, "email": email}.items() if value}
-    with api_client(api_url, api_key) as client:
+    with api_client(api_url, api_key, timeout=timeout) as client:
         created = client.post("/customers/", body)
     if as_json:
         print_json(created)
         return
-    console.print(f"Created customer {created['name']} ({created['id']}).")
+    console.print(f"Created customer {escape(created['name'])} ({escape(created['id'])}).", soft_wrap=True)
 
 
 @customers.command("delete")
 def customers_delete(
-    customer: Annotated[str, typer.Argument(help="Customer id (cus_...) or external id.")],
+    customer: CustomerArgument,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
 ) -> None:
     """Delete a customer. Its ledger history is kept."""
-    with api_client(api_url, api_key) as client:
+    with api_client(api_url, api_key, timeout=timeout) as client:
         client.delete(_customer_path(customer))
-    console.print(f"Deleted customer {customer}.")
+    console.print(f"Deleted customer {escape(customer)}.", soft_wrap=True)
 
 
 def balances(
-    customer: Annotated[str, typer.Argument(help="Customer id (cus_...) or external id.")],
+    customer: CustomerArgument,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show a customer's credit balances, one row per credit currency."""
-    with api_client(api_url, api_key) as client, _customer_must_exist(customer):
+    with api_client(api_url, api_key, timeout=timeout) as client, _customer_must_exist(customer):
         body = _get_balances(client, customer)
     if as_json:
         print_json(body)
@@ -297,14 +328,14 @@ def _customer_must_exist(customer: str) -> Iterator[None]:
         # The server's 404 for a customer reads "Customer with externalId 'x' not found".
         if error.status != 404 or not error.message.startswith("Customer with "):
             raise
-        if customer.startswith("cus_"):
+        if _is_customer_id(customer):
             problem = f"customer with id {customer!r} not found"
             hint = "check the id with `tallystick customers list`"
         else:
             problem = f"customer with external id {customer!r} not found"
             command = f"tallystick customers create --name NAME --external-id {shlex.quote(customer)}"
             hint = f"create the customer first with `{command}`"
-        error_console.print(f"[red]Error:[/red] {escape(problem)}: {escape(hint)}", soft_wrap=True)
+        print_error(f"{problem}: {hint}")
         raise typer.Exit(code=1) from None
 
 
@@ -329,7 +360,7 @@ def _decimal_option(text: str, option: str) -> Decimal:
 
 @grants.command("create")
 def grants_create(
-    customer: Annotated[str, typer.Argument(help="Customer id (cus_...) or external id.")],
+    customer: CustomerArgument,
     currency: Annotated[str, typer.Option(help="Credit currency key, such as chat_credits.")],
     amount: Annotated[str, typer.Option(help="Credits to grant (a decimal number).")],
     expires_at: Annotated[str | None, typer.Option(help="RFC 3339 expiry time; default: never.")] = None,
@@ -343,6 +374,7 @@ def grants_create(
     ] = None,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Grant credits to a customer by hand."""
@@ -358,31 +390,33 @@ def grants_create(
         # string exactly and checks its range and places.
         _decimal_option(unit_value, "--unit-value")
         body["unitValue"] = unit_value
-    with api_client(api_url, api_key) as client, _customer_must_exist(customer):
+    with api_client(api_url, api_key, timeout=timeout) as client, _customer_must_exist(customer):
         created = client.post(_customer_path(customer) + "/credits/grants", body)
     if as_json:
         print_json(created)
         return
     grant = created["grant"]
     if not created.get("created", True):
-        console.print(f"Grant {grant['id']} already exists for this idempotency key; nothing granted.")
+        console.print(f"Grant {escape(grant['id'])} already exists for this idempotency key; nothing granted.")
         return
-    console.print(f"Granted {grant['amountDecimal']} {currency} to {customer}.")
+    console.print(f"Granted {escape(grant['amountDecimal'])} {escape(currency)} to {escape(customer)}.", soft_wrap=True)
 
 
-@grants.command("list")
+@grants.command(
+    "list",
+    # Each help paragraph is one string, because typer prints a docstring's line breaks as they are.
+    help="List a customer's active credit grants (started, not expired), in draw order per currency.\n\n"
+    "The grants come from the balances endpoint. With --json the command prints them as {\"data\": [...]}, "
+    "each grant with its currency's currencyKey and creditsCurrencyId added.",
+)
 def grants_list(
-    customer: Annotated[str, typer.Argument(help="Customer id (cus_...) or external id.")],
+    customer: CustomerArgument,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List a customer's active credit grants (started, not expired), in draw order per currency.
-
-    The grants come from the balances endpoint. With --json the command prints them as
-    {"data": [...]}, each grant with its currency's currencyKey and creditsCurrencyId added.
-    """
-    with api_client(api_url, api_key) as client, _customer_must_exist(customer):
+    with api_client(api_url, api_key, timeout=timeout) as client, _customer_must_exist(customer):
         body = _get_balances(client, customer)
     rows = [
         {**grant, "currencyKey": balance["currencyKey"], "creditsCurrencyId": balance["creditsCurrencyId"]}
@@ -415,16 +449,20 @@ def grants_list(
 @signals.command("send")
 def signals_send(
     event_name: Annotated[str, typer.Argument(help="Event name, such as chat_message.")],
-    customer: Annotated[str, typer.Option(help="Customer external id.")],
+    customer: Annotated[
+        str, typer.Option(help="Customer id (cus_...) or external id; a new external id creates the customer.")
+    ],
     product: Annotated[str | None, typer.Option(help="Product external id.")] = None,
     data: Annotated[str | None, typer.Option(help="Signal data as a JSON object.")] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Key that makes a retry count once.")] = None,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Send one signal."""
-    signal: dict[str, Any] = {"eventName": event_name, "customer": {"externalCustomerId": customer}}
+    reference = "customerId" if _is_customer_id(customer) else "externalCustomerId"
+    signal: dict[str, Any] = {"eventName": event_name, "customer": {reference: customer}}
     if product is not None:
         signal["attribution"] = {"externalProductId": product}
     parsed = _parse_json("--data", data)
@@ -434,34 +472,36 @@ def signals_send(
         signal["data"] = parsed
     if idempotency_key is not None:
         signal["idempotencyKey"] = idempotency_key
-    with api_client(api_url, api_key) as client:
+    with api_client(api_url, api_key, timeout=timeout) as client:
         result = client.post("/signals/bulk", {"signals": [signal]})
     if as_json:
         print_json(result)
         return
     if result.get("failed"):
         reason = (result.get("errors") or [{}])[0].get("message", "rejected")
-        console.print(f"[red]Signal failed:[/red] {reason}")
+        print_error(reason, label="Signal failed:")
         raise typer.Exit(code=1)
     outcome = "duplicate (already counted)" if result.get("duplicates") else "ingested"
-    console.print(f"Signal {event_name} for {customer}: {outcome}.")
+    console.print(f"Signal {escape(event_name)} for {escape(customer)}: {outcome}.", soft_wrap=True)
 
 
 @signals.command("list")
 def signals_list(
-    customer: Annotated[str | None, typer.Option(help="Only this customer external id.")] = None,
+    customer: Annotated[str | None, typer.Option(help="Only this customer: an id (cus_...) or external id.")] = None,
     event_name: Annotated[str | None, typer.Option(help="Only this event name.")] = None,
     limit: LimitOption = 50,
     offset: OffsetOption = 0,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List signals, newest first."""
-    with api_client(api_url, api_key) as client:
-        body = client.get(
-            "/signals/", limit=limit, offset=offset, externalCustomerId=customer, signalName=event_name
-        )
+    customer_filter: dict[str, str] = {}
+    if customer is not None:
+        customer_filter["customerId" if _is_customer_id(customer) else "externalCustomerId"] = customer
+    with api_client(api_url, api_key, timeout=timeout) as client:
+        body = client.get("/signals/", limit=limit, offset=offset, signalName=event_name, **customer_filter)
     if as_json:
         print_json(body)
         return
@@ -490,6 +530,7 @@ def checkouts_create(
     cancel_url: Annotated[str | None, typer.Option(help="Where the buyer goes on cancel.")] = None,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create a hosted checkout and print its URL."""
@@ -501,12 +542,12 @@ def checkouts_create(
         body["externalCustomerId"] = customer
     if cancel_url is not None:
         body["cancelUrl"] = cancel_url
-    with api_client(api_url, api_key) as client:
+    with api_client(api_url, api_key, timeout=timeout) as client:
         created = client.post("/checkouts/", body)
     if as_json:
         print_json(created)
         return
-    console.print(f"Checkout {created['id']}: {created['url']}")
+    console.print(f"Checkout {escape(created['id'])}: {escape(created['url'])}", soft_wrap=True)
 
 
 def _list_command(group: typer.Typer, path: str, columns: list[tuple[str, Any]], what: str) -> None:
@@ -516,9 +557,10 @@ def _list_command(group: typer.Typer, path: str, columns: list[tuple[str, Any]],
         offset: OffsetOption = 0,
         api_url: ApiUrlOption = None,
         api_key: ApiKeyOption = None,
+        timeout: RequestTimeoutOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        with api_client(api_url, api_key) as client:
+        with api_client(api_url, api_key, timeout=timeout) as client:
             body = client.get(path, limit=limit, offset=offset)
         if as_json:
             print_json(body)
@@ -531,13 +573,14 @@ def _list_command(group: typer.Typer, path: str, columns: list[tuple[str, Any]],
 def _get_command(group: typer.Typer, path: str, fields: list[Any], what: str) -> None:
     @group.command("get")
     def get_item(
-        item_id: Annotated[str, typer.Argument(help=f"Id of the {what}.")],
+        item_id: Annotated[str, typer.Argument(help=f"Id of the {what}.", callback=require_id)],
         api_url: ApiUrlOption = None,
         api_key: ApiKeyOption = None,
+        timeout: RequestTimeoutOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        with api_client(api_url, api_key) as client:
-            body = client.get(f"{path}{item_id}")
+        with api_client(api_url, api_key, timeout=timeout) as client:
+            body = client.get(f"{path}{segment(item_id)}")
         if as_json:
             print_json(body)
             return
@@ -582,10 +625,11 @@ def value_receipts_list(
     offset: OffsetOption = 0,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List value receipts."""
-    with api_client(api_url, api_key) as client:
+    with api_client(api_url, api_key, timeout=timeout) as client:
         body = client.get("/value-receipts/", limit=limit, offset=offset)
     if as_json:
         print_json(body)

@@ -5,14 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from tallystick.cli.output import console, print_error
 from tallystick.cli.users import DatabaseUrlOption, _open_store
 
 secrets_app = typer.Typer(help="Encryption of the secrets stored in the database.", no_args_is_help=True)
-
-console = Console()
-error_console = Console(stderr=True)
 
 # (model name, attribute) of every column stored with EncryptedString.
 ENCRYPTED_COLUMNS = (
@@ -31,16 +28,17 @@ def generate_key() -> None:
     print(new_key())
 
 
-@secrets_app.command("encrypt")
+@secrets_app.command(
+    "encrypt",
+    # Each help paragraph is one string, because typer prints a docstring's line breaks as they are.
+    help="Rewrite every stored secret encrypted with the first key of TALLYSTICK_ENCRYPTION_KEYS.\n\n"
+    "Run it after setting the keys for the first time, and after putting a new key first, so that secrets "
+    "stored in clear or under an older key are rewritten. It is safe to run again.",
+)
 def encrypt(
     database_url: DatabaseUrlOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing on success.")] = False,
 ) -> None:
-    """Rewrite every stored secret encrypted with the first key of TALLYSTICK_ENCRYPTION_KEYS.
-
-    Run it after setting the keys for the first time, and after putting a new key first, so
-    that secrets stored in clear or under an older key are rewritten. It is safe to run again.
-    """
     from sqlalchemy import select
     from sqlalchemy.orm.attributes import flag_modified
 
@@ -51,10 +49,9 @@ def encrypt(
     check_settings()
     try:
         if configured_fernet() is None:
-            error_console.print(
-                "[red]Error:[/red] TALLYSTICK_ENCRYPTION_KEYS is not set; set it to one or more keys from "
-                "`tallystick secrets generate-key`, new key first",
-                soft_wrap=True,
+            print_error(
+                "TALLYSTICK_ENCRYPTION_KEYS is not set; set it to one or more keys from "
+                "`tallystick secrets generate-key`, new key first"
             )
             raise typer.Exit(code=1)
         store = _open_store(database_url)
@@ -70,7 +67,8 @@ def encrypt(
         finally:
             store.dispose()
     except EncryptionKeyError as error:
-        error_console.print(f"[red]Error:[/red] {error}", soft_wrap=True)
+        print_error(str(error))
         raise typer.Exit(code=1) from None
     if not quiet:
-        console.print(f"Encrypted {rewritten} stored secrets with the first key.")
+        noun = "secret" if rewritten == 1 else "secrets"
+        console.print(f"Encrypted {rewritten} stored {noun} with the first key.")

@@ -7,12 +7,13 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 
-users_app = typer.Typer(help="Create and list dashboard operator accounts.", no_args_is_help=True)
+from tallystick.cli.output import console, error_console, print_table
 
-console = Console()
-error_console = Console(stderr=True)
+users_app = typer.Typer(
+    help="Create and list dashboard operator accounts and replace their passwords.", no_args_is_help=True
+)
 
 DatabaseUrlOption = Annotated[
     str | None,
@@ -26,12 +27,12 @@ DatabaseUrlOption = Annotated[
 
 
 def _open_store(database_url: str | None):  # type: ignore[no-untyped-def]
+    from tallystick.cli.main import migrate_or_exit
     from tallystick.server.db import Store
-    from tallystick.server.migrate import upgrade_to_head
     from tallystick.server.settings import default_database_url
 
     url = database_url or default_database_url()
-    upgrade_to_head(url)
+    migrate_or_exit(url)
     return Store.open(url)
 
 
@@ -65,7 +66,7 @@ def users_create(
             operator = create_operator(session, organization_id=organization.id, email=email, password=password)
             result = {"organizationId": organization.id, "operatorId": operator.id, "email": operator.email}
     except OperatorError as error:
-        error_console.print(f"Cannot create the operator: {error}.", soft_wrap=True)
+        error_console.print(f"Cannot create the operator: {escape(str(error))}.", soft_wrap=True)
         raise typer.Exit(code=1) from None
     finally:
         store.dispose()
@@ -75,11 +76,18 @@ def users_create(
     if as_json:
         typer.echo(json.dumps(result))
         return
-    console.print(f"Operator {result['email']} ({result['operatorId']}) of organization {org} created.", soft_wrap=True)
+    console.print(
+        f"Operator {escape(result['email'])} ({result['operatorId']}) of organization {escape(org)} created.",
+        soft_wrap=True,
+    )
     if not password_stdin:
-        console.print(f"Password: [bold]{password}[/bold]", soft_wrap=True)
+        console.print(f"Password: [bold]{escape(password)}[/bold]", soft_wrap=True)
         console.print("Store the password now: it is not shown again.", soft_wrap=True)
-    console.print("Sign in at http://HOST:PORT/dashboard/login", soft_wrap=True)
+    console.print(
+        "Sign in at /dashboard/login on the tallystick server, such as http://127.0.0.1:8000/dashboard/login "
+        "for `tallystick serve` with its default host and port.",
+        soft_wrap=True,
+    )
 
 
 @users_app.command("set-password")
@@ -108,26 +116,24 @@ def users_set_password(
         with store.transaction() as session:
             operator = find_operator_by_email(session, email)
             if operator is None:
-                error_console.print(f"No operator has the email {email}.", soft_wrap=True)
+                error_console.print(f"No operator has the email {escape(email)}.", soft_wrap=True)
                 raise typer.Exit(code=1)
             set_password(session, operator, password)
     except OperatorError as error:
-        error_console.print(f"Cannot set the password: {error}.", soft_wrap=True)
+        error_console.print(f"Cannot set the password: {escape(str(error))}.", soft_wrap=True)
         raise typer.Exit(code=1) from None
     finally:
         store.dispose()
 
-    console.print(f"Password of {email} replaced; their dashboard sessions have ended.", soft_wrap=True)
+    console.print(f"Password of {escape(email)} replaced; their dashboard sessions have ended.", soft_wrap=True)
     if not password_stdin:
-        console.print(f"Password: [bold]{password}[/bold]", soft_wrap=True)
+        console.print(f"Password: [bold]{escape(password)}[/bold]", soft_wrap=True)
         console.print("Store the password now: it is not shown again.", soft_wrap=True)
 
 
 @users_app.command("list")
 def users_list(database_url: DatabaseUrlOption = None) -> None:
     """List operators with their organization and last sign-in."""
-    from rich.table import Table
-
     from tallystick.server.dashboard.operators import list_operators
     from tallystick.server.models import Organization
 
@@ -144,7 +150,7 @@ def users_list(database_url: DatabaseUrlOption = None) -> None:
             ]
     finally:
         store.dispose()
-    table = Table("id", "email", "organization", "last sign-in")
-    for item in items:
-        table.add_row(*item)
-    console.print(table)
+    print_table(
+        [dict(zip(("id", "email", "organization", "lastSignIn"), item, strict=True)) for item in items],
+        [("id", "id"), ("email", "email"), ("organization", "organization"), ("last sign-in", "lastSignIn")],
+    )

@@ -9,7 +9,19 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from tallystick.cli.output import ApiKeyOption, ApiUrlOption, JsonOption, api_client, console, print_json
+from tallystick.errors import ApiError
+
+from tallystick.cli.output import (
+    ApiKeyOption,
+    ApiUrlOption,
+    JsonOption,
+    RequestTimeoutOption,
+    api_client,
+    console,
+    print_error,
+    print_json,
+)
+from tallystick.cli.text_files import NotUtf8Error, read_utf8
 
 value_models = typer.Typer(help="The value model: value types, formulas and signal bindings.", no_args_is_help=True)
 
@@ -17,17 +29,38 @@ value_models = typer.Typer(help="The value model: value types, formulas and sign
 # organization again (about 3,500 signals a second on SQLite).
 DEFAULT_BACKFILL_TIMEOUT = 600.0
 
+# Largest --timeout, a day. Larger ones reach the OverflowError that sockets raise for 1e10 s
+# (CPython 3.11 on Linux).
+MAX_BACKFILL_TIMEOUT = 86_400.0
+
 TimeoutOption = Annotated[
     float,
-    typer.Option(help="Seconds to wait for the server, which evaluates every signal again.", min=1),
+    typer.Option(
+        help="Seconds to wait for the server, which evaluates every signal again.", min=1, max=MAX_BACKFILL_TIMEOUT
+    ),
 ]
 
 
 @value_models.command("show")
-def show(api_url: ApiUrlOption = None, api_key: ApiKeyOption = None, as_json: JsonOption = False) -> None:
+def show(
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
+    timeout: RequestTimeoutOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Show the active value model version."""
-    with api_client(api_url, api_key) as client:
-        version = client.value_models.get_current()
+    with api_client(api_url, api_key, timeout=timeout) as client:
+        try:
+            version = client.value_models.get_current()
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            # The server's message names the HTTP route; this names the command.
+            print_error(
+                "this organization has no value model yet; upload one with `tallystick value-models upload FILE`",
+                label=f"Error {error.status}:",
+            )
+            raise typer.Exit(code=1) from None
     if as_json:
         print_json(version)
         return
@@ -85,7 +118,10 @@ def backfill(
 
 def _read_content(path: Path) -> dict[str, Any]:
     """Read the model content from `path`: the content object itself, or `{"content": {...}}`."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = read_utf8(path)
+    except (OSError, NotUtf8Error) as error:
+        raise typer.BadParameter(str(error), param_hint="PATH") from None
     try:
         loaded = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import shutil
 import sys
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from tallystick import Client
@@ -75,10 +77,15 @@ def run_demo(
 
     if not servers.port_is_free(port):
         raise DemoError(f"port {port} is in use; pass --port with a free port")
+    folder = database.resolve().parent
+    if not folder.is_dir():
+        raise DemoError(f"the folder {folder} of --database does not exist; create it or pass another --database")
+    if not os.access(folder, os.W_OK):
+        raise DemoError(f"the folder {folder} of --database is not writable; pass another --database")
 
     remove_database(database)
     url = f"sqlite:///{database.resolve()}"
-    console.print(f"[bold]1.[/bold] Starting tallystick on {url}")
+    console.print(f"[bold]1.[/bold] Starting tallystick on {escape(url)}", soft_wrap=True)
     upgrade_to_head(url)
     store = Store.open(url)
     # No secret key here: the server keeps one in the database, so the signed links that the
@@ -136,7 +143,7 @@ def run_demo(
     if not serve:
         console.print(
             f"\nThe server has stopped (--no-serve). To browse these pages, run:\n"
-            f"  {_cli_command()} serve --port {port} --database-url {url}",
+            f"  {escape(_cli_command())} serve --port {port} --database-url {escape(url)}",
             soft_wrap=True,
         )
     else:
