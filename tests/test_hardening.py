@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import httpx
+import pytest
 
 from tallystick.server.hardening import THREADED_PARSE_BYTES
 from tests.conftest import make_tenant, serve_app
@@ -418,3 +419,32 @@ def test_large_bodies_get_same_checks(tenant):
     assert created.status_code == 201, created.text
     assert created.json()["metadata"]["pad"] == padding
     assert tenant.http.get("/customers/").json()["pagination"]["total"] == 1
+
+
+# In UTC these fall after 9999-12-31 or before 0001-01-01, which no database column stores.
+LATE = "9999-12-31T23:59:59-01:00"
+EARLY = "0001-01-01T00:00:00+01:00"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/customers/external/c-1/credits/grants", {"creditCurrencyKey": "k", "amount": 1, "expiresAt": LATE}, "expiresAt"),
+        ("POST", "/customers/external/c-1/credits/grants", {"creditCurrencyKey": "k", "amount": 1, "startsAt": EARLY}, "startsAt"),
+        ("PUT", "/customers/cus_missing", {"churnDate": LATE}, "churnDate"),
+        ("POST", "/checkouts/", {"products": [], "successUrl": "https://example.com", "expiresAt": LATE}, "expiresAt"),
+        ("PUT", "/value-models/", {"content": {"valueTypes": []}, "effectiveFrom": LATE}, "effectiveFrom"),
+        ("POST", "/value-receipts/", {"externalCustomerId": "c-1", "startDate": EARLY, "endDate": LATE}, "startDate"),
+        ("GET", f"/orders/?startDateTo={LATE}", None, "startDateTo"),
+        ("GET", f"/signals/?createdAtTo={LATE}", None, "createdAtTo"),
+        ("GET", f"/credits/transactions?createdAtFrom={EARLY}", None, "createdAtFrom"),
+        ("GET", f"/costs/aggregates?endTime={LATE}", None, "endTime"),
+        ("GET", f"/traces?endTime={LATE}", None, "endTime"),
+    ],
+)
+def test_date_times_outside_utc_range_are_400(tenant, method, path, body, field):
+    response = tenant.http.request(method, path.replace("+", "%2B"), json=body)
+
+    assert response.status_code == 400, response.text
+    assert field in [item["field"] for item in response.json()["fields"]], response.text
+    assert "outside the years 1 to 9999" in response.text

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Query
 
 from tallystick.server.errors import bad_request
+from tallystick.server.schemas import to_utc
 
 ExternalCustomerFilter = Annotated[
     str | None,
@@ -39,8 +40,11 @@ def parse_date_filter(name: str, raw: str | None, *, end_of_day: bool = False) -
     except ValueError:
         raise bad_request(name, "must be a date (YYYY-MM-DD) or an RFC 3339 date-time", raw) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment
+        return moment.replace(tzinfo=UTC)
+    try:
+        return to_utc(moment)
+    except ValueError as error:
+        raise bad_request(name, str(error), raw) from None
 
 
 def parse_bool_filter(name: str, raw: str | None) -> bool | None:

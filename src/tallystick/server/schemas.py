@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -127,6 +128,31 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+
+
+# The message of a date-time whose UTC form Python cannot represent, such as
+# 9999-12-31T23:59:59-01:00: the database stores UTC, so such a value cannot be stored.
+OUT_OF_UTC_RANGE = "is out of range: in UTC it falls outside the years 1 to 9999"
+
+
+def to_utc(value: datetime) -> datetime:
+    """Convert an aware date-time to UTC, or raise ValueError (with OUT_OF_UTC_RANGE) when
+    the result would fall outside the years 1 to 9999."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(OUT_OF_UTC_RANGE) from None
+
+
+def check_utc_range(value: datetime | None) -> datetime | None:
+    """Return `value` unchanged when the database can store it; see `to_utc`."""
+    if value is not None and value.tzinfo is not None:
+        to_utc(value)
+    return value
+
+
+# A date-time of a request body that is stored: its UTC form must exist.
+StorableDatetime = Annotated[datetime, AfterValidator(check_utc_range)]
 
 
 def check_path_segment(value: str | None) -> str | None:

@@ -9,7 +9,13 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from tallystick.server.models import Checkout
-from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel, check_path_segment
+from tallystick.server.schemas import (
+    PaginationOut,
+    RequestModel,
+    ResponseModel,
+    StorableDatetime,
+    check_path_segment,
+)
 
 CHECKOUT_STATUSES = ("active", "completed", "expired", "archived")
 # The text in `successUrl` replaced by the checkout's id when the buyer is sent back.
@@ -72,7 +78,7 @@ class CheckoutCreate(RequestModel):
         description="Where the buyer goes after paying; {CHECKOUT_ID} is replaced by the id.",
     )
     cancel_url: str | None = Field(default=None, max_length=2048)
-    expires_at: datetime | None = Field(default=None, description="Default: 24 hours from now.")
+    expires_at: StorableDatetime | None = Field(default=None, description="Default: 24 hours from now.")
     metadata: dict[str, Any] | None = None
     collect_address: bool | None = Field(default=None, description="Default: true.")
     collect_phone: bool | None = Field(default=None, description="Default: false.")

@@ -36,6 +36,7 @@ from tallystick.server.costs.pricing import (
 )
 from tallystick.server.costs.records import cost_row
 from tallystick.server.models.signal import Signal
+from tallystick.server.schemas import to_utc
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,12 @@ def _start_time(raw: Any) -> datetime | None:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise CostDataError("start_time", "must be an ISO 8601 timestamp", raw) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return to_utc(moment)
+    except ValueError as error:
+        raise CostDataError("start_time", str(error), raw) from None
 
 
 def manual_price(manual: ManualCost, at: datetime, overrides: list[Any]) -> PriceResult:

@@ -9,7 +9,13 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel, check_path_segment
+from tallystick.server.schemas import (
+    PaginationOut,
+    RequestModel,
+    ResponseModel,
+    StorableDatetime,
+    check_path_segment,
+)
 
 CREATION_STATES = ("draft", "active")
 CUSTOMER_STATUSES = ("active", "churned")
@@ -70,7 +76,7 @@ class CustomerUpdate(CustomerFields):
     the address the customer already has, even one that the check now rejects."""
 
     name: str | None = Field(default=None, min_length=1, max_length=500)
-    churn_date: datetime | None = None
+    churn_date: StorableDatetime | None = None
 
 
 def email_problem(value: str | None) -> str | None:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Annotated
 
-from pydantic import AwareDatetime, Field, StrictInt
+from pydantic import AfterValidator, AwareDatetime, Field, StrictInt
 
 from tallystick.server.models.cost import COST_PLACES
-from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
+from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel, check_utc_range
+
+# A date-time with an offset whose UTC form exists, so that it can be stored.
+StorableAwareDatetime = Annotated[AwareDatetime, AfterValidator(check_utc_range)]
 
 # Grants through the API take at most 6 decimal places, as the Paid API documents. The ledger
 # itself keeps 9, so that fractional credit costs of signals stay exact.
@@ -52,11 +56,11 @@ class GrantCreate(RequestModel):
     amount: Decimal = Field(
         description="Credits to grant (not money): greater than 0, at most 6 decimal places."
     )
-    starts_at: AwareDatetime | None = Field(
+    starts_at: StorableAwareDatetime | None = Field(
         default=None,
         description="When the credits become spendable; not in the future. Defaults to now.",
     )
-    expires_at: AwareDatetime | None = Field(
+    expires_at: StorableAwareDatetime | None = Field(
         default=None, description="When the credits expire; in the future. Null: never."
     )
     priority: StrictInt | None = Field(

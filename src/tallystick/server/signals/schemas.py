@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -12,7 +12,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from tallystick.server.costs.money_schemas import CostSummaryOut, MoneyOut
 from tallystick.server.errors import format_location, more_problems_suffix, problem_reason, show_value
 from tallystick.server.field_hints import MAX_HINTS, field_location, misspelling_hint
-from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel, check_path_segment
+from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel, check_path_segment, to_utc
 
 # Most signals one POST /signals/bulk request may carry.
 MAX_SIGNALS_PER_REQUEST = 1000
@@ -120,10 +120,7 @@ def parse_timestamp(value: str) -> datetime:
         raise ValueError("must be an RFC 3339 date-time, such as 2026-01-31T23:00:00Z") from None
     if moment.tzinfo is None:
         raise ValueError("must include a timezone offset, such as Z or +05:00")
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("is out of range: in UTC it falls outside the years 1 to 9999") from None
+    return to_utc(moment)
 
 
 def parse_signal(raw: Any, index: int) -> SignalInput | SignalError:

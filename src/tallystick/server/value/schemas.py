@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, AliasChoices, Field
 
-from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel
+from tallystick.server.schemas import PaginationOut, RequestModel, ResponseModel, to_utc
 
 # Slugs of value types: lowercase letters, digits, "_" and "-", starting with a letter or digit.
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -41,7 +41,7 @@ def as_utc(value: datetime | None) -> datetime | None:
         return None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    return to_utc(value)
 
 
 # A date-time read as UTC when it has no offset.
