@@ -173,6 +173,29 @@ def test_unaddressable_customer_ids_rejected(tenant, store):
     assert tenant.http.get("/customers/").json()["pagination"]["total"] == 0
 
 
+def test_span_time_past_int64_rejected(tenant, store):
+    late = span(openai_chat_attributes(), start_nano=2**63)
+
+    response = post_export(tenant.server.root, tenant.api_key, export(late).SerializeToString())
+
+    assert response.status_code == 200
+    answer = ExportTraceServiceResponse.FromString(response.content)
+    assert answer.partial_success.rejected_spans == 1
+    assert f"startTimeUnixNano {2**63} is out of range" in answer.partial_success.error_message
+    assert cost_rows(store, tenant.organization_id) == []
+
+
+def test_long_model_name_is_cut_to_fit(tenant, store):
+    long_model = "m" * 300
+
+    response = send_spans(tenant, span(openai_chat_attributes(model=long_model)))
+
+    assert response.status_code == 200
+    (record,) = cost_rows(store, tenant.organization_id)
+    assert record.model_reported == "m" * 252 + "..."
+    assert record.cost_status == "unpriced"
+
+
 def test_partial_success_in_json(tenant):
     bad = span(openai_chat_attributes(completion=-1))
 

@@ -34,6 +34,12 @@ _DEFAULTS.update(
 
 # audio_seconds is stored with six places (microseconds).
 _SECONDS_QUANTUM = Decimal("0.000001")
+# Columns of names that spans report as free text, with their lengths. A longer name is cut, so
+# the call's cost is still stored (PostgreSQL would reject the whole row).
+_REPORTED_NAME_LENGTHS = {
+    name: CostRecord.__table__.c[name].type.length
+    for name in ("vendor", "provider", "model_reported", "model", "operation", "service_tier")
+}
 
 
 def cost_row(
@@ -84,6 +90,8 @@ def cost_row(
         reported_cost_attribute=usage.reported_cost_attribute,
         created_at=clock.now(),
     )
+    for name, length in _REPORTED_NAME_LENGTHS.items():
+        row[name] = _truncate(row[name], length)
     unknown = set(fields) - set(_DEFAULTS)
     if unknown:
         raise KeyError(f"not cost_records columns: {sorted(unknown)}")

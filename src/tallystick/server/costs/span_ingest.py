@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 # Span names of paid-python's signal(): "signal", renamed by its span processor.
 SIGNAL_SPAN_NAMES = frozenset({"signal", "paid.trace.signal"})
+# The latest span time stored, in nanoseconds since the epoch: the largest signed 64-bit value.
+MAX_UNIX_NANO = 2**63 - 1
 # Maximum length of ids and names kept from span attributes, as the columns that store them.
 _MAX_ID_LENGTH = 255
 # paid_scope_id is an int64 attribute.
@@ -136,12 +138,16 @@ def _classify(spans: list[SpanView], result: SpanIngestResult) -> tuple[list[_Ll
     signal_spans: list[_SignalSpan] = []
     for span in spans:
         attributes = span.attributes
-        if span.name in SIGNAL_SPAN_NAMES and "event_name" in attributes:
+        is_signal = span.name in SIGNAL_SPAN_NAMES and "event_name" in attributes
+        if not is_signal and not is_llm_span(attributes):
+            continue
+        if span.start_time_unix_nano > MAX_UNIX_NANO or span.end_time_unix_nano > MAX_UNIX_NANO:
+            result.reject(f"span {span.span_id} of trace {span.trace_id}: {_times_problem(span)}")
+            continue
+        if is_signal:
             signal_span = _read_signal_span(span, result)
             if signal_span is not None:
                 signal_spans.append(signal_span)
-            continue
-        if not is_llm_span(attributes):
             continue
         external_customer_id = _text_id(attributes.get("external_customer_id"))
         try:
@@ -338,6 +344,17 @@ def _store_signals(
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _times_problem(span: SpanView) -> str:
+    """Say which of the span's times is past MAX_UNIX_NANO.
+
+    OTLP sends them as unsigned 64-bit nanoseconds, and the columns are signed 64-bit.
+    """
+    name, value = ("startTimeUnixNano", span.start_time_unix_nano)
+    if value <= MAX_UNIX_NANO:
+        name, value = ("endTimeUnixNano", span.end_time_unix_nano)
+    return f"{name} {value} is out of range: at most {MAX_UNIX_NANO} (in the year 2262)"
 
 
 def _instant(unix_nano: int) -> datetime | None:
