@@ -473,3 +473,41 @@ def test_receipt_total_survives_round_trip_through_list(tenant):
     [summary] = client.value_receipts.list_value_receipts().data
     assert summary.total_delivered_value == MARCH_CENTS
     assert summary.customer_name == "Ada Lovelace"
+
+
+def test_value_model_long_event_name_without_label(tenant):
+    event_name = "e" * 255
+    content = {"currency": "USD", "valueTypes": [], "formulas": [], "signals": [{"eventName": event_name}]}
+
+    response = tenant.http.put("/value-models/", json={"content": content})
+
+    assert response.status_code == 200, response.text
+    [binding] = response.json()["content"]["signals"]
+    assert (binding["eventName"], binding["label"]) == (event_name, "e" * 200)
+
+
+def test_value_model_deep_formula_is_400(tenant):
+    content = {
+        "currency": "USD",
+        "valueTypes": [
+            {
+                "slug": "deep",
+                "name": "Deep",
+                "calculationTimeline": [
+                    {
+                        "effectiveFrom": "2020-01-01T00:00:00Z",
+                        "calculation": {"unit": {"type": "count"}, "formulaIds": ["deep"], "signalEventNames": ["deep_evt"]},
+                    }
+                ],
+            }
+        ],
+        "formulas": [
+            {"id": "deep", "valueTypeSlug": "deep", "variables": [{"id": "n", "label": "N"}], "expression": "-" * 1000 + "n"}
+        ],
+        "signals": [{"eventName": "deep_evt", "formulaId": "deep", "variableMapping": {"n": "n"}}],
+    }
+
+    response = tenant.http.put("/value-models/", json={"content": content})
+
+    assert response.status_code == 400, response.text
+    assert "nests deeper than 100 levels" in response.json()["error"]

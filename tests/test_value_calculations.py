@@ -22,6 +22,7 @@ from tallystick.server.value.compiler import compile_content
 from tallystick.server.value.content import prepare_content
 from tallystick.server.value.definitions import ContentError
 from tallystick.server.value.evaluation import SignalFacts, ValueResult, evaluate_signal
+from tallystick.server.value import formulas
 from tallystick.server.value.formulas import FormulaSyntaxError, UnknownValue, parse_formula
 from tallystick.server.value.schemas import ValueModelContentIn
 
@@ -296,6 +297,19 @@ def test_untaken_branch_needs_no_field():
 def test_formula_syntax_rejected(expression):
     with pytest.raises(FormulaSyntaxError):
         parse_formula(expression, {"x"})
+
+
+def test_deeply_nested_formula_rejected():
+    with pytest.raises(FormulaSyntaxError, match="nests deeper than 100 levels"):
+        parse_formula("-" * 1000 + "x", {"x"})
+    with pytest.raises(FormulaSyntaxError, match="nests deeper"):
+        parse_formula("(" * 150 + "x" + ")" * 150 + " + " + " + ".join(["x"] * 120), {"x"})
+
+
+def test_long_sum_formula_evaluates():
+    formula = parse_formula(" + ".join(["x"] * 60), {"x"})
+
+    assert formulas.evaluate(formula, lambda name: Decimal("0.5")) == Decimal("30.0")
 
 
 # Conditions

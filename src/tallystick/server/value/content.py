@@ -7,7 +7,13 @@ from typing import Any
 from tallystick.server.value.calculations import BUILTIN_CALCULATIONS, DURATION_UNITS, UNIT_KINDS, builtin_parameters
 from tallystick.server.value.compiler import compile_content
 from tallystick.server.value.definitions import ContentError
-from tallystick.server.value.schemas import FormulaIn, FormulaVariableIn, UnitIn, ValueModelContentIn
+from tallystick.server.value.schemas import (
+    MAX_LABEL_LENGTH,
+    FormulaIn,
+    FormulaVariableIn,
+    UnitIn,
+    ValueModelContentIn,
+)
 
 
 def normalize_unit(unit: UnitIn, path: str) -> UnitIn:
@@ -55,11 +61,12 @@ def prepare_content(content: ValueModelContentIn) -> dict[str, Any]:
             raise ContentError(f"{path}.valueTypeSlug", "names no value type of this content", formula.value_type_slug)
         content.formulas[index] = _prepare_formula(formula, unit, path)
 
+    # An event name may be longer than a label, so the default label is cut to fit.
     for binding in content.signals:
-        binding.label = binding.label or binding.event_name
+        binding.label = binding.label or binding.event_name[:MAX_LABEL_LENGTH]
     for override in content.overrides or []:
         for binding in override.additional_signals or []:
-            binding.label = binding.label or binding.event_name
+            binding.label = binding.label or binding.event_name[:MAX_LABEL_LENGTH]
 
     stored = content.model_dump(by_alias=True, exclude_none=True, mode="json")
     compile_content(stored)

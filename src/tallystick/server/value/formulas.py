@@ -26,6 +26,10 @@ import simpleeval
 
 # Maximum length of a formula, in characters.
 MAX_EXPRESSION_LENGTH = 2000
+# Deepest nesting of a formula's syntax tree. The evaluator recurses at every level: 400
+# levels evaluated and 500 exhausted Python's default recursion limit in a server. A sum of
+# n terms nests about n levels deep.
+MAX_NESTING = 100
 # Largest exponent `**` accepts: higher powers of decimals only produce huge numbers.
 MAX_EXPONENT = 100
 # Significant digits of intermediate results; stored values keep nine decimal places.
@@ -135,6 +139,10 @@ def parse_formula(text: str, allowed_names: set[str] | frozenset[str]) -> Formul
         tree = ast.parse(text, mode="eval")
     except SyntaxError as error:
         raise FormulaSyntaxError(f"is not a valid expression ({error.msg})") from None
+    except (RecursionError, MemoryError):
+        raise FormulaSyntaxError(f"nests deeper than {MAX_NESTING} levels") from None
+    if _nesting(tree) > MAX_NESTING:
+        raise FormulaSyntaxError(f"nests deeper than {MAX_NESTING} levels")
 
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -157,6 +165,17 @@ def parse_formula(text: str, allowed_names: set[str] | frozenset[str]) -> Formul
         declared = ", ".join(sorted(allowed_names)) or "none"
         raise FormulaSyntaxError(f"uses undeclared variable {unknown[0]!r} (declared: {declared})")
     return Formula(text=text, tree=tree, names=frozenset(variables))
+
+
+def _nesting(tree: ast.AST) -> int:
+    """Return the depth of `tree`, walked without recursion."""
+    deepest = 0
+    pending = [(tree, 1)]
+    while pending:
+        node, depth = pending.pop()
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 class _DecimalEvaluator(simpleeval.SimpleEval):

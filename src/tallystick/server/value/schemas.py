@@ -30,7 +30,9 @@ MAX_SEGMENT_ROWS = 5000
 # parameter, or a decimal number written as text), or a boolean.
 FixedValue = bool | int | float | str
 
-NAME = Field(min_length=1, max_length=200)
+# The longest name or label of a value model part.
+MAX_LABEL_LENGTH = 200
+NAME = Field(min_length=1, max_length=MAX_LABEL_LENGTH)
 TEXT = Field(default=None, max_length=2000)
 LONG_TEXT = Field(default=None, max_length=20000)
 
@@ -134,7 +136,7 @@ class DerivedFromIn(RequestModel):
 
 class FormulaVariableIn(RequestModel):
     id: str = Field(min_length=1, max_length=64)
-    label: str | None = Field(default=None, max_length=200)
+    label: str | None = Field(default=None, max_length=MAX_LABEL_LENGTH)
     type: str | None = Field(default=None, description="number, money, duration, boolean or string.")
     description: str | None = TEXT
     format: str | None = Field(default=None, description="Display hint: percent or duration.")
@@ -145,7 +147,7 @@ class FormulaVariableIn(RequestModel):
 class FormulaIn(RequestModel):
     id: str = Field(pattern=ID_PATTERN)
     value_type_slug: str
-    label: str | None = Field(default=None, max_length=200)
+    label: str | None = Field(default=None, max_length=MAX_LABEL_LENGTH)
     description: str | None = TEXT
     variables: list[FormulaVariableIn] = Field(default_factory=list, max_length=MAX_VARIABLES)
     expression: str | None = Field(default=None, max_length=2000)
@@ -160,7 +162,7 @@ class FormulaIn(RequestModel):
 
 class SignalBindingIn(RequestModel):
     event_name: str = Field(min_length=1, max_length=255)
-    label: str | None = Field(default=None, max_length=200)
+    label: str | None = Field(default=None, max_length=MAX_LABEL_LENGTH)
     formula_id: str | None = None
     variable_mapping: dict[str, str] | None = Field(
         default=None, description="Formula variable id -> signal data field it is read from."
@@ -283,11 +285,11 @@ class ValueMetricMonetaryConversionIn(RequestModel):
     value_per_unit: int | float | str = Field(
         description="Money per one unit of the metric, in minor units (cents for USD)."
     )
-    label: str | None = Field(default=None, max_length=200)
+    label: str | None = Field(default=None, max_length=MAX_LABEL_LENGTH)
 
 
 class ValueMetricFormulaIn(RequestModel):
-    label: str | None = Field(default=None, max_length=200)
+    label: str | None = Field(default=None, max_length=MAX_LABEL_LENGTH)
     expression: str | None = Field(default=None, max_length=2000)
     variables: list[FormulaVariableIn] = Field(default_factory=list, max_length=MAX_VARIABLES)
     calculation: str | None = None
@@ -295,7 +297,7 @@ class ValueMetricFormulaIn(RequestModel):
 
 class ValueMetricSignalIn(RequestModel):
     event_name: str = Field(min_length=1, max_length=255)
-    label: str | None = Field(default=None, max_length=200)
+    label: str | None = Field(default=None, max_length=MAX_LABEL_LENGTH)
     defaults: dict[str, FixedValue] | None = None
     variable_mapping: dict[str, str] | None = None
     description: str | None = TEXT
@@ -319,7 +321,7 @@ class ValueMetricCreate(RequestModel):
 
 class ValueMetricVariableEdit(RequestModel):
     value: int | float | str | None = None
-    label: str | None = Field(default=None, max_length=200)
+    label: str | None = Field(default=None, max_length=MAX_LABEL_LENGTH)
     format: str | None = None
     format_unit: str | None = None
 
