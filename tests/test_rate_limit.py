@@ -116,14 +116,14 @@ def test_sign_in_throttle_keys_hide_email(redis_client, key_prefix):
 
     throttle = SignInThrottle(build_storage(REDIS_URL, key_prefix), REDIS_URL)
     for _ in range(FAILURES_PER_EMAIL.amount):
-        throttle.record_failure("Ada.Lovelace@Example.com")
+        throttle.record_failure("Ada.Lovelace@Example.com", "fingerprint")
 
     keys = [key.decode() for key in redis_client.scan_iter(match=f"{key_prefix}:*")]
     assert keys != []
     assert not any("lovelace" in key.lower() for key in keys)
     # The count is still per email, whatever its case and surrounding spaces.
-    assert throttle.allowed("  ada.lovelace@example.com") is False
-    assert throttle.allowed("grace@example.com") is True
+    assert throttle.allowed("  ada.lovelace@example.com", "fingerprint") is False
+    assert throttle.allowed("grace@example.com", "fingerprint") is True
 
 
 def test_unreachable_storage_lets_requests_through(store, database_url, closed_port, caplog):
@@ -398,8 +398,8 @@ def test_unexpected_throttle_error_allows_sign_in(caplog):
     throttle.limiter.test = failing  # type: ignore[method-assign]
     throttle.limiter.hit = failing  # type: ignore[method-assign]
     with caplog.at_level(logging.INFO, logger="tallystick"):
-        allowed = throttle.allowed("ada@example.com")
-        throttle.record_failure("ada@example.com")
+        allowed = throttle.allowed("ada@example.com", "")
+        throttle.record_failure("ada@example.com", "")
 
     assert allowed is True
     [warning] = _events(caplog.records, "sign_in_throttle.storage_failed")

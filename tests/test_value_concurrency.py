@@ -13,11 +13,12 @@ WORKERS = 6
 
 def test_concurrent_uploads_number_versions(tenant):
     guide_setup(tenant)
-    content = guide_value_model().dict(by_alias=True, exclude_none=True)
-    for value_type in content["valueTypes"]:
-        value_type["calculationTimeline"][0]["effectiveFrom"] = "2020-01-01T00:00:00Z"
 
-    def upload(_: int) -> int:
+    def upload(index: int) -> int:
+        # Each upload differs, since one equal to the active version adds none.
+        content = guide_value_model(hourly_rate_cents=6000 + index).dict(by_alias=True, exclude_none=True)
+        for value_type in content["valueTypes"]:
+            value_type["calculationTimeline"][0]["effectiveFrom"] = "2020-01-01T00:00:00Z"
         with httpx.Client(base_url=tenant.server.api_url, headers=tenant.http.headers, timeout=60) as client:
             return client.put("/value-models/", json={"content": content}).status_code
 
