@@ -448,3 +448,12 @@ def test_date_times_outside_utc_range_are_400(tenant, method, path, body, field)
     assert response.status_code == 400, response.text
     assert field in [item["field"] for item in response.json()["fields"]], response.text
     assert "outside the years 1 to 9999" in response.text
+
+
+@pytest.mark.parametrize("path", ["/checkouts/%0A", "/customers/%0A", "/webhooks/deliveries/%0A", "/orders/a%09b"])
+def test_control_characters_in_path_are_400(tenant, path):
+    response = tenant.http.get(path)
+
+    assert response.status_code == 400, response.text
+    assert response.json()["fields"][0]["field"] == "path"
+    assert "control character" in response.json()["error"]

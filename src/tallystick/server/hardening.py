@@ -159,10 +159,14 @@ def has_unstorable_characters(text: str) -> bool:
 
 
 _FORM_CONTENT_TYPE = b"application/x-www-form-urlencoded"
+_UNSTORABLE_REASON = "contains a NUL character or an unpaired UTF-16 surrogate, which cannot be stored"
+# C0 controls and DEL.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class UnstorableTextMiddleware:
-    """Reject with 400 a path, query string or form with characters no database can store.
+    """Reject with 400 a path, query string or form with characters no database can store,
+    and a path with a control character.
 
     Such characters are NUL (%00) and unpaired UTF-16 surrogates. Without this check,
     PostgreSQL fails lookups and writes with such text with an error (a 500). It covers every
@@ -182,8 +186,14 @@ class UnstorableTextMiddleware:
         # The error's wording and the field to name in `fields`. The field is "path", or the
         # name of the query parameter or form field.
         problem: tuple[str, str] | None = None
+        reason = _UNSTORABLE_REASON
         if has_unstorable_characters(scope["path"]):
             problem = ("Invalid path", "path")
+        elif _CONTROL_CHARACTERS.search(scope["path"]):
+            # Routes match with Python's `$`, which also matches before a final line break,
+            # so /checkouts/%0A would reach the list route.
+            problem = ("Invalid path", "path")
+            reason = "contains a control character, such as a line break, which no route or id has"
         else:
             problem = _unstorable_field(query, "query parameter")
 
@@ -198,7 +208,6 @@ class UnstorableTextMiddleware:
             await self.app(scope, receive, send)
             return
         wording, field = problem
-        reason = "contains a NUL character or an unpaired UTF-16 surrogate, which cannot be stored"
         payload = json.dumps(
             {
                 "error": f"{wording}: {reason}; remove it",
