@@ -1152,3 +1152,12 @@ def test_openapi_documents_holds(tenant):
     assert {"id", "holdId"} <= set(placed_schema["properties"])
     body_schema = operation["requestBody"]["content"]["application/json"]["schema"]
     assert "creditCurrencyKey" in body_schema["properties"]
+
+
+def test_openapi_lists_grant_replay_status(tenant):
+    document = tenant.http.get(tenant.http.base_url.copy_with(path="/openapi.json")).json()
+
+    for path in ("/api/v2/customers/{customer_id}/credits/grants", "/api/v2/customers/external/{external_id}/credits/grants"):
+        responses = document["paths"][path]["post"]["responses"]
+        assert {"200", "201"} <= set(responses), path
+        assert responses["200"]["content"]["application/json"]["schema"] == responses["201"]["content"]["application/json"]["schema"]

@@ -301,6 +301,7 @@ much revenue. Absent or null counts as 0.
     "/customers/external/{external_id}/credits/grants",
     status_code=201,
     response_model=GrantResponseOut,
+    responses={200: {"model": GrantResponseOut, "description": "A replay: the grant stored before with this idempotency key."}},
     openapi_extra=body_schema(GrantCreate),
     description=_GRANT_DOC,
 )
@@ -316,6 +317,7 @@ def grant_credits_by_external_id(
     "/customers/{customer_id}/credits/grants",
     status_code=201,
     response_model=GrantResponseOut,
+    responses={200: {"model": GrantResponseOut, "description": "A replay: the grant stored before with this idempotency key."}},
     openapi_extra=body_schema(GrantCreate),
     description=_GRANT_DOC,
 )
