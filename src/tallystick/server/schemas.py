@@ -125,6 +125,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Invalid request; the message names the field."},
     401: {"model": ErrorBody, "description": "Missing, unknown or revoked API key."},
     404: {"model": ErrorBody, "description": "No such object in this organization."},
+    429: {"model": ErrorBody, "description": "Rate limited (when the server sets a rate limit); retry after Retry-After."},
+    503: {"model": ErrorBody, "description": "The database is unavailable (retry after Retry-After), or the server is misconfigured."},
 }
 
 
