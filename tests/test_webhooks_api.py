@@ -341,17 +341,30 @@ def test_paid_sdk_bad_url_is_bad_request(tenant):
     assert raised.value.status_code == 400
 
 
+# The state each test event's object must show: (key, expected value) pairs.
+TEST_EVENT_STATES = {
+    events.INVOICE_CREATED: [("status", "draft"), ("paymentStatus", "pending")],
+    events.INVOICE_POSTED: [("status", "posted"), ("paymentStatus", "pending")],
+    events.INVOICE_PAID: [("paymentStatus", "paid"), ("amountPaid", 7900)],
+    events.PAYMENT_SUCCEEDED: [("status", "succeeded"), ("invoiceId", "test_invoice")],
+    events.PAYMENT_FAILED: [("status", "failed"), ("attempt", 1), ("failureCode", "card_declined")],
+    events.CHECKOUT_CREATED: [("status", "active"), ("orderId", None)],
+    events.CHECKOUT_COMPLETED: [("status", "completed"), ("orderId", "test_order")],
+    events.CHECKOUT_EXPIRED: [("status", "expired")],
+    events.CREDITS_DEPLETED: [("available", "0"), ("externalCustomerId", "test-customer")],
+    events.CREDITS_LOW: [("threshold", "100"), ("available", "99")],
+    events.OVERAGE_INCURRED: [("overage", "5"), ("signalCount", 1)],
+    events.CREDIT_CAP_REACHED: [("customerId", "test_customer")],
+}
+
+
 @pytest.mark.parametrize("name", sorted(WEBHOOK_EVENTS))
-def test_test_event_data_has_real_keys(name):
+def test_test_event_object_matches_its_event(name):
     from datetime import UTC, datetime
 
     from tallystick.server.webhooks.samples import sample_payload
 
-    payload_key = WEBHOOK_EVENTS[name].payload_key
-    sample = sample_payload(payload_key, datetime(2026, 1, 1, tzinfo=UTC))
+    sample = sample_payload(name, datetime(2026, 1, 1, tzinfo=UTC))
 
     assert sample["customerId"] == "test_customer"
-    if payload_key == "invoice":
-        assert (sample["invoiceTotal"], sample["paymentStatus"]) == (7900, "paid")
-    if payload_key == "payment":
-        assert (sample["invoiceId"], sample["amount"]) == ("test_invoice", 7900)
+    assert [(key, sample.get(key)) for key, _ in TEST_EVENT_STATES[name]] == TEST_EVENT_STATES[name]

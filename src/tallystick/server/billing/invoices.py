@@ -33,6 +33,7 @@ from tallystick.server.checkout.providers import (
     PaymentUnanswered,
     provider_for,
 )
+from tallystick.server.errors import timestamp_text
 from tallystick.server.ids import new_id
 from tallystick.server.models import (
     Invoice,
@@ -340,7 +341,7 @@ def _record_failure(
         "failureCode": code,
         "failureMessage": message,
         "attempt": invoice.payment_attempts,
-        "nextAttemptAt": invoice.next_payment_attempt_at.isoformat() if invoice.next_payment_attempt_at else None,
+        "nextAttemptAt": timestamp_text(invoice.next_payment_attempt_at) if invoice.next_payment_attempt_at else None,
         "paymentMethod": {"brand": method.brand, "last4": method.last4},
     }
     events.record_event(session, invoice.organization_id, events.PAYMENT_FAILED, payload)
@@ -426,7 +427,7 @@ def payment_payload(payment: Payment, invoice: Invoice | None, payment_method: P
         "customerId": payment.customer_id,
         "status": payment.status,
         "externalPaymentId": payment.provider_payment_id,
-        "paymentDate": payment.paid_at.isoformat(),
+        "paymentDate": timestamp_text(payment.paid_at),
         "amount": payment.amount,
         "currency": payment.currency,
         "provider": payment.provider,

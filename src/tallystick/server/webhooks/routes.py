@@ -277,7 +277,7 @@ async def test_webhook(webhook_name: str, request: Request, principal: CurrentPr
         event_id=new_id("outbox_event"),
         name=webhook_name,
         payload_key=payload_key,
-        payload=sample_payload(payload_key, now),
+        payload=sample_payload(webhook_name, now),
         occurred_at=now,
         is_test=True,
     )

@@ -1,9 +1,10 @@
-"""Made-up objects that test events carry, in the shape of the real events' objects.
+"""Made-up objects that test events carry, in the shape and state of the real events' objects.
 
 A test event (`POST /webhooks/{name}/test`) lets a receiver check its parsing as well as its
-signature check, so its `data` holds an object like the one the real event sends. Invoices,
-payments and checkouts are serialized by the same functions as the real events; every id
-starts with `test_`.
+signature check, so its `data` holds an object like the one the real event sends: a paid
+invoice for billing-invoice-paid, a completed checkout for billing-checkout-completed, a failed
+payment for billing-payment-failed. Invoices, payments and checkouts are serialized by the same
+functions as the real events. Every id starts with `test_`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from tallystick.server import events
 from tallystick.server.billing.invoices import invoice_payload, payment_payload
 from tallystick.server.checkout.schemas import checkout_out
+from tallystick.server.errors import timestamp_text
 from tallystick.server.models import Checkout, Invoice, Payment
 
 # A Pro plan of $79.00 a month.
@@ -23,25 +26,21 @@ _EXTERNAL_CUSTOMER_ID = "test-customer"
 _CURRENCY_ID = "test_credits_currency"
 
 
-def sample_payload(payload_key: str, now: datetime) -> dict[str, Any]:
-    """Return the object a test event of the events sent under `payload_key` carries."""
-    if payload_key == "invoice":
-        return invoice_payload(_invoice(now))
-    if payload_key == "payment":
-        payment = Payment(
-            id="test_payment",
-            customer_id=_CUSTOMER_ID,
-            provider="test",
-            provider_payment_id="test_provider_payment",
-            amount=_AMOUNT,
-            currency=_CURRENCY,
-            status="succeeded",
-            paid_at=now,
-        )
-        return payment_payload(payment, _invoice(now), None)
-    if payload_key == "checkout":
-        return checkout_out(_checkout(now), "active").model_dump(mode="json", by_alias=True)
-    if payload_key == "overage":
+def sample_payload(event_name: str, now: datetime) -> dict[str, Any]:
+    """Return the object a test event of `event_name` carries."""
+    if event_name == events.INVOICE_CREATED:
+        return invoice_payload(_invoice(now, status="draft", paid=False))
+    if event_name == events.INVOICE_POSTED:
+        return invoice_payload(_invoice(now, status="posted", paid=False))
+    if event_name == events.INVOICE_PAID:
+        return invoice_payload(_invoice(now, status="posted", paid=True))
+    if event_name == events.PAYMENT_SUCCEEDED:
+        return payment_payload(_payment(now), _invoice(now, status="posted", paid=True), None)
+    if event_name == events.PAYMENT_FAILED:
+        return _failed_payment(now)
+    if event_name in (events.CHECKOUT_CREATED, events.CHECKOUT_COMPLETED, events.CHECKOUT_EXPIRED):
+        return _checkout_payload(event_name, now)
+    if event_name == events.OVERAGE_INCURRED:
         return {
             "customerId": _CUSTOMER_ID,
             "creditsCurrencyId": _CURRENCY_ID,
@@ -50,46 +49,77 @@ def sample_payload(payload_key: str, now: datetime) -> dict[str, Any]:
             "signalIds": ["test_signal"],
             "eventNames": ["chat_message"],
         }
-    # The credit events: depleted, low and cap reached.
-    return {
-        "customerId": _CUSTOMER_ID,
-        "externalCustomerId": _EXTERNAL_CUSTOMER_ID,
-        "creditsCurrencyId": _CURRENCY_ID,
-        "available": "0",
-    }
+    credits = {"customerId": _CUSTOMER_ID, "externalCustomerId": _EXTERNAL_CUSTOMER_ID, "creditsCurrencyId": _CURRENCY_ID}
+    if event_name == events.CREDITS_LOW:
+        return {**credits, "threshold": "100", "available": "99"}
+    # Depleted, and credit cap reached, which is never sent for real.
+    return {**credits, "available": "0", "cause": "consumption"}
 
 
-def _invoice(now: datetime) -> Invoice:
+def _invoice(now: datetime, *, status: str, paid: bool) -> Invoice:
     return Invoice(
         id="test_invoice",
         number=1,
         display_number="INV-000001",
         customer_id=_CUSTOMER_ID,
         order_id="test_order",
-        status="posted",
-        payment_status="paid",
+        status=status,
+        payment_status="paid" if paid else "pending",
         source="order_based",
         currency=_CURRENCY,
         start_date=now,
         end_date=now + timedelta(days=30),
         issue_date=now,
-        posted_date=now,
+        posted_date=now if status == "posted" else None,
         due_date=now,
         subtotal=_AMOUNT,
         tax_amount=0,
         total=_AMOUNT,
-        amount_paid=_AMOUNT,
-        paid_at=now,
+        amount_paid=_AMOUNT if paid else 0,
+        paid_at=now if paid else None,
         billing_reason="period",
         period_number=1,
-        payment_attempts=1,
+        payment_attempts=1 if paid else 0,
         created_at=now,
         updated_at=now,
     )
 
 
-def _checkout(now: datetime) -> Checkout:
-    return Checkout(
+def _payment(now: datetime) -> Payment:
+    return Payment(
+        id="test_payment",
+        customer_id=_CUSTOMER_ID,
+        provider="test",
+        provider_payment_id="test_provider_payment",
+        amount=_AMOUNT,
+        currency=_CURRENCY,
+        status="succeeded",
+        paid_at=now,
+    )
+
+
+def _failed_payment(now: datetime) -> dict[str, Any]:
+    # The keys of invoices._record_failure's payload: a declined first attempt.
+    return {
+        "id": None,
+        "invoiceId": "test_invoice",
+        "invoiceNumber": "INV-000001",
+        "orderId": "test_order",
+        "customerId": _CUSTOMER_ID,
+        "status": "failed",
+        "amount": _AMOUNT,
+        "currency": _CURRENCY,
+        "provider": "test",
+        "failureCode": "card_declined",
+        "failureMessage": "Your card was declined. Try another card.",
+        "attempt": 1,
+        "nextAttemptAt": timestamp_text(now + timedelta(hours=24)),
+        "paymentMethod": {"brand": "visa", "last4": "0341"},
+    }
+
+
+def _checkout_payload(event_name: str, now: datetime) -> dict[str, Any]:
+    checkout = Checkout(
         id="test_checkout",
         url="https://billing.example.com/checkout/test_checkout",
         products=[{"id": "test_product"}],
@@ -105,3 +135,12 @@ def _checkout(now: datetime) -> Checkout:
         created_at=now,
         updated_at=now,
     )
+    status = "active"
+    if event_name == events.CHECKOUT_COMPLETED:
+        status = "completed"
+        checkout.completed_at = now
+        checkout.order_id = "test_order"
+    elif event_name == events.CHECKOUT_EXPIRED:
+        status = "expired"
+        checkout.expires_at = now
+    return checkout_out(checkout, status).model_dump(mode="json", by_alias=True)
