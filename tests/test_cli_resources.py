@@ -334,6 +334,8 @@ def test_invoices_show_formatted_total(tenant, cli_env):
     listed = invoke(cli_env, "invoices", "list")
     assert listed.exit_code == 0, listed.output
     assert "$199.00" in listed.output
+    [row] = [line for line in listed.output.splitlines() if invoice["id"] in line]
+    assert "│ paid" in row
 
     detail = invoke(cli_env, "invoices", "get", invoice["id"])
     assert detail.exit_code == 0, detail.output

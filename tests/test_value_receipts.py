@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from paid.core.api_error import ApiError as PaidApiError
 from paid.types import (
@@ -472,3 +473,16 @@ def test_receipt_scoped_to_order(tenant):
     )
     assert response.status_code == 400
     assert response.json()["fields"][0]["field"] == "orderId"
+
+
+def test_receipt_page_counts_unknown_values(tenant):
+    client = guide_setup(tenant)
+    client.value_models.update_value_model(content=guide_value_model())
+    send_march_signals(client)
+    created = client.value_receipts.create_value_receipt(external_customer_id="ada", start_date=MARCH, end_date=APRIL)
+
+    link = tenant.http.post(f"/value-receipts/{created.id}/links", json={}).json()["url"]
+    page = httpx.get(link)
+
+    assert page.status_code == 200
+    assert "1 has no known value and counts as zero" in " ".join(page.text.split())

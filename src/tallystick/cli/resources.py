@@ -608,7 +608,14 @@ def _invoice_amount_remaining(invoice: dict[str, Any]) -> str | None:
 _list_command(
     invoices,
     "/invoices/",
-    [("id", "id"), ("number", "number"), ("status", "status"), ("total", _invoice_total), ("customer", "customerId")],
+    [
+        ("id", "id"),
+        ("number", "number"),
+        ("status", "status"),
+        ("payment", "paymentStatus"),
+        ("total", _invoice_total),
+        ("customer", "customerId"),
+    ],
     "invoices",
 )
 _get_command(
