@@ -71,3 +71,11 @@ def test_verify_valid_among_several_signatures():
     header = valid.replace(",s=", ",s=AAAA,s=")
 
     verify_webhook_signature(BODY, header, SECRET, now=SENT_SECONDS)
+
+
+def test_verify_header_given_as_bytes():
+    header = sign_webhook_payload(BODY, SECRET, SENT_MS)
+
+    verify_webhook_signature(BODY, header.encode("ascii"), SECRET, now=SENT_SECONDS)
+    with pytest.raises(WebhookSignatureError, match="not ASCII"):
+        verify_webhook_signature(BODY, "t=1,s=ü".encode(), SECRET, now=SENT_SECONDS)

@@ -63,7 +63,7 @@ def sign_webhook_payload(payload: bytes, secret: str, timestamp_ms: int | None =
 
 def verify_webhook_signature(
     payload: bytes | str,
-    signature_header: str | None,
+    signature_header: str | bytes | None,
     secret: str,
     *,
     tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS,
@@ -75,12 +75,18 @@ def verify_webhook_signature(
         payload: the raw request body. Pass the bytes as received: re-encoding parsed JSON
             changes them and the signature no longer matches. A str is encoded as UTF-8.
         signature_header: the value of the x-webhook-signature header, or None when missing.
+            Frameworks that hand over raw header bytes (ASGI's scope) may pass them as is.
         secret: the organization's webhook signing secret.
         tolerance_seconds: how far the signature's timestamp may be from `now`, either way.
         now: the current time in seconds since the Unix epoch; defaults to ``time.time()``.
     """
     if not signature_header:
         raise WebhookSignatureError(f"missing {SIGNATURE_HEADER} header")
+    if isinstance(signature_header, bytes):
+        try:
+            signature_header = signature_header.decode("ascii")
+        except UnicodeDecodeError:
+            raise WebhookSignatureError(f"the {SIGNATURE_HEADER} header is not ASCII text") from None
     if isinstance(payload, str):
         payload = payload.encode("utf-8")
 
