@@ -26,6 +26,7 @@ from tallystick.server.migrate import upgrade_to_head
 from tallystick.server.models import PaymentSettings, ServerSecret, WebhookSigningSecret
 from tallystick.server.settings import Settings, get_settings
 from tests.conftest import serve_app
+from tests.dashboard_helpers import DashboardClient, make_operator
 
 STRIPE_KEY = "sk_test_51EncryptionAtRestKey0000"
 STRIPE_WEBHOOK_SECRET = "whsec_encryption_at_rest"
@@ -219,6 +220,8 @@ def test_server_without_key_answers_503(own_store, use_keys):
         created = create_api_key(session, "misconfigured-org")
         session.add(PaymentSettings(organization_id=created.organization_id, provider="stripe", stripe_secret_key=STRIPE_KEY))
 
+    operator = make_operator(own_store, created.organization_id)
+
     # The operator encrypted the secrets but started this server without the key.
     use_keys(None)
     url = str(own_store.engine.url)
@@ -226,8 +229,14 @@ def test_server_without_key_answers_503(own_store, use_keys):
         http = httpx.Client(base_url=running.api_url, headers={"Authorization": f"Bearer {created.secret}"}, timeout=30)
         response = http.get("/payment-settings")
         http.close()
+        dashboard = DashboardClient(running.root)
+        assert dashboard.sign_in(operator).status_code == 303
+        page = dashboard.get("/dashboard/settings/payments")
+        dashboard.close()
 
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "server_misconfigured"
     assert "TALLYSTICK_ENCRYPTION_KEYS is not set" in response.json()["error"]
     assert STRIPE_KEY not in response.text
+    assert page.status_code == 503
+    assert "TALLYSTICK_ENCRYPTION_KEYS is not set" in page.text
