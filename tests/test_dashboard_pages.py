@@ -481,6 +481,13 @@ def test_value_type_edit_archive_restore(dashboard, tenant):
     assert metric["name"] == "Minutes saved in chat"
     assert metric["description"] is None
     assert metric["monetaryConversion"]["valuePerUnit"] == 150
+    # The saved worth stays editable in the form.
+    assert 'name="value_per_unit" inputmode="decimal" value="150"' in dashboard.get("/dashboard/value-types").text
+    changed = dashboard.submit(
+        "/dashboard/value-types", form, {"name": "Minutes saved in chat", "description": "", "value_per_unit": "200"}
+    )
+    assert changed.status_code == 303
+    assert tenant.http.get("/value-metrics/minutes_saved").json()["monetaryConversion"]["valuePerUnit"] == 200
 
     archived = dashboard.submit("/dashboard/value-types", form, {"action": "archive"})
     assert archived.status_code == 303
@@ -491,7 +498,7 @@ def test_value_type_edit_archive_restore(dashboard, tenant):
     assert restored.status_code == 303
     assert tenant.http.get("/value-metrics/minutes_saved").json()["archivedAt"] is None
     versions = tenant.http.get("/value-models/versions").json()["pagination"]["total"]
-    assert versions == 4
+    assert versions == 5
 
 
 @pytest.mark.parametrize(
