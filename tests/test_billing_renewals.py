@@ -311,7 +311,7 @@ def charges(monkeypatch):  # type: ignore[no-untyped-def]
     return record
 
 
-def test_renewal_charge_holds_no_lock_while_the_provider_answers(tenant, store, charges):
+def test_renewal_charge_made_outside_locks(tenant, store, charges):
     catalog = create_chat_catalog(tenant, STARTER)
     with frozen(JAN_31):
         order_id = buy(tenant, catalog, "Starter", "unlocked-1")

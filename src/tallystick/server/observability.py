@@ -75,7 +75,7 @@ class JsonLogFormatter(logging.Formatter):
 
 
 # Loggers kept at WARNING whatever the level: Alembic's plugin registry logs one INFO line per
-# built-in plugin (seven) each time migrations run, which says nothing about this server.
+# built-in plugin (seven) each time migrations run, which is noise in a server's log.
 QUIET_LOGGERS = ("alembic.runtime.plugins",)
 
 

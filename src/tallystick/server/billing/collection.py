@@ -13,8 +13,8 @@ committed:
    short transaction of its own under the order's row lock.
 
 A process that stops between the two leaves the claim. When the claim lapses, the invoice is
-due again, and the next attempt reuses the stored key, so the provider answers with the first
-charge instead of making a second one.
+due again, and the next attempt reuses the stored key, so the provider returns the first charge
+instead of making a second one.
 """
 
 from __future__ import annotations

@@ -219,7 +219,7 @@ class Charge:
     at: datetime
 
     def is_claimed_by(self, invoice: Invoice) -> bool:
-        """Whether `invoice` still waits for this attempt's outcome."""
+        """Return whether `invoice` still waits for this attempt's outcome."""
         return (
             invoice.status == "posted"
             and invoice.payment_status != "paid"
@@ -232,7 +232,7 @@ def claim_charge(session: Session, order: Order, invoice: Invoice, now: datetime
     """Prepare the next charge of a posted, unpaid invoice; None when there is nothing to charge.
 
     The attempt's idempotency key is stored on the invoice until its outcome is recorded. An
-    attempt whose outcome was never recorded (the provider did not answer, or the process
+    attempt whose outcome was never recorded (the provider did not respond, or the process
     stopped) is retried with the same key, so a charge that went through is not made twice.
     """
     invoice.next_payment_attempt_at = None
@@ -282,7 +282,7 @@ def charge_invoice(session: Session, order: Order, invoice: Invoice, now: dateti
 def record_charge_outcome(
     session: Session, order: Order, invoice: Invoice, charge: Charge, outcome: PaymentOutcome
 ) -> bool:
-    """Store what the provider answered to `charge`; return whether the invoice is paid now.
+    """Store the provider's outcome of `charge`; return whether the invoice is paid now.
 
     A decline schedules the next attempt after the next retry delay, or marks the invoice
     overdue when none is left. A charge whose result is unknown (the provider was unreachable)

@@ -30,7 +30,7 @@ MAX_SEGMENT_ROWS = 5000
 # parameter, or a decimal number written as text), or a boolean.
 FixedValue = bool | int | float | str
 
-# The longest name or label of a value model part.
+# Maximum length of the name or label of a value model part.
 MAX_LABEL_LENGTH = 200
 NAME = Field(min_length=1, max_length=MAX_LABEL_LENGTH)
 TEXT = Field(default=None, max_length=2000)

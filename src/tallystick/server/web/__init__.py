@@ -123,7 +123,7 @@ def _as_page_when_on_page(api_handler: Callable[[Request, Any], Awaitable[Respon
         context = {"title": "Temporarily unavailable", "text": "This page cannot be loaded right now. Try again in a moment."}
         if isinstance(error, EncryptionKeyError) and request.url.path.startswith("/dashboard"):
             # Operators can fix this, and waiting does not: name the cause. Buyers and customers
-            # on other pages are not told how the server is configured.
+            # on other pages do not see how the server is configured.
             context = {"title": "Server misconfigured", "text": f"This server cannot read a stored secret: {error}."}
         headers = dict(PAGE_HEADERS)
         if "Retry-After" in response.headers:

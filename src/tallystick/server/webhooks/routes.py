@@ -247,7 +247,7 @@ def update_webhook(
 async def test_webhook(webhook_name: str, request: Request, principal: CurrentPrincipal) -> WebhookTestOut:
     """Send a signed test event (isTest true) to the webhook's url now; success means a 2xx.
 
-    Its data holds a made-up object of the event's kind, with ids that start with test_.
+    Its data contains a made-up object of the event's kind, with ids that start with test_.
 
     The webhook must be enabled with a url. The test is not retried and records no delivery,
     but it updates lastSentAt and lastStatus.

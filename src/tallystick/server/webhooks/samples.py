@@ -1,7 +1,7 @@
 """Made-up objects that test events carry, in the shape and state of the real events' objects.
 
 A test event (`POST /webhooks/{name}/test`) lets a receiver check its parsing as well as its
-signature check, so its `data` holds an object like the one the real event sends: a paid
+signature check, so its `data` contains an object like the one the real event sends: a paid
 invoice for billing-invoice-paid, a completed checkout for billing-checkout-completed, a failed
 payment for billing-payment-failed. Invoices, payments and checkouts are serialized by the same
 functions as the real events. Every id starts with `test_`.
