@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -350,11 +351,12 @@ def test_lapsed_claim_is_charged_again_with_its_key(tenant, store, charges, monk
 
     # The process stops after the renewal commits and before it calls the provider.
     with monkeypatch.context() as patch, frozen(FEB_28):
-        patch.setattr(collection, "collect_charge", lambda store, *, charge: None)
+        patch.setattr(collection, "collect_charge", lambda store, *, charge, lease_until: None)
         assert renew_due_orders(store.transaction, FEB_28) == 1
     renewal = order_invoices(store, order_id)[1]
     claim_ends = FEB_28 + timedelta(seconds=600)
-    key = f"invoice:{renewal.id}:attempt:1"
+    method_id = load_order(store, order_id).payment_method_id
+    key = f"invoice:{renewal.id}:attempt:1:{method_id}"
     assert (renewal.payment_status, renewal.payment_attempts) == ("pending", 0)
     assert (renewal.payment_idempotency_key, renewal.next_payment_attempt_at) == (key, claim_ends)
     assert load_order(store, order_id).billing_due_at == claim_ends
@@ -402,3 +404,88 @@ def test_customer_state_shows_credits_paid_at_renewal(tenant, store):
 
     assert [balance["balance"] for balance in state["credits"]["balances"]] == [2000]
     assert order_invoices(store, order_id)[1].payment_status == "paid"
+
+
+def test_claim_taken_over_is_not_charged(tenant, store, charges, monkeypatch):
+    catalog = create_chat_catalog(tenant, STARTER)
+    with frozen(JAN_31):
+        order_id = buy(tenant, catalog, "Starter", "taken-over-1")
+
+    # Process A claims the charge and is slow to reach its call: the claim lapses and process B
+    # claims the same attempt. Neither has called the provider yet.
+    queued: list[tuple[Any, Any]] = []
+    later = FEB_28 + timedelta(seconds=601)
+    with monkeypatch.context() as patch:
+        patch.setattr(collection, "collect_charge", lambda store, *, charge, lease_until: queued.append((charge, lease_until)))
+        for moment in (FEB_28, later):
+            with frozen(moment):
+                # Orders of other tests' organizations may be due too.
+                assert renew_due_orders(store.transaction, moment) >= 1
+    [first, second] = [item for item in queued if item[0].order_id == order_id]
+
+    with frozen(later + timedelta(seconds=1)):
+        for charge, lease_until in (first, second):
+            collection.collect_charge(store, charge=charge, lease_until=lease_until)
+
+    assert [request.metadata["order_id"] for request in charges.made].count(order_id) == 1
+    renewal = order_invoices(store, order_id)[1]
+    assert (renewal.payment_status, renewal.payment_attempts) == ("paid", 1)
+
+
+def test_mark_paid_waits_for_claimed_charge(tenant, store, monkeypatch):
+    catalog = create_chat_catalog(tenant, STARTER)
+    with frozen(JAN_31):
+        order_id = buy(tenant, catalog, "Starter", "mark-paid-claim-1")
+
+    with monkeypatch.context() as patch, frozen(FEB_28):
+        patch.setattr(collection, "collect_charge", lambda store, *, charge, lease_until: None)
+        assert renew_due_orders(store.transaction, FEB_28) >= 1
+        renewal = order_invoices(store, order_id)[1]
+        refused = tenant.http.post(f"/invoices/{renewal.id}/mark-paid")
+
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["code"] == "payment_in_progress"
+    assert order_invoices(store, order_id)[1].payment_status == "pending"
+
+
+def test_provider_error_keeps_the_key_for_a_retry(tenant, store, monkeypatch, caplog):
+    catalog = create_chat_catalog(tenant, STARTER)
+    with frozen(JAN_31):
+        order_id = buy(tenant, catalog, "Starter", "provider-error-1")
+
+    def broken(self, request, method):  # type: ignore[no-untyped-def]
+        raise RuntimeError("provider library bug")
+
+    with monkeypatch.context() as patch, frozen(FEB_28):
+        patch.setattr(TestModeProvider, "charge_saved_method", broken)
+        assert renew_due_orders(store.transaction, FEB_28) >= 1
+
+    renewal = order_invoices(store, order_id)[1]
+    assert (renewal.payment_status, renewal.payment_attempts) == ("pending", 1)
+    assert renewal.payment_idempotency_key is not None
+    assert renewal.next_payment_attempt_at == FEB_28 + timedelta(hours=24)
+    assert "provider_unanswered" in (renewal.last_payment_error or "")
+    assert any(record.getMessage() == "payment.provider_failed" for record in caplog.records)
+
+
+def test_changed_payment_method_releases_the_claim(tenant, store, charges, monkeypatch):
+    catalog = create_chat_catalog(tenant, STARTER)
+    with frozen(JAN_31):
+        order_id = buy(tenant, catalog, "Starter", "method-change-1")
+
+    queued: list[tuple[Any, Any]] = []
+    with monkeypatch.context() as patch, frozen(FEB_28):
+        patch.setattr(collection, "collect_charge", lambda store, *, charge, lease_until: queued.append((charge, lease_until)))
+        assert renew_due_orders(store.transaction, FEB_28) >= 1
+    with store.transaction() as session:
+        order = lock_order(session, order_id)
+        assert order is not None
+        order.payment_method_id = None
+
+    with frozen(FEB_28 + timedelta(seconds=5)):
+        [(charge, lease_until)] = [item for item in queued if item[0].order_id == order_id]
+        collection.collect_charge(store, charge=charge, lease_until=lease_until)
+
+    assert order_id not in [request.metadata["order_id"] for request in charges.made]
+    renewal = order_invoices(store, order_id)[1]
+    assert (renewal.payment_idempotency_key, renewal.next_payment_attempt_at) == (None, FEB_28)

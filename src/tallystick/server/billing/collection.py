@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from tallystick.server import clock
 from tallystick.server.billing import invoices
-from tallystick.server.checkout.providers import PaymentSucceeded
+from tallystick.server.checkout.providers import PaymentOutcome, PaymentSucceeded, PaymentUnanswered
 from tallystick.server.db import Store, after_commit
 from tallystick.server.models import Invoice, Order, Payment
 from tallystick.server.settings import get_settings
@@ -53,22 +53,35 @@ def defer_charge(session: Session, order: Order, invoice: Invoice, now: datetime
     charge = invoices.claim_charge(session, order, invoice, now)
     if charge is None:
         return
-    invoice.next_payment_attempt_at = now + claim_duration()
-    after_commit(session, partial(collect_charge, charge=charge))
+    lease_until = _lease_from(now)
+    invoice.next_payment_attempt_at = lease_until
+    after_commit(session, partial(collect_charge, charge=charge, lease_until=lease_until))
 
 
-def collect_charge(store: Store, *, charge: invoices.Charge) -> None:
-    """Make a claimed charge and store its outcome, unless another process stored one first."""
+def charge_in_progress(invoice: Invoice, now: datetime) -> bool:
+    """Return whether a claimed charge of `invoice` may be waiting for its provider now."""
+    due = invoice.next_payment_attempt_at
+    return invoice.payment_idempotency_key is not None and due is not None and now < due <= _lease_from(now)
+
+
+def _lease_from(now: datetime) -> datetime:
+    # From the wall clock when it is later: a worker's `now` is when its poll started, and the
+    # poll may have charged other orders since.
+    return max(now, clock.now()) + claim_duration()
+
+
+def collect_charge(store: Store, *, charge: invoices.Charge, lease_until: datetime) -> None:
+    """Make a claimed charge and store its outcome, unless another process took the claim over."""
     ids = {"organization_id": charge.organization_id, "order_id": charge.order_id, "invoice_id": charge.invoice_id}
-    # The claim is read back before money moves: work queued inside a savepoint that rolled
-    # back still runs (see db.after_commit), and its claim was never stored.
-    with store.read_sessions() as session:
-        invoice = session.get(Invoice, charge.invoice_id)
-        if invoice is None or not charge.is_claimed_by(invoice):
-            log.info("payment.claim_gone", extra={**ids, "attempt": charge.attempt})
-            return
+    renewed = _renew_claim(store, charge, lease_until, ids)
+    if renewed is None:
+        return
 
-    outcome = charge.provider.charge_saved_method(charge.request, charge.method)
+    try:
+        outcome: PaymentOutcome = charge.provider.charge_saved_method(charge.request, charge.method)
+    except Exception as error:  # noqa: BLE001 - any provider failure leaves the outcome unknown
+        log.exception("payment.provider_failed", extra={**ids, "attempt": charge.attempt})
+        outcome = PaymentUnanswered(message=f"the payment provider failed ({type(error).__name__})")
 
     from tallystick.server.billing.renewals import lock_order, next_due
 
@@ -76,11 +89,48 @@ def collect_charge(store: Store, *, charge: invoices.Charge) -> None:
     with clock.at(charge.at), store.transaction() as session:
         order = lock_order(session, charge.order_id)
         invoice = session.get(Invoice, charge.invoice_id)
-        if order is None or invoice is None or not charge.is_claimed_by(invoice):
+        if order is None or invoice is None:
+            _report_superseded(session, charge, outcome, ids)
+            return
+        still_ours = charge.is_claimed_by(invoice) and invoice.next_payment_attempt_at == renewed
+        # Money taken here is recorded even when another process took the lapsed claim over.
+        unpaid = invoice.status == "posted" and invoice.payment_status != "paid"
+        if not still_ours and not (isinstance(outcome, PaymentSucceeded) and unpaid):
             _report_superseded(session, charge, outcome, ids)
             return
         invoices.record_charge_outcome(session, order, invoice, charge, outcome)
         order.billing_due_at = next_due(session, order)
+
+
+def _renew_claim(store: Store, charge: invoices.Charge, lease_until: datetime, ids: dict[str, str]) -> datetime | None:
+    """Restart the claim's time just before the provider is called; return its new end, or None
+    when the claim is no longer this call's to make.
+
+    The claim must still be the one this process stored: work queued in a savepoint that rolled
+    back still runs (see db.after_commit), and another process takes over a lapsed claim. A
+    payment method changed since the claim releases it, so the next attempt charges the new one.
+    """
+    from tallystick.server.billing.renewals import lock_order, next_due
+
+    with store.transaction() as session:
+        order = lock_order(session, charge.order_id)
+        invoice = session.get(Invoice, charge.invoice_id)
+        if order is None or invoice is None or not charge.is_claimed_by(invoice):
+            log.info("payment.claim_gone", extra={**ids, "attempt": charge.attempt})
+            return None
+        if invoice.next_payment_attempt_at != lease_until:
+            log.info("payment.claim_taken_over", extra={**ids, "attempt": charge.attempt})
+            return None
+        if order.payment_method_id != charge.method.id:
+            invoice.payment_idempotency_key = None
+            invoice.next_payment_attempt_at = charge.at
+            order.billing_due_at = next_due(session, order)
+            log.info("payment.method_changed", extra={**ids, "attempt": charge.attempt})
+            return None
+        renewed = _lease_from(charge.at)
+        invoice.next_payment_attempt_at = renewed
+        order.billing_due_at = next_due(session, order)
+    return renewed
 
 
 def _report_superseded(session: Session, charge: invoices.Charge, outcome: object, ids: dict[str, str]) -> None:

@@ -240,7 +240,8 @@ def claim_charge(session: Session, order: Order, invoice: Invoice, now: datetime
     if invoice.payment_status == "paid" or invoice.status != "posted" or method is None:
         return None
     attempt = invoice.payment_attempts + 1
-    key = invoice.payment_idempotency_key or f"invoice:{invoice.id}:attempt:{attempt}"
+    # The method is part of the key: a provider rejects one key reused with other parameters.
+    key = invoice.payment_idempotency_key or f"invoice:{invoice.id}:attempt:{attempt}:{method.id}"
     invoice.payment_idempotency_key = key
     request = PaymentRequest(
         organization_id=invoice.organization_id,

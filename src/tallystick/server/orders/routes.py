@@ -10,6 +10,7 @@ from fastapi import Depends, Query
 from tallystick.server import clock
 from tallystick.server.billing import invoices as billing_invoices
 from tallystick.server.billing.allocations import allocate_due
+from tallystick.server.billing.collection import charge_in_progress
 from tallystick.server.billing.renewals import lock_order
 from tallystick.server.billing.test_clocks import customer_time
 from tallystick.server.deps import (
@@ -18,7 +19,7 @@ from tallystick.server.deps import (
     ReadSession,
     authenticate,
 )
-from tallystick.server.errors import bad_request
+from tallystick.server.errors import ApiError, bad_request
 from tallystick.server.filters import ExternalCustomerFilter, parse_choice_filter, parse_date_filter
 from tallystick.server.models import Order
 from tallystick.server.orders import queries, service
@@ -268,7 +269,18 @@ def mark_invoice_paid(invoice_id: str, principal: CurrentPrincipal, session: DbS
     if invoice.order_id is None:
         raise bad_request("id", "only invoices of orders can be marked paid", invoice.id)
     order = _locked_order(session, principal.organization_id, invoice.order_id)
+    # Read again under the order's lock: a renewal charge may have been stored meanwhile.
+    session.refresh(invoice)
+    if invoice.payment_status == "paid":
+        return invoice_out(invoice)
     with customer_time(session, invoice.customer_id) as now:
+        if charge_in_progress(invoice, now):
+            raise ApiError(
+                409,
+                "payment_in_progress",
+                "A charge of this invoice to the saved payment method is in progress; read the invoice "
+                "again in a few minutes before marking it paid.",
+            )
         billing_invoices.record_payment(
             session,
             invoice=invoice,

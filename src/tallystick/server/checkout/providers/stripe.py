@@ -34,8 +34,10 @@ from tallystick.server.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-# Stripe errors that leave the outcome of a request unknown: retry with the same key.
-_UNANSWERED_ERRORS = (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError)
+# Stripe errors that leave the outcome of a request unknown: retry with the same key. An
+# IdempotencyError answers a request whose key is still in use by another request, whose
+# outcome is not known yet either.
+_UNANSWERED_ERRORS = (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError, stripe.IdempotencyError)
 DECLINE_MESSAGE = "Your card was declined."
 
 
