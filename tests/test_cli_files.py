@@ -6,20 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from tallystick.cli.main import app
-
-runner = CliRunner()
+from tests.cli_helpers import api_env, invoke, runner
 
 
 @pytest.fixture
 def cli_env(tenant):  # type: ignore[no-untyped-def]
-    return {"TALLYSTICK_API_URL": tenant.server.root, "TALLYSTICK_API_KEY": tenant.api_key, "COLUMNS": "400"}
-
-
-def invoke(env, *args):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, list(args), env=env)
+    return api_env(tenant, columns=400)
 
 
 def error_lines(output: str) -> list[str]:

@@ -9,20 +9,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from typer.testing import CliRunner
 
-from tallystick.cli.main import app
-
-runner = CliRunner()
+from tests.cli_helpers import api_env, invoke
 
 
 @pytest.fixture
 def cli_env(tenant):  # type: ignore[no-untyped-def]
-    return {"TALLYSTICK_API_URL": tenant.server.root, "TALLYSTICK_API_KEY": tenant.api_key, "COLUMNS": "200"}
-
-
-def invoke(env, *args):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, list(args), env=env)
+    return api_env(tenant)
 
 
 def test_delete_with_dot_segments_deletes_nothing(tenant, cli_env):

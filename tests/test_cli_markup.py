@@ -6,12 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from tallystick.cli.main import app
+from tests.cli_helpers import api_env, invoke, runner
 from tests.guide import create_guide_catalog
-
-runner = CliRunner()
 
 # A closing tag without an opening one made rich raise MarkupError; an opening tag was
 # swallowed as a style.
@@ -20,11 +18,7 @@ MARKUP_VALUES = ["Acme [/bold] x", "[red]Evil", "[/]"]
 
 @pytest.fixture
 def cli_env(tenant):  # type: ignore[no-untyped-def]
-    return {"TALLYSTICK_API_URL": tenant.server.root, "TALLYSTICK_API_KEY": tenant.api_key, "COLUMNS": "200"}
-
-
-def invoke(env, *args):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, list(args), env=env)
+    return api_env(tenant)
 
 
 def column_text(output: str, index: int) -> str:
