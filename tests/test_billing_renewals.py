@@ -296,18 +296,18 @@ def test_background_task_renews_without_api_calls(tenant, store, database_url):
 def charges(monkeypatch):  # type: ignore[no-untyped-def]
     """Record each renewal charge the test payment provider makes, then make it as usual.
 
-    `charges.during` is called inside each charge, while the provider "waits for its answer".
+    `charges.during` is called inside each charge, while the provider is still working on it.
     """
-    made: list[PaymentRequest] = []
+    requests: list[PaymentRequest] = []
     original = TestModeProvider.charge_saved_method
 
     def charge(self, request, method):  # type: ignore[no-untyped-def]
-        made.append(request)
+        requests.append(request)
         if record.during is not None:
             record.during(request)
         return original(self, request, method)
 
-    record = SimpleNamespace(made=made, during=None)
+    record = SimpleNamespace(requests=requests, during=None)
     monkeypatch.setattr(TestModeProvider, "charge_saved_method", charge)
     return record
 
@@ -360,14 +360,14 @@ def test_lapsed_claim_is_charged_again_with_its_key(tenant, store, charges, monk
     assert (renewal.payment_status, renewal.payment_attempts) == ("pending", 0)
     assert (renewal.payment_idempotency_key, renewal.next_payment_attempt_at) == (key, claim_ends)
     assert load_order(store, order_id).billing_due_at == claim_ends
-    assert charges.made == []
+    assert charges.requests == []
 
     with frozen(claim_ends - timedelta(seconds=1)):
         assert renew_due_orders(store.transaction, claim_ends - timedelta(seconds=1)) == 0
     with frozen(claim_ends):
         assert renew_due_orders(store.transaction, claim_ends) == 1
 
-    assert [request.idempotency_key for request in charges.made] == [key]
+    assert [request.idempotency_key for request in charges.requests] == [key]
     renewal = order_invoices(store, order_id)[1]
     assert (renewal.payment_status, renewal.payment_attempts, renewal.payment_idempotency_key) == ("paid", 1, None)
     with store.read_sessions() as session:
@@ -390,7 +390,7 @@ def test_renewal_rolled_back_makes_no_charge(tenant, store, charges):
         assert advance_order(session, order, FEB_28) == 1
         raise RuntimeError("the renewal's transaction fails after claiming the charge")
 
-    assert charges.made == []
+    assert charges.requests == []
     assert [invoice.period_number for invoice in order_invoices(store, order_id)] == [1]
 
 
@@ -427,7 +427,7 @@ def test_claim_taken_over_is_not_charged(tenant, store, charges, monkeypatch):
         for charge, lease_until in (first, second):
             collection.collect_charge(store, charge=charge, lease_until=lease_until)
 
-    assert [request.metadata["order_id"] for request in charges.made].count(order_id) == 1
+    assert [request.metadata["order_id"] for request in charges.requests].count(order_id) == 1
     renewal = order_invoices(store, order_id)[1]
     assert (renewal.payment_status, renewal.payment_attempts) == ("paid", 1)
 
@@ -441,10 +441,10 @@ def test_mark_paid_waits_for_claimed_charge(tenant, store, monkeypatch):
         patch.setattr(collection, "collect_charge", lambda store, *, charge, lease_until: None)
         assert renew_due_orders(store.transaction, FEB_28) >= 1
         renewal = order_invoices(store, order_id)[1]
-        refused = tenant.http.post(f"/invoices/{renewal.id}/mark-paid")
+        rejected = tenant.http.post(f"/invoices/{renewal.id}/mark-paid")
 
-    assert refused.status_code == 409, refused.text
-    assert refused.json()["code"] == "payment_in_progress"
+    assert rejected.status_code == 409, rejected.text
+    assert rejected.json()["code"] == "payment_in_progress"
     assert order_invoices(store, order_id)[1].payment_status == "pending"
 
 
@@ -486,6 +486,6 @@ def test_changed_payment_method_releases_the_claim(tenant, store, charges, monke
         [(charge, lease_until)] = [item for item in queued if item[0].order_id == order_id]
         collection.collect_charge(store, charge=charge, lease_until=lease_until)
 
-    assert order_id not in [request.metadata["order_id"] for request in charges.made]
+    assert order_id not in [request.metadata["order_id"] for request in charges.requests]
     renewal = order_invoices(store, order_id)[1]
     assert (renewal.payment_idempotency_key, renewal.next_payment_attempt_at) == (None, FEB_28)

@@ -103,12 +103,12 @@ def collect_charge(store: Store, *, charge: invoices.Charge, lease_until: dateti
 
 
 def _renew_claim(store: Store, charge: invoices.Charge, lease_until: datetime, ids: dict[str, str]) -> datetime | None:
-    """Restart the claim's time just before the provider is called; return its new end, or None
-    when the claim is no longer this call's to make.
+    """Restart the claim's time just before the provider is called, and return its new end.
 
-    The claim must still be the one this process stored: work queued in a savepoint that rolled
-    back still runs (see db.after_commit), and another process takes over a lapsed claim. A
-    payment method changed since the claim releases it, so the next attempt charges the new one.
+    Return None when the claim is not this call's to make any more. That is the case when
+    another process took over the lapsed claim, and when the claim was queued in a savepoint
+    that rolled back, since such work still runs (see db.after_commit). A payment method
+    changed since the claim releases it, so that the next attempt charges the new method.
     """
     from tallystick.server.billing.renewals import lock_order, next_due
 

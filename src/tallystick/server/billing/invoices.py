@@ -229,7 +229,7 @@ class Charge:
 
 
 def claim_charge(session: Session, order: Order, invoice: Invoice, now: datetime) -> Charge | None:
-    """Prepare the next charge of a posted, unpaid invoice; None when there is nothing to charge.
+    """Prepare the next charge of a posted, unpaid invoice, or return None when there is none.
 
     The attempt's idempotency key is stored on the invoice until its outcome is recorded. An
     attempt whose outcome was never recorded (the provider did not respond, or the process

@@ -112,8 +112,10 @@ class ListPage:
 
 
 def list_offset(offset: str | None = None) -> int:
-    """Read the `offset` query parameter of a list page; anything but a number reads as 0, and
-    offsets past MAX_OFFSET read as MAX_OFFSET (an empty page)."""
+    """Read the `offset` query parameter of a list page.
+
+    Anything but a number reads as 0. An offset past MAX_OFFSET reads as MAX_OFFSET, an empty page.
+    """
     try:
         value = int(offset or 0)
     except ValueError:

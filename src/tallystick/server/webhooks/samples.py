@@ -1,9 +1,9 @@
 """Made-up objects that test events carry, in the shape and state of the real events' objects.
 
 A test event (`POST /webhooks/{name}/test`) lets a receiver check its parsing as well as its
-signature check, so its `data` contains an object like the one the real event sends: a paid
-invoice for billing-invoice-paid, a completed checkout for billing-checkout-completed, a failed
-payment for billing-payment-failed. Invoices, payments and checkouts are serialized by the same
+signature check. So its `data` contains an object like the one the real event sends, in the
+same state. For example, billing-invoice-paid carries a paid invoice, and
+billing-payment-failed a failed payment. Invoices, payments and checkouts are serialized by the same
 functions as the real events. Every id starts with `test_`.
 """
 

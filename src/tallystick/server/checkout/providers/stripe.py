@@ -34,9 +34,9 @@ from tallystick.server.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-# Stripe errors that leave the outcome of a request unknown: retry with the same key. An
-# IdempotencyError answers a request whose key is still in use by another request, whose
-# outcome is not known yet either.
+# Stripe errors that leave the outcome of a request unknown, so the retry reuses the key.
+# Stripe raises IdempotencyError while another request with the same key is still running,
+# and that request's outcome is unknown too.
 _UNANSWERED_ERRORS = (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError, stripe.IdempotencyError)
 DECLINE_MESSAGE = "Your card was declined."
 
